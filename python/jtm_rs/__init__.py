@@ -1,0 +1,36 @@
+"""jtm_rs: JTM (Zhu et al., NeurIPS 2019) with a Rust core.
+
+A :class:`Tree` holds items at its leaves; :func:`learn_tree` re-learns the item placement from
+a model (paper Algorithm 2); :func:`beam_search` retrieves the top-M items per user by
+layer-wise beam search with any batched scorer (a torch model on CPU or CUDA, or numpy).
+"""
+
+from __future__ import annotations
+
+from ._core import Tree, __version__
+from .exceptions import (
+    CallbackError,
+    CorruptTreeError,
+    InvalidInputError,
+    JtmError,
+    JtmInternalError,
+    UnknownItemError,
+)
+from .retrieval import beam_search
+from .samples import Samples, generate_samples
+from .tree_learning import learn_tree
+
+__all__ = [
+    "Tree",
+    "learn_tree",
+    "beam_search",
+    "generate_samples",
+    "Samples",
+    "JtmError",
+    "InvalidInputError",
+    "UnknownItemError",
+    "CallbackError",
+    "CorruptTreeError",
+    "JtmInternalError",
+    "__version__",
+]

@@ -1,0 +1,100 @@
+"""Tree learning, paper Algorithm 2 (the algorithm itself is in ``rust/tree_learning.rs``)."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import numpy as np
+
+from . import _core
+from ._arrays import to_numpy
+from ._core import Tree
+
+WeightsFn = Callable[[np.ndarray, np.ndarray, int, int], "np.ndarray"]
+ProgressCallback = Callable[[int, int, int, int], object]
+
+
+def learn_tree(
+    weights_fn: WeightsFn,
+    d: int = 7,
+    *,
+    tree: Tree,
+    max_candidates: Optional[int] = 32,
+    chunk_size: Optional[int] = None,
+    n_threads: Optional[int] = None,
+    show_progress: bool = True,
+    callback: Optional[ProgressCallback] = None,
+) -> Tree:
+    """Re-assigns items to leaves so as to maximise the model's log-likelihood (paper eq. 2).
+
+    Items are re-placed top-down, ``d`` levels per segment. Within a segment each item keeps
+    its ancestor ``p`` at the level above and picks one of the ``arity**depth`` descendants of
+    ``p`` at the segment's last level, greedily, with rebalancing so that no node exceeds its
+    capacity.
+
+    Parameters
+    ----------
+    weights_fn
+        ``weights_fn(items, parents, start_level, end_level) -> float32|float64[n, arity**(end_level-start_level+1)]``.
+        Column ``j`` of row ``i`` is the weight of moving ``items[i]`` to the ``j``-th
+        descendant (left to right) of ``parents[i]`` at ``end_level``: the sum over the item's
+        training samples of ``log p(ancestor at level j | user)`` for ``j = start_level..end_level``.
+        Items without samples should get a constant row; they then keep their old relative
+        place. Called on the calling thread, in chunks of at most ``chunk_size`` items.
+        May return a torch tensor.
+    d
+        Levels per segment (the paper's d).
+    tree
+        The current tree; it is not modified.
+    max_candidates
+        Best candidates remembered per item (bounds memory at ``n_items * max_candidates``);
+        ``None`` keeps all ``arity**d``, the exact greedy of the paper.
+    chunk_size
+        Items per ``weights_fn`` call (default: about 4M weights per call).
+    n_threads
+        Threads for the assignment (default: rayon's global pool).
+    show_progress
+        Show a tqdm bar.
+    callback
+        ``callback(segment, n_segments, done, total)`` after each chunk of weights.
+
+    Returns
+    -------
+    Tree
+        A new, valid tree over the same items, arity and levels.
+    """
+    bar = None
+    if show_progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=None, desc="learn_tree", unit="item", leave=False)
+    last = [0, -1]
+
+    def progress(segment: int, n_segments: int, done: int, total: int) -> None:
+        if bar is not None:
+            if bar.total is None:
+                bar.total = total * n_segments
+            if segment != last[1]:
+                last[0], last[1] = 0, segment
+            bar.update(done - last[0])
+            bar.set_postfix(segment=f"{segment + 1}/{n_segments}")
+            last[0] = done
+        if callback is not None:
+            callback(segment, n_segments, done, total)
+
+    def weights(items: np.ndarray, parents: np.ndarray, start: int, end: int):
+        return to_numpy(weights_fn(items, parents, start, end))
+
+    try:
+        return _core.learn_tree(
+            weights,
+            tree,
+            d=d,
+            max_candidates=max_candidates,
+            chunk_size=chunk_size,
+            n_threads=n_threads,
+            progress=progress if (bar is not None or callback is not None) else None,
+        )
+    finally:
+        if bar is not None:
+            bar.close()

@@ -1,0 +1,87 @@
+//! numpy in and out. Inputs that are already C-contiguous arrays of the right dtype are
+//! borrowed without a copy; other integer array-likes are converted once; floats passed as ids
+//! are refused rather than truncated.
+
+use super::error::callback_error;
+use crate::error::JtmError;
+use numpy::{
+    PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods,
+};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+/// A C-contiguous int64 view of `obj` (any integer array-like).
+pub fn int_array<'py>(
+    obj: &Bound<'py, PyAny>,
+    what: &str,
+) -> PyResult<PyReadonlyArrayDyn<'py, i64>> {
+    if let Ok(a) = obj.cast::<PyArrayDyn<i64>>() {
+        if a.is_c_contiguous() {
+            return Ok(a.readonly());
+        }
+    }
+    let py = obj.py();
+    let np = py.import("numpy")?;
+    let arr = np.call_method1("asarray", (obj,))?;
+    let kind: String = arr.getattr("dtype")?.getattr("kind")?.extract()?;
+    let size: usize = arr.getattr("size")?.extract()?;
+    if !(kind == "i" || kind == "u" || size == 0) {
+        return Err(JtmError::InvalidArgument(format!(
+            "{what} must be integers, got an array of dtype {}",
+            arr.getattr("dtype")?.str()?
+        ))
+        .into());
+    }
+    let kw = PyDict::new(py);
+    kw.set_item("dtype", "int64")?;
+    let arr = np.call_method("ascontiguousarray", (arr,), Some(&kw))?;
+    Ok(arr.cast_into::<PyArrayDyn<i64>>()?.readonly())
+}
+
+pub fn int_vec(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<i64>> {
+    Ok(int_array(obj, what)?.as_slice()?.to_vec())
+}
+
+/// A float32 or float64 array returned by a callback, checked against `shape`.
+pub enum Floats<'py> {
+    F32(PyReadonlyArrayDyn<'py, f32>),
+    F64(PyReadonlyArrayDyn<'py, f64>),
+}
+
+pub fn callback_floats<'py>(
+    obj: Bound<'py, PyAny>,
+    callback: &str,
+    shape: &[usize],
+) -> PyResult<Floats<'py>> {
+    let py = obj.py();
+    let Ok(arr) = obj.cast::<numpy::PyUntypedArray>() else {
+        return Err(callback_error(format!(
+            "{callback} must return a numpy array of shape {shape:?}, got {}",
+            obj.get_type().name()?
+        )));
+    };
+    if arr.shape() != shape {
+        return Err(callback_error(format!(
+            "{callback} returned an array of shape {:?}, expected {shape:?}",
+            arr.shape()
+        )));
+    }
+    let dtype = arr.dtype();
+    let contiguous = |a: &Bound<'py, PyAny>| -> PyResult<Bound<'py, PyAny>> {
+        py.import("numpy")?.call_method1("ascontiguousarray", (a,))
+    };
+    if dtype.is_equiv_to(&numpy::dtype::<f32>(py)) {
+        Ok(Floats::F32(
+            contiguous(&obj)?.cast_into::<PyArrayDyn<f32>>()?.readonly(),
+        ))
+    } else if dtype.is_equiv_to(&numpy::dtype::<f64>(py)) {
+        Ok(Floats::F64(
+            contiguous(&obj)?.cast_into::<PyArrayDyn<f64>>()?.readonly(),
+        ))
+    } else {
+        Err(callback_error(format!(
+            "{callback} returned dtype {}, expected float32 or float64",
+            dtype.str()?
+        )))
+    }
+}

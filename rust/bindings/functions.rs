@@ -1,0 +1,78 @@
+//! `learn_tree`: drives [`TreeLearner`] step by step, calling `weights_fn` on this thread with
+//! the GIL held and running every parallel step with it released.
+
+use super::convert::{callback_floats, Floats};
+use super::tree::PyTree;
+use crate::error::JtmError;
+use crate::parallel::run;
+use crate::tree_learning::{LearnConfig, TreeLearner};
+use numpy::IntoPyArray;
+use pyo3::prelude::*;
+
+/// Paper Algorithm 2 on `tree` with the model's `weights_fn`; returns a new tree (the input
+/// is never changed). `progress(segment, n_segments, done, total)` is called after each chunk.
+#[pyfunction]
+#[pyo3(signature = (weights_fn, tree, d=7, max_candidates=Some(32), chunk_size=None, n_threads=None, progress=None))]
+#[allow(clippy::too_many_arguments)]
+pub fn learn_tree(
+    py: Python<'_>,
+    weights_fn: &Bound<'_, PyAny>,
+    tree: &Bound<'_, PyTree>,
+    d: i64,
+    max_candidates: Option<usize>,
+    chunk_size: Option<usize>,
+    n_threads: Option<usize>,
+    progress: Option<&Bound<'_, PyAny>>,
+) -> PyResult<PyTree> {
+    if d < 1 {
+        return Err(JtmError::InvalidArgument(format!("d must be at least 1, got {d}")).into());
+    }
+    if chunk_size == Some(0) {
+        return Err(JtmError::InvalidArgument("chunk_size must be at least 1".into()).into());
+    }
+    let tree = &tree.get().inner;
+    let d = d.min(tree.leaf_level() as i64) as u32;
+    let n_cand = (tree.arity() as usize).saturating_pow(d);
+    let cfg = LearnConfig {
+        d,
+        max_candidates,
+        // chunk_size counts items; the learner bounds rows × columns.
+        chunk_weights: chunk_size.map_or(LearnConfig::default().chunk_weights, |c| {
+            c.saturating_mul(n_cand)
+        }),
+    };
+    let mut learner = TreeLearner::new(tree, cfg)?;
+    let n_segments = learner.segments().len();
+    while let Some(seg) = py.detach(|| run(n_threads, || learner.begin_segment()))? {
+        while let Some(rows) = learner.next_chunk() {
+            let req = learner.request(rows.clone())?;
+            let parents: Vec<i64> = req.parents.iter().map(|&p| p as i64).collect();
+            let shape = [req.items.len(), req.n_candidates];
+            let out = weights_fn.call1((
+                req.items.into_pyarray(py),
+                parents.into_pyarray(py),
+                req.start_level,
+                req.end_level,
+            ))?;
+            match callback_floats(out, "weights_fn", &shape)? {
+                Floats::F32(w) => {
+                    let w = w.as_slice()?;
+                    py.detach(|| run(n_threads, || learner.accept_weights(rows, w)))?
+                }
+                Floats::F64(w) => {
+                    let w = w.as_slice()?;
+                    py.detach(|| run(n_threads, || learner.accept_weights(rows, w)))?
+                }
+            }
+            py.check_signals()?;
+            if let Some(cb) = progress {
+                let (done, total) = learner.progress();
+                cb.call1((seg.index, n_segments, done, total))?;
+            }
+        }
+        py.detach(|| run(n_threads, || learner.assign()))?;
+    }
+    Ok(PyTree {
+        inner: learner.finish()?,
+    })
+}

@@ -1,0 +1,17 @@
+//! The PyO3 layer: argument conversion, GIL release around parallel steps, error mapping.
+//! No algorithm lives here.
+
+mod convert;
+mod error;
+mod functions;
+mod tree;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<tree::PyTree>()?;
+    m.add_function(wrap_pyfunction!(functions::learn_tree, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

@@ -1,0 +1,460 @@
+//! `jtm_rs.Tree`: a frozen Python object over the Rust [`Tree`]. Frozen means immutable and
+//! shareable between Python threads without locks; learning returns a new tree.
+
+use super::convert::{callback_floats, int_array, int_vec, Floats};
+use crate::beam_search::BeamSearch;
+use crate::error::JtmError;
+use crate::tree::Tree;
+use crate::{parallel, persistence, samples};
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyTuple, PyType};
+use std::path::PathBuf;
+
+#[pyclass(name = "Tree", module = "jtm_rs._core", frozen, eq)]
+#[derive(PartialEq)]
+pub struct PyTree {
+    pub inner: Tree,
+}
+
+fn level_arg(tree: &Tree, level: i64) -> PyResult<u32> {
+    if level < 0 || level > tree.leaf_level() as i64 {
+        return Err(JtmError::InvalidArgument(format!(
+            "level {level} is out of range: this tree has levels 0..={}",
+            tree.leaf_level()
+        ))
+        .into());
+    }
+    Ok(level as u32)
+}
+
+fn arity_arg(arity: i64) -> PyResult<u64> {
+    if arity < 2 {
+        return Err(
+            JtmError::InvalidArgument(format!("arity must be at least 2, got {arity}")).into(),
+        );
+    }
+    Ok(arity as u64)
+}
+
+fn opt_level(leaf_level: Option<i64>) -> PyResult<Option<u32>> {
+    match leaf_level {
+        Some(l) if !(1..=64).contains(&l) => {
+            Err(JtmError::InvalidArgument(format!("leaf_level must be in 1..=64, got {l}")).into())
+        }
+        l => Ok(l.map(|l| l as u32)),
+    }
+}
+
+/// Maps each id of an int64 array (any shape) through `f`, keeping the shape.
+fn map_ids<'py>(
+    py: Python<'py>,
+    ids: &Bound<'py, PyAny>,
+    what: &str,
+    f: impl Fn(i64) -> Result<i64, JtmError>,
+) -> PyResult<Bound<'py, PyArrayDyn<i64>>> {
+    let a = int_array(ids, what)?;
+    let out: Vec<i64> = a
+        .as_slice()?
+        .iter()
+        .map(|&x| f(x))
+        .collect::<Result<_, _>>()?;
+    Ok(PyArray1::from_vec(py, out).reshape(a.shape())?)
+}
+
+impl PyTree {
+    fn node(&self, n: i64) -> Result<u64, JtmError> {
+        self.inner.check_node(n)
+    }
+}
+
+#[pymethods]
+impl PyTree {
+    /// The paper's initial tree: items sorted by (category, seeded random tie-break), split
+    /// recursively into `arity` near-equal parts.
+    #[staticmethod]
+    #[pyo3(signature = (items, categories, arity=2, leaf_level=None, seed=0))]
+    fn from_categories(
+        items: &Bound<'_, PyAny>,
+        categories: &Bound<'_, PyAny>,
+        arity: i64,
+        leaf_level: Option<i64>,
+        seed: u64,
+    ) -> PyResult<Self> {
+        let (items, cats) = (int_vec(items, "items")?, int_vec(categories, "categories")?);
+        Ok(PyTree {
+            inner: Tree::from_categories(
+                &items,
+                &cats,
+                arity_arg(arity)?,
+                opt_level(leaf_level)?,
+                seed,
+            )?,
+        })
+    }
+
+    #[staticmethod]
+    #[pyo3(signature = (items, arity=2, leaf_level=None, seed=0))]
+    fn random(
+        items: &Bound<'_, PyAny>,
+        arity: i64,
+        leaf_level: Option<i64>,
+        seed: u64,
+    ) -> PyResult<Self> {
+        let items = int_vec(items, "items")?;
+        Ok(PyTree {
+            inner: Tree::random(&items, arity_arg(arity)?, opt_level(leaf_level)?, seed)?,
+        })
+    }
+
+    #[staticmethod]
+    #[pyo3(signature = (order, arity=2, leaf_level=None))]
+    fn from_order(order: &Bound<'_, PyAny>, arity: i64, leaf_level: Option<i64>) -> PyResult<Self> {
+        let order = int_vec(order, "order")?;
+        Ok(PyTree {
+            inner: Tree::from_order(&order, arity_arg(arity)?, opt_level(leaf_level)?)?,
+        })
+    }
+
+    #[staticmethod]
+    #[pyo3(signature = (items, leaves, arity=2, leaf_level=None))]
+    fn from_leaves(
+        items: &Bound<'_, PyAny>,
+        leaves: &Bound<'_, PyAny>,
+        arity: i64,
+        leaf_level: Option<i64>,
+    ) -> PyResult<Self> {
+        let arity = arity_arg(arity)?;
+        let items = int_vec(items, "items")?;
+        let leaves = int_vec(leaves, "leaves")?;
+        if let Some(&bad) = leaves.iter().find(|&&l| l < 0) {
+            return Err(JtmError::InvalidNode(format!("leaf {bad} is negative")).into());
+        }
+        // Without an explicit leaf level, the leaves' own level is the one.
+        let level = match opt_level(leaf_level)? {
+            Some(l) => l,
+            None => {
+                let max = leaves.iter().copied().max().unwrap_or(0) as u128;
+                let (mut start, mut width, mut level) = (1u128, arity as u128, 1u32);
+                while start + width <= max {
+                    start += width;
+                    width *= arity as u128;
+                    level += 1;
+                }
+                level
+            }
+        };
+        let leaves: Vec<u64> = leaves.iter().map(|&l| l as u64).collect();
+        Ok(PyTree {
+            inner: Tree::from_leaves(&items, &leaves, arity, level)?,
+        })
+    }
+
+    #[getter]
+    fn arity(&self) -> u64 {
+        self.inner.arity()
+    }
+    /// L, the level of the leaves; levels are 0..=L.
+    #[getter]
+    fn leaf_level(&self) -> u32 {
+        self.inner.leaf_level()
+    }
+    /// L + 1.
+    #[getter]
+    fn n_levels(&self) -> u32 {
+        self.inner.leaf_level() + 1
+    }
+    #[getter]
+    fn n_items(&self) -> usize {
+        self.inner.n_items()
+    }
+    #[getter]
+    fn n_nodes(&self) -> u64 {
+        self.inner.n_nodes()
+    }
+    /// Item ids, ascending.
+    #[getter]
+    fn items<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i64>> {
+        PyArray1::from_slice(py, self.inner.item_ids())
+    }
+    fn __len__(&self) -> usize {
+        self.inner.n_items()
+    }
+    fn __repr__(&self) -> String {
+        format!(
+            "Tree(n_items={}, arity={}, leaf_level={})",
+            self.inner.n_items(),
+            self.inner.arity(),
+            self.inner.leaf_level()
+        )
+    }
+
+    fn capacity(&self, level: i64) -> PyResult<u64> {
+        Ok(self.inner.capacity(level_arg(&self.inner, level)?))
+    }
+
+    /// Leaf node of each item (same shape as `items`).
+    fn leaves<'py>(
+        &self,
+        py: Python<'py>,
+        items: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArrayDyn<i64>>> {
+        map_ids(py, items, "items", |i| Ok(self.inner.leaf_of(i)? as i64))
+    }
+
+    /// Item on each leaf; `default` for empty leaves.
+    #[pyo3(signature = (leaves, default=-1))]
+    fn items_at<'py>(
+        &self,
+        py: Python<'py>,
+        leaves: &Bound<'py, PyAny>,
+        default: i64,
+    ) -> PyResult<Bound<'py, PyArrayDyn<i64>>> {
+        let level = self.inner.leaf_level();
+        map_ids(py, leaves, "leaves", |n| {
+            let node = self.node(n)?;
+            if self.inner.level_of(node) != level {
+                return Err(JtmError::InvalidNode(format!("node {n} is not a leaf")));
+            }
+            Ok(self.inner.item_at(node).unwrap_or(default))
+        })
+    }
+
+    /// Ancestor at `level` of each node (a node at `level` is its own ancestor).
+    fn ancestors<'py>(
+        &self,
+        py: Python<'py>,
+        nodes: &Bound<'py, PyAny>,
+        level: i64,
+    ) -> PyResult<Bound<'py, PyArrayDyn<i64>>> {
+        let level = level_arg(&self.inner, level)?;
+        map_ids(py, nodes, "nodes", |n| {
+            Ok(self.inner.ancestor(self.node(n)?, level)? as i64)
+        })
+    }
+
+    /// Ancestor at `level` of each item's leaf.
+    fn item_ancestors<'py>(
+        &self,
+        py: Python<'py>,
+        items: &Bound<'py, PyAny>,
+        level: i64,
+    ) -> PyResult<Bound<'py, PyArrayDyn<i64>>> {
+        let level = level_arg(&self.inner, level)?;
+        map_ids(py, items, "items", |i| {
+            Ok(self.inner.ancestor(self.inner.leaf_of(i)?, level)? as i64)
+        })
+    }
+
+    /// Hierarchical user features (paper §3.3): each behaviour item id replaced by its
+    /// ancestor node at `level`; entries equal to `padding` stay `padding`. Any shape.
+    #[pyo3(signature = (behaviours, level, padding=-1))]
+    fn hierarchical_features<'py>(
+        &self,
+        py: Python<'py>,
+        behaviours: &Bound<'py, PyAny>,
+        level: i64,
+        padding: Option<i64>,
+    ) -> PyResult<Bound<'py, PyArrayDyn<i64>>> {
+        let level = level_arg(&self.inner, level)?;
+        let a = int_array(behaviours, "behaviours")?;
+        let slice = a.as_slice()?;
+        let tree = &self.inner;
+        let out = py
+            .detach(|| parallel::run(None, || tree.hierarchical_features(slice, level, padding)))?;
+        Ok(PyArray1::from_vec(py, out).reshape(a.shape())?)
+    }
+
+    /// Level of each node.
+    fn level_of<'py>(
+        &self,
+        py: Python<'py>,
+        nodes: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArrayDyn<i64>>> {
+        map_ids(py, nodes, "nodes", |n| {
+            Ok(self.inner.level_of(self.node(n)?) as i64)
+        })
+    }
+
+    /// Whether each node has an item below it.
+    fn is_live<'py>(
+        &self,
+        py: Python<'py>,
+        nodes: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArrayDyn<bool>>> {
+        let a = int_array(nodes, "nodes")?;
+        let out: Vec<bool> = a
+            .as_slice()?
+            .iter()
+            .map(|&n| Ok(self.inner.is_live(self.node(n)?)))
+            .collect::<Result<_, JtmError>>()?;
+        Ok(PyArray1::from_vec(py, out).reshape(a.shape())?)
+    }
+
+    /// Live node ids of `level`, ascending.
+    fn live_nodes<'py>(&self, py: Python<'py>, level: i64) -> PyResult<Bound<'py, PyArray1<i64>>> {
+        let live = self.inner.live_nodes(level_arg(&self.inner, level)?)?;
+        Ok(live
+            .iter()
+            .map(|&n| n as i64)
+            .collect::<Vec<_>>()
+            .into_pyarray(py))
+    }
+
+    /// Children of each node of a 1-D array: int64[n, arity] (live or not).
+    fn children<'py>(
+        &self,
+        py: Python<'py>,
+        nodes: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArray2<i64>>> {
+        let nodes = int_vec(nodes, "nodes")?;
+        let mut out = Vec::with_capacity(nodes.len() * self.inner.arity() as usize);
+        for &n in &nodes {
+            out.extend(self.inner.children(self.node(n)?)?.map(|c| c as i64));
+        }
+        Ok(PyArray1::from_vec(py, out).reshape([nodes.len(), self.inner.arity() as usize])?)
+    }
+
+    /// Descendants at `level` of each node of a 1-D array of nodes that share one level:
+    /// int64[n, arity^(level − their level)], left to right.
+    fn descendants<'py>(
+        &self,
+        py: Python<'py>,
+        nodes: &Bound<'py, PyAny>,
+        level: i64,
+    ) -> PyResult<Bound<'py, PyArray2<i64>>> {
+        let level = level_arg(&self.inner, level)?;
+        let nodes = int_vec(nodes, "nodes")?;
+        let mut out = Vec::new();
+        let mut width = None;
+        for &n in &nodes {
+            let r = self.inner.descendants(self.node(n)?, level)?;
+            if *width.get_or_insert(r.end - r.start) != r.end - r.start {
+                return Err(JtmError::InvalidArgument(
+                    "descendants: all nodes must sit at the same level".into(),
+                )
+                .into());
+            }
+            out.extend(r.map(|c| c as i64));
+        }
+        Ok(PyArray1::from_vec(py, out).reshape([nodes.len(), width.unwrap_or(0) as usize])?)
+    }
+
+    /// Checks every invariant; raises if one is broken.
+    fn validate(&self) -> PyResult<()> {
+        Ok(self.inner.validate()?)
+    }
+
+    // ------------------------------------------------------------- persistence
+
+    fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
+        let tree = &self.inner;
+        Ok(py.detach(|| persistence::save(tree, &path))?)
+    }
+
+    #[classmethod]
+    fn load(_cls: &Bound<'_, PyType>, py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+        Ok(PyTree {
+            inner: py.detach(|| persistence::load(&path))?,
+        })
+    }
+
+    fn to_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &persistence::to_bytes(&self.inner))
+    }
+
+    #[staticmethod]
+    fn from_bytes(data: &[u8]) -> PyResult<Self> {
+        Ok(PyTree {
+            inner: persistence::from_bytes(data)?,
+        })
+    }
+
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
+        let py = slf.py();
+        let ctor = slf.get_type().getattr("from_bytes")?;
+        let bytes = slf.get().to_bytes(py);
+        PyTuple::new(py, [ctor, PyTuple::new(py, [bytes])?.into_any()])
+    }
+
+    // ------------------------------------------------------------- samples and search
+
+    /// Training samples with per-level negatives (DESIGN §4.2). Returns
+    /// `(example_index, node, level, label)`.
+    #[pyo3(signature = (targets, negatives, start_level=1, seed=0, n_threads=None))]
+    fn generate_samples<'py>(
+        &self,
+        py: Python<'py>,
+        targets: &Bound<'py, PyAny>,
+        negatives: &Bound<'py, PyAny>,
+        start_level: i64,
+        seed: u64,
+        n_threads: Option<usize>,
+    ) -> PyResult<(
+        Bound<'py, PyArray1<i64>>,
+        Bound<'py, PyArray1<i64>>,
+        Bound<'py, PyArray1<i64>>,
+        Bound<'py, PyArray1<f32>>,
+    )> {
+        let start_level = level_arg(&self.inner, start_level)?;
+        let targets = int_array(targets, "targets")?;
+        let negatives = int_vec(negatives, "negatives")?;
+        let (tree, t) = (&self.inner, targets.as_slice()?);
+        let s = py.detach(|| {
+            parallel::run(n_threads, || {
+                samples::generate(tree, t, &negatives, start_level, seed)
+            })
+        })?;
+        Ok((
+            s.example.into_pyarray(py),
+            s.node.into_pyarray(py),
+            s.level.into_pyarray(py),
+            s.label.into_pyarray(py),
+        ))
+    }
+
+    /// Beam search for `n_users` users (DESIGN §4.5): `score_fn(user_rows, nodes, level)` is
+    /// called once per level with every (user row, node) pair and returns one float per pair.
+    /// Returns `(items int64[n_users, m], scores float32[n_users, m])`, best first.
+    #[pyo3(signature = (score_fn, n_users, k, m=None, n_threads=None))]
+    fn beam_search<'py>(
+        &self,
+        py: Python<'py>,
+        score_fn: &Bound<'py, PyAny>,
+        n_users: usize,
+        k: usize,
+        m: Option<usize>,
+        n_threads: Option<usize>,
+    ) -> PyResult<(Bound<'py, PyArray2<i64>>, Bound<'py, PyArray2<f32>>)> {
+        let m = m.unwrap_or(k);
+        let mut search = BeamSearch::new(&self.inner, n_users, k, m)?;
+        loop {
+            let Some(c) = py.detach(|| parallel::run(n_threads, || Ok(search.expand())))? else {
+                break;
+            };
+            let n = c.nodes.len();
+            let rows = c.user_rows.into_pyarray(py);
+            let nodes = c.nodes.into_pyarray(py);
+            for a in [&rows, &nodes] {
+                a.call_method1("setflags", (false,))?; // the scorer must not edit our pairs
+            }
+            let out = score_fn.call1((rows, nodes, c.level))?;
+            match callback_floats(out, "score_fn", &[n])? {
+                Floats::F32(s) => {
+                    let s = s.as_slice()?;
+                    py.detach(|| parallel::run(n_threads, || search.select(s)))?
+                }
+                Floats::F64(s) => {
+                    let s: Vec<f32> = s.as_slice()?.iter().map(|&x| x as f32).collect();
+                    py.detach(|| parallel::run(n_threads, || search.select(&s)))?
+                }
+            }
+            py.check_signals()?;
+        }
+        let (items, scores) = search.finish()?;
+        Ok((
+            PyArray1::from_vec(py, items).reshape([n_users, m])?,
+            PyArray1::from_vec(py, scores).reshape([n_users, m])?,
+        ))
+    }
+}

@@ -1,0 +1,53 @@
+//! The one error type of the core. The binding layer maps each variant to a Python exception
+//! (see `bindings/error.rs`); nothing here depends on Python.
+
+use std::fmt;
+
+#[derive(Debug)]
+pub enum JtmError {
+    /// A caller-supplied argument is out of range or inconsistent (arity < 2, d < 1, ...).
+    InvalidArgument(String),
+    /// An item id that the tree does not hold.
+    UnknownItem(i64),
+    /// A node id outside the tree, or not at the level it must be at.
+    InvalidNode(String),
+    /// A user callback (`weights_fn`, `score_fn`) returned something unusable.
+    Callback(String),
+    /// A tree file or byte string that is truncated, corrupted or of an unknown version.
+    CorruptTree(String),
+    Io(std::io::Error),
+    /// A broken invariant or a caught panic: a bug in jtm_rs, never the caller's fault.
+    Internal(String),
+}
+
+pub type Result<T> = std::result::Result<T, JtmError>;
+
+impl fmt::Display for JtmError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JtmError::InvalidArgument(m) => write!(f, "{m}"),
+            JtmError::UnknownItem(id) => {
+                write!(f, "unknown item id {id}: the tree holds no such item")
+            }
+            JtmError::InvalidNode(m) => write!(f, "{m}"),
+            JtmError::Callback(m) => write!(f, "{m}"),
+            JtmError::CorruptTree(m) => write!(f, "corrupt tree data: {m}"),
+            JtmError::Io(e) => write!(f, "{e}"),
+            JtmError::Internal(m) => write!(f, "internal error in jtm_rs (please report): {m}"),
+        }
+    }
+}
+
+impl std::error::Error for JtmError {}
+
+impl From<std::io::Error> for JtmError {
+    fn from(e: std::io::Error) -> Self {
+        JtmError::Io(e)
+    }
+}
+
+/// `Err(InvalidArgument)` built with `format!` syntax.
+macro_rules! invalid {
+    ($($arg:tt)*) => { Err($crate::error::JtmError::InvalidArgument(format!($($arg)*))) };
+}
+pub(crate) use invalid;

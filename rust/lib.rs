@@ -1,0 +1,27 @@
+//! jtm_rs: the Rust core of JTM ("Joint Optimization of Tree-based Index and Deep Model for
+//! Recommender Systems", Zhu et al., NeurIPS 2019).
+//!
+//! Plain Rust, usable and testable without Python:
+//! - [`tree`]: the tree index and its initial constructions (DESIGN §2, §4.1);
+//! - [`samples`]: training samples with per-level negatives (§4.2);
+//! - [`tree_learning`]: paper Algorithm 2, segmented greedy assignment with rebalance (§4.4);
+//! - [`beam_search`]: layer-wise retrieval (§4.5);
+//! - [`persistence`]: the tree file format.
+//!
+//! The PyO3 layer (`bindings`, feature `python`) only converts arguments, releases the GIL
+//! around parallel steps and maps [`error::JtmError`] to Python exceptions.
+
+pub mod beam_search;
+pub mod error;
+pub mod parallel;
+pub mod persistence;
+pub mod rng;
+pub mod samples;
+pub mod tree;
+pub mod tree_learning;
+
+#[cfg(feature = "python")]
+mod bindings;
+
+pub use error::{JtmError, Result};
+pub use tree::Tree;

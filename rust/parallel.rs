@@ -1,0 +1,79 @@
+//! Thread pools and panic containment for the parallel sections.
+//!
+//! `n_threads = None` uses rayon's global pool (sized by `RAYON_NUM_THREADS` or the core
+//! count); `Some(n)` uses a pool of exactly n threads, built once and cached, so repeated calls
+//! (one beam search per batch) do not pay for thread start-up. Every parallel section runs
+//! under `catch_unwind`: a panic becomes `JtmError::Internal` instead of aborting the caller.
+
+use crate::error::{JtmError, Result};
+use rayon::{ThreadPool, ThreadPoolBuilder};
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex, OnceLock};
+
+fn cached_pool(n_threads: usize) -> Result<Arc<ThreadPool>> {
+    static POOLS: OnceLock<Mutex<HashMap<usize, Arc<ThreadPool>>>> = OnceLock::new();
+    let pools = POOLS.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut pools = pools.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(p) = pools.get(&n_threads) {
+        return Ok(p.clone());
+    }
+    let pool = ThreadPoolBuilder::new()
+        .num_threads(n_threads)
+        .thread_name(|i| format!("jtm-rs-{i}"))
+        .build()
+        .map_err(|e| {
+            JtmError::Internal(format!("cannot start a pool of {n_threads} threads: {e}"))
+        })?;
+    let pool = Arc::new(pool);
+    pools.insert(n_threads, pool.clone());
+    Ok(pool)
+}
+
+/// Runs `f` on the requested pool, turning a panic into `JtmError::Internal`.
+pub fn run<R: Send>(n_threads: Option<usize>, f: impl FnOnce() -> Result<R> + Send) -> Result<R> {
+    let outcome = match n_threads {
+        Some(0) => {
+            return Err(JtmError::InvalidArgument(
+                "n_threads must be at least 1".into(),
+            ))
+        }
+        Some(n) => {
+            let pool = cached_pool(n)?;
+            catch_unwind(AssertUnwindSafe(|| pool.install(f)))
+        }
+        None => catch_unwind(AssertUnwindSafe(f)),
+    };
+    outcome.unwrap_or_else(|panic| {
+        let msg = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        Err(JtmError::Internal(msg))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sized_pool_runs_with_that_many_threads() {
+        assert_eq!(
+            run(Some(2), || Ok(rayon::current_num_threads())).unwrap(),
+            2
+        );
+        assert_eq!(
+            run(Some(1), || Ok(rayon::current_num_threads())).unwrap(),
+            1
+        );
+    }
+
+    #[test]
+    fn panic_becomes_internal_error() {
+        let r: Result<()> = run(Some(1), || panic!("boom"));
+        assert!(matches!(r, Err(JtmError::Internal(m)) if m.contains("boom")));
+        assert!(run(Some(0), || Ok(())).is_err());
+    }
+}

@@ -1,0 +1,505 @@
+//! The tree index (DESIGN §2): a complete b-ary tree with heap-ordered node ids, items on a
+//! subset of its leaves.
+//!
+//! Node arithmetic: root 0, children of n are `b·n+1 … b·n+b`, parent `(n−1)/b`, level l holds
+//! `[(b^l−1)/(b−1), (b^(l+1)−1)/(b−1))`. The descendants of n at a deeper level form one
+//! contiguous id range, so nothing is stored per node except the sorted lists of live nodes.
+
+use crate::error::{invalid, JtmError, Result};
+use crate::rng::SplitMix64;
+
+/// Largest node id we hand out must fit an int64 on the Python side.
+const MAX_NODE_ID: u128 = i64::MAX as u128;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tree {
+    arity: u64,
+    leaf_level: u32,
+    /// `level_start[l]` is the first node id of level l, for l in `0..=leaf_level + 1`.
+    level_start: Vec<u64>,
+    /// Item ids in ascending order (unique); the item index used everywhere is a position here.
+    item_ids: Vec<i64>,
+    /// Leaf node of `item_ids[i]`.
+    item_leaf: Vec<u64>,
+    /// Live node ids per level, ascending. `live[leaf_level]` lists occupied leaves.
+    live: Vec<Vec<u64>>,
+    /// Item index of the item on `live[leaf_level][j]`.
+    live_leaf_item: Vec<u32>,
+}
+
+/// Smallest leaf level L ≥ 1 with `arity^L ≥ n_items`.
+pub fn default_leaf_level(n_items: usize, arity: u64) -> u32 {
+    let mut level = 1;
+    let mut cap = arity as u128;
+    while cap < n_items as u128 {
+        cap *= arity as u128;
+        level += 1;
+    }
+    level
+}
+
+fn check_shape(n_items: usize, arity: u64, leaf_level: u32) -> Result<Vec<u64>> {
+    if arity < 2 {
+        return invalid!("arity must be at least 2, got {arity}");
+    }
+    if n_items == 0 {
+        return invalid!("the corpus is empty: a tree needs at least one item");
+    }
+    if n_items > u32::MAX as usize - 1 {
+        return invalid!(
+            "at most {} items are supported, got {n_items}",
+            u32::MAX - 1
+        );
+    }
+    if leaf_level == 0 {
+        return invalid!("leaf_level must be at least 1");
+    }
+    let mut starts = Vec::with_capacity(leaf_level as usize + 2);
+    let (mut start, mut width) = (0u128, 1u128);
+    for _ in 0..=leaf_level + 1 {
+        // The last start pushed is the node count, so every id stays below it.
+        if start > MAX_NODE_ID + 1 {
+            return invalid!("a tree of arity {arity} with leaf level {leaf_level} has more nodes than int64 can number");
+        }
+        starts.push(start as u64);
+        start = start.saturating_add(width);
+        width = width.saturating_mul(arity as u128);
+    }
+    let leaves = (starts[leaf_level as usize + 1] - starts[leaf_level as usize]) as u128;
+    if (n_items as u128) > leaves {
+        return invalid!(
+            "{n_items} items do not fit on the {leaves} leaves of a tree of arity {arity} with leaf level {leaf_level}"
+        );
+    }
+    Ok(starts)
+}
+
+impl Tree {
+    // ----------------------------------------------------------------- construction
+
+    /// The tree with `item_ids[i]` on leaf `leaves[i]` (node ids at `leaf_level`).
+    pub fn from_leaves(
+        item_ids: &[i64],
+        leaves: &[u64],
+        arity: u64,
+        leaf_level: u32,
+    ) -> Result<Tree> {
+        if item_ids.len() != leaves.len() {
+            return invalid!("{} item ids but {} leaves", item_ids.len(), leaves.len());
+        }
+        let level_start = check_shape(item_ids.len(), arity, leaf_level)?;
+        let (lo, hi) = (
+            level_start[leaf_level as usize],
+            level_start[leaf_level as usize + 1],
+        );
+        if let Some(&bad) = leaves.iter().find(|&&n| n < lo || n >= hi) {
+            return Err(JtmError::InvalidNode(format!(
+                "node {bad} is not a leaf: leaves of this tree are nodes {lo}..{hi}"
+            )));
+        }
+        let mut pairs: Vec<(i64, u64)> = item_ids
+            .iter()
+            .copied()
+            .zip(leaves.iter().copied())
+            .collect();
+        pairs.sort_unstable();
+        if let Some(w) = pairs.windows(2).find(|w| w[0].0 == w[1].0) {
+            return invalid!("item id {} appears more than once", w[0].0);
+        }
+        let item_ids: Vec<i64> = pairs.iter().map(|p| p.0).collect();
+        let item_leaf: Vec<u64> = pairs.iter().map(|p| p.1).collect();
+
+        let mut by_leaf: Vec<(u64, u32)> = item_leaf
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| (l, i as u32))
+            .collect();
+        by_leaf.sort_unstable();
+        if let Some(w) = by_leaf.windows(2).find(|w| w[0].0 == w[1].0) {
+            return invalid!(
+                "leaf {} holds two items ({} and {})",
+                w[0].0,
+                item_ids[w[0].1 as usize],
+                item_ids[w[1].1 as usize]
+            );
+        }
+        let mut live = vec![Vec::new(); leaf_level as usize + 1];
+        live[leaf_level as usize] = by_leaf.iter().map(|p| p.0).collect();
+        for l in (0..leaf_level as usize).rev() {
+            let mut up: Vec<u64> = live[l + 1].iter().map(|&n| (n - 1) / arity).collect();
+            up.dedup(); // parents of an ascending list are ascending
+            live[l] = up;
+        }
+        Ok(Tree {
+            arity,
+            leaf_level,
+            level_start,
+            item_ids,
+            item_leaf,
+            live,
+            live_leaf_item: by_leaf.iter().map(|p| p.1).collect(),
+        })
+    }
+
+    /// Places `order` left to right by splitting it recursively into `arity` near-equal parts
+    /// (TDM's construction), so empty leaves are spread evenly when N < b^L.
+    pub fn from_order(order: &[i64], arity: u64, leaf_level: Option<u32>) -> Result<Tree> {
+        let leaf_level =
+            leaf_level.unwrap_or_else(|| default_leaf_level(order.len(), arity.max(2)));
+        check_shape(order.len(), arity, leaf_level)?;
+        let mut leaves = vec![0u64; order.len()];
+        // Explicit stack of (node, level, range of `order`).
+        let mut stack = vec![(0u64, 0u32, 0usize, order.len())];
+        while let Some((node, level, lo, hi)) = stack.pop() {
+            if level == leaf_level {
+                debug_assert_eq!(hi - lo, 1);
+                leaves[lo] = node;
+                continue;
+            }
+            let n = hi - lo;
+            let (base, extra) = (n / arity as usize, n % arity as usize);
+            let mut start = lo;
+            for c in 0..arity as usize {
+                let len = base + usize::from(c < extra);
+                if len > 0 {
+                    stack.push((node * arity + 1 + c as u64, level + 1, start, start + len));
+                }
+                start += len;
+            }
+        }
+        Tree::from_leaves(order, &leaves, arity, leaf_level)
+    }
+
+    /// A uniformly shuffled order, placed as in [`Tree::from_order`].
+    pub fn random(
+        item_ids: &[i64],
+        arity: u64,
+        leaf_level: Option<u32>,
+        seed: u64,
+    ) -> Result<Tree> {
+        let mut order = item_ids.to_vec();
+        SplitMix64::new(seed).shuffle(&mut order);
+        Tree::from_order(&order, arity, leaf_level)
+    }
+
+    /// The paper's initial tree: items ordered by (category, random tie-break), then split.
+    pub fn from_categories(
+        item_ids: &[i64],
+        categories: &[i64],
+        arity: u64,
+        leaf_level: Option<u32>,
+        seed: u64,
+    ) -> Result<Tree> {
+        if item_ids.len() != categories.len() {
+            return invalid!(
+                "{} item ids but {} categories",
+                item_ids.len(),
+                categories.len()
+            );
+        }
+        let mut rng = SplitMix64::new(seed);
+        let mut keyed: Vec<(i64, u64, i64)> = item_ids
+            .iter()
+            .zip(categories)
+            .map(|(&i, &c)| (c, rng.next_u64(), i))
+            .collect();
+        keyed.sort_unstable();
+        let order: Vec<i64> = keyed.into_iter().map(|k| k.2).collect();
+        Tree::from_order(&order, arity, leaf_level)
+    }
+
+    // ----------------------------------------------------------------- shape
+
+    pub fn arity(&self) -> u64 {
+        self.arity
+    }
+    /// L: the level of the leaves (levels are `0..=L`).
+    pub fn leaf_level(&self) -> u32 {
+        self.leaf_level
+    }
+    pub fn n_items(&self) -> usize {
+        self.item_ids.len()
+    }
+    /// Item ids, ascending.
+    pub fn item_ids(&self) -> &[i64] {
+        &self.item_ids
+    }
+    /// Leaf of each item, aligned with [`Tree::item_ids`].
+    pub fn item_leaves(&self) -> &[u64] {
+        &self.item_leaf
+    }
+    /// Number of node ids (live or not) in the complete tree.
+    pub fn n_nodes(&self) -> u64 {
+        self.level_start[self.leaf_level as usize + 1]
+    }
+    /// First node id of `level`, and one past the last.
+    pub fn level_range(&self, level: u32) -> std::ops::Range<u64> {
+        self.level_start[level as usize]..self.level_start[level as usize + 1]
+    }
+    /// Items a node at `level` may hold: b^(L−level).
+    pub fn capacity(&self, level: u32) -> u64 {
+        self.arity.pow(self.leaf_level - level)
+    }
+
+    fn check_level(&self, level: u32) -> Result<()> {
+        if level > self.leaf_level {
+            return invalid!(
+                "level {level} is out of range: this tree has levels 0..={}",
+                self.leaf_level
+            );
+        }
+        Ok(())
+    }
+
+    pub fn check_node(&self, node: i64) -> Result<u64> {
+        if node < 0 || node as u64 >= self.n_nodes() {
+            return Err(JtmError::InvalidNode(format!(
+                "node {node} is out of range: this tree has nodes 0..{}",
+                self.n_nodes()
+            )));
+        }
+        Ok(node as u64)
+    }
+
+    // ----------------------------------------------------------------- node arithmetic
+
+    pub fn level_of(&self, node: u64) -> u32 {
+        // level_start is ascending; the level is the last start ≤ node.
+        (self.level_start.partition_point(|&s| s <= node) - 1) as u32
+    }
+
+    pub fn parent(&self, node: u64) -> Option<u64> {
+        (node > 0).then(|| (node - 1) / self.arity)
+    }
+
+    /// Ancestor of `node` at `level` (the node itself at its own level).
+    pub fn ancestor(&self, node: u64, level: u32) -> Result<u64> {
+        let own = self.level_of(node);
+        if level > own {
+            return invalid!("level {level} is below node {node}, which sits at level {own}");
+        }
+        let mut n = node;
+        for _ in level..own {
+            n = (n - 1) / self.arity;
+        }
+        Ok(n)
+    }
+
+    /// Descendants of `node` at `level` as a contiguous id range.
+    pub fn descendants(&self, node: u64, level: u32) -> Result<std::ops::Range<u64>> {
+        self.check_level(level)?;
+        let own = self.level_of(node);
+        if level < own {
+            return invalid!("level {level} is above node {node}, which sits at level {own}");
+        }
+        Ok(self.descendant_range(node, level - own))
+    }
+
+    /// Descendants `depth` levels below `node` (no checks: callers know the levels).
+    pub(crate) fn descendant_range(&self, node: u64, depth: u32) -> std::ops::Range<u64> {
+        let width = self.arity.pow(depth);
+        let first = node * width + (width - 1) / (self.arity - 1);
+        first..first + width
+    }
+
+    pub fn children(&self, node: u64) -> Result<std::ops::Range<u64>> {
+        if self.level_of(node) >= self.leaf_level {
+            return invalid!("node {node} is a leaf and has no children");
+        }
+        Ok(self.descendant_range(node, 1))
+    }
+
+    // ----------------------------------------------------------------- live nodes
+
+    /// Live node ids of `level`, ascending.
+    pub fn live_nodes(&self, level: u32) -> Result<&[u64]> {
+        self.check_level(level)?;
+        Ok(&self.live[level as usize])
+    }
+
+    pub(crate) fn live_at(&self, level: u32) -> &[u64] {
+        &self.live[level as usize]
+    }
+
+    pub fn is_live(&self, node: u64) -> bool {
+        if node >= self.n_nodes() {
+            return false;
+        }
+        self.live[self.level_of(node) as usize]
+            .binary_search(&node)
+            .is_ok()
+    }
+
+    /// Live nodes inside the id range `r` of one level (a slice of that level's live list).
+    pub(crate) fn live_in(&self, level: u32, r: std::ops::Range<u64>) -> &[u64] {
+        let live = &self.live[level as usize];
+        let lo = live.partition_point(|&n| n < r.start);
+        let hi = live.partition_point(|&n| n < r.end);
+        &live[lo..hi]
+    }
+
+    // ----------------------------------------------------------------- items
+
+    /// Index of `item` in [`Tree::item_ids`].
+    pub fn item_index(&self, item: i64) -> Result<usize> {
+        self.item_ids
+            .binary_search(&item)
+            .map_err(|_| JtmError::UnknownItem(item))
+    }
+
+    pub fn leaf_of(&self, item: i64) -> Result<u64> {
+        Ok(self.item_leaf[self.item_index(item)?])
+    }
+
+    /// The item on `leaf`, if any (None for an empty leaf or a non-leaf node).
+    pub fn item_at(&self, leaf: u64) -> Option<i64> {
+        let live = &self.live[self.leaf_level as usize];
+        live.binary_search(&leaf)
+            .ok()
+            .map(|j| self.item_ids[self.live_leaf_item[j] as usize])
+    }
+
+    /// Ancestor at `level` of each item; `padding` stays `padding` (hierarchical features,
+    /// paper §3.3: behaviours at level l become their ancestors at level l).
+    pub fn hierarchical_features(
+        &self,
+        behaviours: &[i64],
+        level: u32,
+        padding: Option<i64>,
+    ) -> Result<Vec<i64>> {
+        self.check_level(level)?;
+        let shift = self.leaf_level - level;
+        let up = |leaf: u64| {
+            let mut n = leaf;
+            for _ in 0..shift {
+                n = (n - 1) / self.arity;
+            }
+            n as i64
+        };
+        behaviours
+            .iter()
+            .map(|&item| match padding {
+                Some(p) if item == p => Ok(p),
+                _ => Ok(up(self.leaf_of(item)?)),
+            })
+            .collect()
+    }
+
+    /// Checks every invariant of DESIGN §2; used by tests and after tree learning.
+    pub fn validate(&self) -> Result<()> {
+        let rebuilt =
+            Tree::from_leaves(&self.item_ids, &self.item_leaf, self.arity, self.leaf_level)?;
+        if &rebuilt != self {
+            return Err(JtmError::Internal(
+                "tree bookkeeping does not match its item→leaf map".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn count_under(t: &Tree, node: u64) -> usize {
+        let depth = t.leaf_level() - t.level_of(node);
+        let r = t.descendant_range(node, depth);
+        t.item_leaves().iter().filter(|l| r.contains(l)).count()
+    }
+
+    #[test]
+    fn node_arithmetic_matches_design() {
+        let t = Tree::from_order(&(0..9).collect::<Vec<_>>(), 3, None).unwrap();
+        assert_eq!(t.leaf_level(), 2);
+        assert_eq!(t.level_range(1), 1..4);
+        assert_eq!(t.level_range(2), 4..13);
+        assert_eq!(t.children(2).unwrap(), 7..10);
+        assert_eq!(t.parent(9), Some(2));
+        assert_eq!(t.ancestor(12, 1).unwrap(), 3);
+        assert_eq!(t.descendants(0, 2).unwrap(), 4..13);
+        assert_eq!(t.level_of(0), 0);
+        assert_eq!(t.level_of(3), 1);
+        assert_eq!(t.level_of(4), 2);
+    }
+
+    #[test]
+    fn from_order_spreads_items_in_order() {
+        // 5 items on 8 leaves: split 3|2, then 2|1 and 1|1, ...
+        let t = Tree::from_order(&[10, 11, 12, 13, 14], 2, None).unwrap();
+        assert_eq!(t.leaf_level(), 3);
+        let leaves: Vec<u64> = [10, 11, 12, 13, 14]
+            .iter()
+            .map(|&i| t.leaf_of(i).unwrap())
+            .collect();
+        assert_eq!(leaves, vec![7, 8, 9, 11, 13]);
+        assert_eq!(t.live_nodes(1).unwrap(), &[1, 2]);
+        assert_eq!(t.item_at(9), Some(12));
+        assert_eq!(t.item_at(10), None);
+    }
+
+    #[test]
+    fn bad_shapes_are_rejected() {
+        assert!(Tree::from_order(&[], 2, None).is_err());
+        assert!(Tree::from_order(&[1, 2], 1, None).is_err());
+        assert!(Tree::from_order(&[1, 2, 3], 2, Some(1)).is_err());
+        assert!(Tree::from_leaves(&[1, 1], &[1, 2], 2, 1).is_err());
+        assert!(Tree::from_leaves(&[1, 2], &[1, 1], 2, 1).is_err());
+        assert!(Tree::from_leaves(&[1, 2], &[0, 1], 2, 1).is_err());
+        assert!(Tree::from_order(&[1, 2], 2, Some(70)).is_err());
+        assert!(matches!(
+            Tree::from_order(&[5], 2, None).unwrap().leaf_of(6),
+            Err(JtmError::UnknownItem(6))
+        ));
+    }
+
+    #[test]
+    fn hierarchical_features_keep_padding() {
+        let t = Tree::from_order(&[0, 1, 2, 3], 2, None).unwrap();
+        let f = t.hierarchical_features(&[0, -1, 3], 1, Some(-1)).unwrap();
+        assert_eq!(f, vec![1, -1, 2]);
+        assert_eq!(t.hierarchical_features(&[2], 2, None).unwrap(), vec![5]);
+        assert!(t.hierarchical_features(&[9], 1, Some(-1)).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn constructed_trees_hold_every_invariant(n in 1usize..300, arity in 2u64..5, extra in 0u32..2, seed: u64) {
+            let items: Vec<i64> = (0..n as i64).map(|i| i * 7 - 50).collect();
+            let level = default_leaf_level(n, arity) + extra;
+            let cats: Vec<i64> = items.iter().map(|i| i.rem_euclid(4)).collect();
+            for t in [
+                Tree::random(&items, arity, Some(level), seed).unwrap(),
+                Tree::from_categories(&items, &cats, arity, Some(level), seed).unwrap(),
+            ] {
+                t.validate().unwrap();
+                prop_assert_eq!(t.n_items(), n);
+                // bijection: distinct leaves, each maps back to its item
+                for &item in &items {
+                    let leaf = t.leaf_of(item).unwrap();
+                    prop_assert_eq!(t.item_at(leaf), Some(item));
+                    prop_assert_eq!(t.level_of(leaf), level);
+                }
+                // capacities and liveness at every level
+                for l in 0..=level {
+                    let mut total = 0;
+                    for node in t.level_range(l) {
+                        let c = count_under(&t, node);
+                        prop_assert!(c as u64 <= t.capacity(l));
+                        prop_assert_eq!(c > 0, t.is_live(node));
+                        total += c;
+                    }
+                    prop_assert_eq!(total, n);
+                }
+                // ancestors agree with the range arithmetic
+                for &leaf in t.item_leaves() {
+                    for l in 0..=level {
+                        let a = t.ancestor(leaf, l).unwrap();
+                        prop_assert!(t.descendants(a, level).unwrap().contains(&leaf));
+                    }
+                }
+            }
+        }
+    }
+}

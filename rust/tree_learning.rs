@@ -1,0 +1,674 @@
+//! JTM tree learning — paper Algorithm 2 (DESIGN §4.4).
+//!
+//! Items are re-placed top-down, `d` levels at a time. In the segment `s..=e`, every item keeps
+//! the ancestor `p` at level `s−1` chosen by earlier segments and is re-assigned among the
+//! `b^(e−s+1)` descendants of `p` at level `e` ("candidates"), maximising the weight
+//! `W[c, cand] = Σ_{samples of c} Σ_{j=s..e} log p̂(b_j(cand) | u)` supplied by the caller,
+//! subject to each candidate holding at most `b^(L−e)` items.
+//!
+//! Per parent this is a capacitated assignment, solved greedily with rebalancing:
+//! 1. every item goes to its best candidate;
+//! 2. repeatedly take the unprocessed candidate with the most items; if it is within capacity,
+//!    stop; otherwise mark it processed, keep `capacity` items — those that were already under
+//!    it in the old tree first (the paper's lazy rule, which limits churn), then by weight —
+//!    and send each overflowing item to its next-best unprocessed candidate.
+//!
+//! Memory stays bounded: weights arrive in chunks of items and each row is reduced at once to
+//! the item's `max_candidates` best candidates. An item that overflows past all of those goes
+//! to the unprocessed candidate nearest (in the tree) to its favourite, where its weight is
+//! likely closest. With `max_candidates ≥ b^d` the greedy is exactly the paper's.
+//!
+//! Ties (an item with no samples has an all-equal row) prefer the item's "home": the candidate
+//! at the same relative position under `p` as its old ancestor had under its old ancestor at
+//! level `s−1`, so such items keep their old relative place.
+//!
+//! The learner is a step machine — `begin_segment`, then `next_chunk`/`request`/
+//! `accept_weights` until the segment's weights are in, then `assign` — so the Python binding
+//! can call `weights_fn` with the GIL held and run every parallel step with it released.
+//! [`learn_tree`] drives the same steps from Rust (tests, benches).
+
+use crate::error::{invalid, JtmError, Result};
+use crate::tree::Tree;
+use rayon::prelude::*;
+use std::cmp::Ordering;
+use std::ops::Range;
+
+#[derive(Clone, Debug)]
+pub struct LearnConfig {
+    /// Levels re-assigned per segment (the paper's d).
+    pub d: u32,
+    /// Best candidates kept per item (None: all `b^d`, the exact greedy).
+    pub max_candidates: Option<usize>,
+    /// Upper bound on `rows × columns` of one weights request.
+    pub chunk_weights: usize,
+}
+
+impl Default for LearnConfig {
+    fn default() -> Self {
+        LearnConfig {
+            d: 7,
+            max_candidates: Some(32),
+            chunk_weights: 1 << 22,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segment {
+    pub index: usize,
+    pub start_level: u32,
+    pub end_level: u32,
+}
+
+/// Segments `[1, d], [d+1, 2d], …` ending at the leaf level.
+pub fn segments(leaf_level: u32, d: u32) -> Vec<Segment> {
+    let mut out = Vec::new();
+    let mut s = 1;
+    while s <= leaf_level {
+        let e = (s + d - 1).min(leaf_level);
+        out.push(Segment {
+            index: out.len(),
+            start_level: s,
+            end_level: e,
+        });
+        s = e + 1;
+    }
+    out
+}
+
+/// One call's worth of `weights_fn` arguments.
+#[derive(Debug, Clone)]
+pub struct WeightRequest {
+    pub items: Vec<i64>,
+    pub parents: Vec<u64>,
+    pub start_level: u32,
+    pub end_level: u32,
+    pub n_candidates: usize,
+}
+
+/// Float types a weights matrix may arrive in.
+pub trait WeightValue: Copy + Send + Sync {
+    fn to_f32(self) -> f32;
+    fn is_nan_or_inf(self) -> bool;
+}
+impl WeightValue for f32 {
+    fn to_f32(self) -> f32 {
+        self
+    }
+    fn is_nan_or_inf(self) -> bool {
+        !self.is_finite()
+    }
+}
+impl WeightValue for f64 {
+    fn to_f32(self) -> f32 {
+        self as f32
+    }
+    fn is_nan_or_inf(self) -> bool {
+        !self.is_finite()
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Pref {
+    cand: u32,
+    weight: f32,
+}
+
+struct SegmentState {
+    seg: Segment,
+    n_cand: usize,
+    /// Preferences kept per item: min(max_candidates, n_cand).
+    k: usize,
+    /// Item indices grouped by parent, then by old leaf.
+    order: Vec<u32>,
+    /// Ranges of `order` that share a parent.
+    groups: Vec<Range<usize>>,
+    /// Home candidate (relative index) per position of `order`.
+    home: Vec<u32>,
+    /// Whether the item's parent is its old ancestor, so home is where it already was.
+    stays: Vec<bool>,
+    /// `k` preferences per position of `order`, best first.
+    prefs: Vec<Pref>,
+    filled: usize,
+}
+
+pub struct TreeLearner<'t> {
+    tree: &'t Tree,
+    cfg: LearnConfig,
+    segments: Vec<Segment>,
+    next_segment: usize,
+    /// Per item index: its ancestor at level `s−1` of the current segment in the new tree;
+    /// after the last segment, its new leaf.
+    node: Vec<u64>,
+    state: Option<SegmentState>,
+}
+
+impl<'t> TreeLearner<'t> {
+    pub fn new(tree: &'t Tree, cfg: LearnConfig) -> Result<Self> {
+        if cfg.d < 1 {
+            return invalid!("d must be at least 1, got {}", cfg.d);
+        }
+        if cfg.max_candidates == Some(0) {
+            return invalid!("max_candidates must be at least 1");
+        }
+        if cfg.chunk_weights == 0 {
+            return invalid!("chunk size must be at least 1");
+        }
+        let d = cfg.d.min(tree.leaf_level());
+        if tree
+            .arity()
+            .checked_pow(d)
+            .is_none_or(|w| w > u32::MAX as u64)
+        {
+            return invalid!("b^d = {}^{d} candidates per item is too many", tree.arity());
+        }
+        Ok(TreeLearner {
+            tree,
+            segments: segments(tree.leaf_level(), cfg.d),
+            cfg,
+            next_segment: 0,
+            node: vec![0; tree.n_items()],
+            state: None,
+        })
+    }
+
+    pub fn segments(&self) -> &[Segment] {
+        &self.segments
+    }
+
+    /// Starts the next segment (None when all are done). Parallel: run it off the GIL.
+    pub fn begin_segment(&mut self) -> Result<Option<Segment>> {
+        if self.state.is_some() {
+            return Err(JtmError::Internal(
+                "begin_segment before the previous segment was assigned".into(),
+            ));
+        }
+        let Some(&seg) = self.segments.get(self.next_segment) else {
+            return Ok(None);
+        };
+        let tree = self.tree;
+        let (s, e) = (seg.start_level, seg.end_level);
+        let depth = e - s + 1;
+        let n_cand = tree.arity().pow(depth) as usize;
+        let k = self.cfg.max_candidates.map_or(n_cand, |m| m.min(n_cand));
+        let leaves = tree.item_leaves();
+        let node = &self.node;
+
+        let mut order: Vec<u32> = (0..tree.n_items() as u32).collect();
+        order.par_sort_unstable_by_key(|&i| (node[i as usize], leaves[i as usize]));
+        let mut groups = Vec::new();
+        let mut start = 0;
+        for p in 1..=order.len() {
+            if p == order.len() || node[order[p] as usize] != node[order[start] as usize] {
+                groups.push(start..p);
+                start = p;
+            }
+        }
+        let (home, stays): (Vec<u32>, Vec<bool>) = order
+            .par_iter()
+            .map(|&i| {
+                let old_leaf = leaves[i as usize];
+                let old_end = ancestor_up(old_leaf, tree.leaf_level() - e, tree.arity());
+                let old_parent = ancestor_up(old_end, depth, tree.arity());
+                let first = tree.descendant_range(old_parent, depth).start;
+                ((old_end - first) as u32, old_parent == node[i as usize])
+            })
+            .unzip();
+        self.state = Some(SegmentState {
+            seg,
+            n_cand,
+            k,
+            prefs: vec![Pref::default(); order.len() * k],
+            order,
+            groups,
+            home,
+            stays,
+            filled: 0,
+        });
+        self.next_segment += 1;
+        Ok(Some(seg))
+    }
+
+    fn state(&self) -> Result<&SegmentState> {
+        self.state
+            .as_ref()
+            .ok_or_else(|| JtmError::Internal("no segment in progress".into()))
+    }
+
+    /// The next block of rows (positions in the segment's item order) still lacking weights.
+    pub fn next_chunk(&self) -> Option<Range<usize>> {
+        let st = self.state.as_ref()?;
+        let rows = (self.cfg.chunk_weights / st.n_cand).max(1);
+        (st.filled < st.order.len()).then(|| st.filled..(st.filled + rows).min(st.order.len()))
+    }
+
+    /// Rows of weights filled so far in this segment, and the segment's total.
+    pub fn progress(&self) -> (usize, usize) {
+        self.state
+            .as_ref()
+            .map_or((0, 0), |st| (st.filled, st.order.len()))
+    }
+
+    pub fn request(&self, rows: Range<usize>) -> Result<WeightRequest> {
+        let st = self.state()?;
+        let ids = self.tree.item_ids();
+        let order = &st.order[rows];
+        Ok(WeightRequest {
+            items: order.iter().map(|&i| ids[i as usize]).collect(),
+            parents: order.iter().map(|&i| self.node[i as usize]).collect(),
+            start_level: st.seg.start_level,
+            end_level: st.seg.end_level,
+            n_candidates: st.n_cand,
+        })
+    }
+
+    /// Takes the row-major `rows.len() × n_candidates` weights of `request(rows)` and keeps
+    /// each row's best candidates. Parallel: run it off the GIL.
+    pub fn accept_weights<T: WeightValue>(
+        &mut self,
+        rows: Range<usize>,
+        weights: &[T],
+    ) -> Result<()> {
+        let ids = self.tree.item_ids();
+        let st = self
+            .state
+            .as_mut()
+            .ok_or_else(|| JtmError::Internal("no segment in progress".into()))?;
+        if rows.start != st.filled || rows.end > st.order.len() {
+            return Err(JtmError::Internal(format!(
+                "weights for rows {rows:?} arrived out of order"
+            )));
+        }
+        let (n_cand, k) = (st.n_cand, st.k);
+        if weights.len() != rows.len() * n_cand {
+            return Err(JtmError::Callback(format!(
+                "weights_fn returned {} values, expected {} × {n_cand}",
+                weights.len(),
+                rows.len()
+            )));
+        }
+        let order = &st.order[rows.clone()];
+        let home = &st.home[rows.clone()];
+        st.prefs[rows.start * k..rows.end * k]
+            .par_chunks_mut(k)
+            .zip(weights.par_chunks(n_cand))
+            .enumerate()
+            .try_for_each_init(Vec::new, |buf, (r, (out, row))| {
+                if let Some(c) = row.iter().position(|w| w.is_nan_or_inf()) {
+                    return Err(JtmError::Callback(format!(
+                        "weights_fn returned a non-finite weight (NaN or infinity) for item {} at column {c}",
+                        ids[order[r] as usize]
+                    )));
+                }
+                best_candidates(row, home[r], buf, out);
+                Ok(())
+            })?;
+        st.filled = rows.end;
+        Ok(())
+    }
+
+    /// Assigns every item of the segment to a candidate (greedy + rebalance, parallel over
+    /// parents). Parallel: run it off the GIL.
+    pub fn assign(&mut self) -> Result<()> {
+        let st = self
+            .state
+            .take()
+            .ok_or_else(|| JtmError::Internal("no segment in progress".into()))?;
+        if st.filled != st.order.len() {
+            self.state = Some(st);
+            return Err(JtmError::Internal(
+                "assign before every weight arrived".into(),
+            ));
+        }
+        let tree = self.tree;
+        let depth = st.seg.end_level - st.seg.start_level + 1;
+        let capacity = tree.capacity(st.seg.end_level) as usize;
+        let mut chosen = vec![0u32; st.order.len()];
+        let mut slices = Vec::with_capacity(st.groups.len());
+        let mut rest = chosen.as_mut_slice();
+        for g in &st.groups {
+            let (head, tail) = rest.split_at_mut(g.len());
+            slices.push(head);
+            rest = tail;
+        }
+        st.groups.par_iter().zip(slices).for_each(|(g, out)| {
+            let input = GroupInput {
+                prefs: &st.prefs[g.start * st.k..g.end * st.k],
+                k: st.k,
+                home: &st.home[g.clone()],
+                stays: &st.stays[g.clone()],
+                n_cand: st.n_cand,
+                arity: tree.arity() as u32,
+                capacity,
+            };
+            assign_group(&input, out);
+        });
+        for (&i, &c) in st.order.iter().zip(&chosen) {
+            let parent = self.node[i as usize];
+            self.node[i as usize] = tree.descendant_range(parent, depth).start + c as u64;
+        }
+        Ok(())
+    }
+
+    /// The learned tree, once every segment is assigned.
+    pub fn finish(self) -> Result<Tree> {
+        if self.state.is_some() || self.next_segment < self.segments.len() {
+            return Err(JtmError::Internal(
+                "finish before every segment was assigned".into(),
+            ));
+        }
+        Tree::from_leaves(
+            self.tree.item_ids(),
+            &self.node,
+            self.tree.arity(),
+            self.tree.leaf_level(),
+        )
+        .map_err(|e| JtmError::Internal(format!("tree learning produced an invalid tree: {e}")))
+    }
+}
+
+fn ancestor_up(mut node: u64, steps: u32, arity: u64) -> u64 {
+    for _ in 0..steps {
+        node = (node - 1) / arity;
+    }
+    node
+}
+
+/// Candidate order: weight descending, then home first, then lower index (deterministic).
+fn better(a: &Pref, b: &Pref, home: u32) -> Ordering {
+    b.weight
+        .total_cmp(&a.weight)
+        .then_with(|| (a.cand != home).cmp(&(b.cand != home)))
+        .then(a.cand.cmp(&b.cand))
+}
+
+/// Writes the `out.len()` best candidates of `row` into `out`, best first.
+fn best_candidates<T: WeightValue>(row: &[T], home: u32, buf: &mut Vec<Pref>, out: &mut [Pref]) {
+    buf.clear();
+    buf.extend(row.iter().enumerate().map(|(c, &w)| Pref {
+        cand: c as u32,
+        weight: w.to_f32(),
+    }));
+    let k = out.len();
+    if k < buf.len() {
+        buf.select_nth_unstable_by(k - 1, |a, b| better(a, b, home));
+        buf.truncate(k);
+    }
+    buf.sort_unstable_by(|a, b| better(a, b, home));
+    out.copy_from_slice(buf);
+}
+
+struct GroupInput<'a> {
+    prefs: &'a [Pref],
+    k: usize,
+    home: &'a [u32],
+    stays: &'a [bool],
+    n_cand: usize,
+    arity: u32,
+    capacity: usize,
+}
+
+/// Greedy assignment with rebalance for the items of one parent; `out[row]` gets the chosen
+/// candidate of each row.
+fn assign_group(g: &GroupInput, out: &mut [u32]) {
+    let n = out.len();
+    let prefs = |row: usize| &g.prefs[row * g.k..(row + 1) * g.k];
+    let mut pos = vec![0usize; n];
+    let mut weight: Vec<f32> = (0..n).map(|r| prefs(r)[0].weight).collect();
+    let mut members: Vec<Vec<u32>> = vec![Vec::new(); g.n_cand];
+    for row in 0..n {
+        members[prefs(row)[0].cand as usize].push(row as u32);
+    }
+    let mut processed = vec![false; g.n_cand];
+    loop {
+        // The unprocessed candidate holding the most items (lowest index on ties).
+        let Some((c, count)) = (0..g.n_cand)
+            .filter(|&c| !processed[c])
+            .map(|c| (c, members[c].len()))
+            .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
+        else {
+            break;
+        };
+        if count <= g.capacity {
+            break;
+        }
+        processed[c] = true;
+        let mut here = std::mem::take(&mut members[c]);
+        // Keep first the items that were already here (lazy rule), then the heaviest.
+        here.sort_unstable_by(|&a, &b| {
+            let (a, b) = (a as usize, b as usize);
+            let lazy = |r: usize| !(g.stays[r] && g.home[r] == c as u32);
+            lazy(a)
+                .cmp(&lazy(b))
+                .then(weight[b].total_cmp(&weight[a]))
+                .then(a.cmp(&b))
+        });
+        for &row in &here[g.capacity..] {
+            let row = row as usize;
+            let p = prefs(row);
+            while pos[row] < g.k && processed[p[pos[row]].cand as usize] {
+                pos[row] += 1;
+            }
+            let next = if pos[row] < g.k {
+                weight[row] = p[pos[row]].weight;
+                p[pos[row]].cand as usize
+            } else {
+                weight[row] = f32::NEG_INFINITY;
+                nearest_unprocessed(p[0].cand, &processed, g.arity)
+            };
+            members[next].push(row as u32);
+        }
+        here.truncate(g.capacity);
+        members[c] = here;
+    }
+    for (c, rows) in members.iter().enumerate() {
+        for &row in rows {
+            out[row as usize] = c as u32;
+        }
+    }
+}
+
+/// The unprocessed candidate sharing the deepest ancestor with `favourite`, then the closest
+/// by index. One always exists: a processed candidate is full, and the group fits.
+fn nearest_unprocessed(favourite: u32, processed: &[bool], arity: u32) -> usize {
+    let split_depth = |mut a: u32, mut b: u32| {
+        let mut up = 0;
+        while a != b {
+            a /= arity;
+            b /= arity;
+            up += 1;
+        }
+        up
+    };
+    (0..processed.len() as u32)
+        .filter(|&c| !processed[c as usize])
+        .min_by_key(|&c| (split_depth(c, favourite), c.abs_diff(favourite), c))
+        .expect("an unprocessed candidate remains while items overflow") as usize
+}
+
+/// Drives the learner from Rust with a weights closure (used by tests and benches; the Python
+/// binding drives the same steps itself).
+pub fn learn_tree<T, F>(
+    tree: &Tree,
+    cfg: LearnConfig,
+    n_threads: Option<usize>,
+    mut weights_fn: F,
+) -> Result<Tree>
+where
+    T: WeightValue,
+    F: FnMut(&WeightRequest) -> Result<Vec<T>>,
+{
+    use crate::parallel::run;
+    let mut learner = TreeLearner::new(tree, cfg)?;
+    while run(n_threads, || learner.begin_segment())?.is_some() {
+        while let Some(rows) = learner.next_chunk() {
+            let w = weights_fn(&learner.request(rows.clone())?)?;
+            run(n_threads, || learner.accept_weights(rows, &w))?;
+        }
+        run(n_threads, || learner.assign())?;
+    }
+    learner.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Weights that point every item at the leaf it has in `target`: a candidate scores the
+    /// number of levels of the segment on which its path agrees with the target leaf's path.
+    fn planted_weights<'a>(
+        tree: &'a Tree,
+        target: &Tree,
+    ) -> impl FnMut(&WeightRequest) -> Result<Vec<f32>> + 'a {
+        let target = target.clone();
+        move |req| {
+            let mut w = Vec::with_capacity(req.items.len() * req.n_candidates);
+            for (&item, &p) in req.items.iter().zip(&req.parents) {
+                let goal = target.leaf_of(item)?;
+                let cands = tree.descendant_range(p, req.end_level - req.start_level + 1);
+                for cand in cands {
+                    let agree = (req.start_level..=req.end_level)
+                        .filter(|&j| {
+                            tree.ancestor(cand, j).unwrap() == target.ancestor(goal, j).unwrap()
+                        })
+                        .count();
+                    w.push(agree as f32);
+                }
+            }
+            Ok(w)
+        }
+    }
+
+    #[test]
+    fn segments_cover_levels_once() {
+        assert_eq!(
+            segments(20, 7)
+                .iter()
+                .map(|s| (s.start_level, s.end_level))
+                .collect::<Vec<_>>(),
+            vec![(1, 7), (8, 14), (15, 20)]
+        );
+        assert_eq!(segments(3, 7).len(), 1);
+        assert_eq!(segments(3, 1).len(), 3);
+    }
+
+    #[test]
+    fn recovers_a_planted_tree() {
+        let items: Vec<i64> = (0..200).collect();
+        let start = Tree::random(&items, 2, None, 1).unwrap();
+        let planted = Tree::random(&items, 2, None, 2).unwrap();
+        for d in [1, 3, 8] {
+            for threads in [1, 2] {
+                let cfg = LearnConfig {
+                    d,
+                    max_candidates: Some(4),
+                    chunk_weights: 300,
+                };
+                let learned = learn_tree(
+                    &start,
+                    cfg,
+                    Some(threads),
+                    planted_weights(&start, &planted),
+                )
+                .unwrap();
+                assert_eq!(learned, planted, "d = {d}");
+            }
+        }
+    }
+
+    #[test]
+    fn constant_weights_keep_the_tree() {
+        let items: Vec<i64> = (0..77).collect();
+        let start = Tree::random(&items, 3, None, 4).unwrap();
+        let learned = learn_tree(&start, LearnConfig::default(), None, |r: &WeightRequest| {
+            Ok(vec![0.0f64; r.items.len() * r.n_candidates])
+        })
+        .unwrap();
+        assert_eq!(learned, start);
+    }
+
+    #[test]
+    fn rebalance_respects_capacity_and_prefers_residents() {
+        // 4 items all wanting candidate 0 (capacity 1 at the leaves of a depth-2 binary tree).
+        let weights = [
+            [9.0, 1.0, 2.0, 3.0],
+            [8.0, 3.0, 2.0, 1.0],
+            [7.0, 1.0, 3.0, 2.0],
+            [6.0, 2.0, 1.0, 3.0],
+        ];
+        let prefs: Vec<Pref> = weights
+            .iter()
+            .flat_map(|row| {
+                let mut out = [Pref::default(); 4];
+                best_candidates(row, 99, &mut Vec::new(), &mut out);
+                out
+            })
+            .collect();
+        let mut out = [0u32; 4];
+        // Row 3 lived on candidate 0 before: the lazy rule keeps it there over heavier rows.
+        let g = GroupInput {
+            prefs: &prefs,
+            k: 4,
+            home: &[1, 2, 3, 0],
+            stays: &[true; 4],
+            n_cand: 4,
+            arity: 2,
+            capacity: 1,
+        };
+        assign_group(&g, &mut out);
+        assert_eq!(out[3], 0);
+        let mut sorted = out;
+        sorted.sort();
+        assert_eq!(sorted, [0, 1, 2, 3]);
+        // Without residents, the heaviest keeps candidate 0 and the others follow their order.
+        let g = GroupInput {
+            stays: &[false; 4],
+            ..g
+        };
+        assign_group(&g, &mut out);
+        assert_eq!(out, [0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn bad_weights_are_refused() {
+        let t = Tree::random(&(0..10).collect::<Vec<_>>(), 2, None, 0).unwrap();
+        let nan = learn_tree(&t, LearnConfig::default(), None, |r: &WeightRequest| {
+            let mut w = vec![0.0f32; r.items.len() * r.n_candidates];
+            w[3] = f32::NAN;
+            Ok(w)
+        });
+        assert!(matches!(nan, Err(JtmError::Callback(m)) if m.contains("non-finite")));
+        let short = learn_tree(&t, LearnConfig::default(), None, |_: &WeightRequest| {
+            Ok(vec![0.0f32; 3])
+        });
+        assert!(matches!(short, Err(JtmError::Callback(_))));
+        let d0 = learn_tree(
+            &t,
+            LearnConfig {
+                d: 0,
+                ..Default::default()
+            },
+            None,
+            |_: &WeightRequest| Ok(vec![0f32]),
+        );
+        assert!(matches!(d0, Err(JtmError::InvalidArgument(_))));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(40))]
+        #[test]
+        fn any_weights_give_a_valid_tree(n in 1usize..120, arity in 2u64..4, d in 1u32..5, k in 1usize..9, seed: u64) {
+            let items: Vec<i64> = (0..n as i64).collect();
+            let t = Tree::random(&items, arity, None, seed).unwrap();
+            let mut rng = crate::rng::SplitMix64::new(seed);
+            let cfg = LearnConfig { d, max_candidates: Some(k), chunk_weights: 50 };
+            let learned = learn_tree(&t, cfg, Some(2), |r: &WeightRequest| {
+                Ok((0..r.items.len() * r.n_candidates).map(|_| (rng.below(5) as f32).ln_1p()).collect::<Vec<f32>>())
+            }).unwrap();
+            learned.validate().unwrap();
+            prop_assert_eq!(learned.item_ids(), t.item_ids());
+            prop_assert_eq!(learned.leaf_level(), t.leaf_level());
+        }
+    }
+}
