@@ -41,6 +41,11 @@ pub struct LearnConfig {
     pub max_candidates: Option<usize>,
     /// Upper bound on `rows × columns` of one weights request.
     pub chunk_weights: usize,
+    /// Which items an overflowing candidate keeps (after the lazy rule).
+    pub rebalance: Rebalance,
+    /// Passes of pairwise-exchange improvement after the greedy, in groups small enough for a
+    /// dense weight table (0: the greedy alone).
+    pub improve_passes: usize,
 }
 
 impl Default for LearnConfig {
@@ -49,9 +54,24 @@ impl Default for LearnConfig {
             d: 7,
             max_candidates: Some(32),
             chunk_weights: 1 << 22,
+            rebalance: Rebalance::Regret,
+            improve_passes: 8,
         }
     }
 }
+
+/// Keep-order of an overflowing candidate, after the lazy rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rebalance {
+    /// Heaviest weight first (DESIGN §4.4, as public implementations do).
+    Weight,
+    /// Largest regret first: the items that lose most by moving to their next free choice stay.
+    /// Closer to the optimal assignment on packed levels (see benches/assignment_quality.py).
+    Regret,
+}
+
+/// Groups with at most this many (row, candidate) cells get the exchange improvement.
+const DENSE_LIMIT: usize = 1 << 16;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Segment {
@@ -340,8 +360,10 @@ impl<'t> TreeLearner<'t> {
                 n_cand: st.n_cand,
                 arity: tree.arity() as u32,
                 capacity,
+                rebalance: self.cfg.rebalance,
             };
             assign_group(&input, out);
+            improve_group(&input, out, self.cfg.improve_passes);
         });
         for (&i, &c) in st.order.iter().zip(&chosen) {
             let parent = self.node[i as usize];
@@ -406,6 +428,7 @@ struct GroupInput<'a> {
     n_cand: usize,
     arity: u32,
     capacity: usize,
+    rebalance: Rebalance,
 }
 
 /// Greedy assignment with rebalance for the items of one parent; `out[row]` gets the chosen
@@ -433,16 +456,37 @@ fn assign_group(g: &GroupInput, out: &mut [u32]) {
             break;
         }
         processed[c] = true;
-        let mut here = std::mem::take(&mut members[c]);
-        // Keep first the items that were already here (lazy rule), then the heaviest.
-        here.sort_unstable_by(|&a, &b| {
-            let (a, b) = (a as usize, b as usize);
-            let lazy = |r: usize| !(g.stays[r] && g.home[r] == c as u32);
-            lazy(a)
-                .cmp(&lazy(b))
-                .then(weight[b].total_cmp(&weight[a]))
-                .then(a.cmp(&b))
+        let here = std::mem::take(&mut members[c]);
+        // Keep first the items that were already here (lazy rule), then by the rebalance key.
+        let rank = |r: usize| match g.rebalance {
+            Rebalance::Weight => weight[r],
+            // An item placed by the fallback has no known weight here: it leaves first.
+            Rebalance::Regret if weight[r] == f32::NEG_INFINITY => f32::NEG_INFINITY,
+            Rebalance::Regret => {
+                let p = prefs(r);
+                let next = p[pos[r]..].iter().find(|q| !processed[q.cand as usize]);
+                next.map_or(f32::INFINITY, |q| weight[r] - q.weight)
+            }
+        };
+        let mut keyed: Vec<(bool, f32, f32, u32)> = here
+            .iter()
+            .map(|&r| {
+                let r = r as usize;
+                (
+                    !(g.stays[r] && g.home[r] == c as u32),
+                    rank(r),
+                    weight[r],
+                    r as u32,
+                )
+            })
+            .collect();
+        keyed.sort_unstable_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then(b.1.total_cmp(&a.1))
+                .then(b.2.total_cmp(&a.2))
+                .then(a.3.cmp(&b.3))
         });
+        let mut here: Vec<u32> = keyed.into_iter().map(|k| k.3).collect();
         for &row in &here[g.capacity..] {
             let row = row as usize;
             let p = prefs(row);
@@ -464,6 +508,67 @@ fn assign_group(g: &GroupInput, out: &mut [u32]) {
     for (c, rows) in members.iter().enumerate() {
         for &row in rows {
             out[row as usize] = c as u32;
+        }
+    }
+}
+
+/// Pairwise-exchange local search on one group's assignment `choice`: move an item to a better
+/// candidate with room, or swap it with an item there when the swap raises the total weight.
+/// Only for groups whose dense (row × candidate) table is small, i.e. near the leaves, where
+/// capacities are tight and the greedy loses most. Every move strictly raises the total.
+fn improve_group(g: &GroupInput, choice: &mut [u32], passes: usize) {
+    let n = choice.len();
+    if passes == 0 || n * g.n_cand > DENSE_LIMIT {
+        return;
+    }
+    let prefs = |row: usize| &g.prefs[row * g.k..(row + 1) * g.k];
+    let mut dense = vec![f32::NEG_INFINITY; n * g.n_cand];
+    for r in 0..n {
+        for p in prefs(r) {
+            dense[r * g.n_cand + p.cand as usize] = p.weight;
+        }
+    }
+    let w = |r: usize, c: u32| dense[r * g.n_cand + c as usize] as f64;
+    let mut members: Vec<Vec<u32>> = vec![Vec::new(); g.n_cand];
+    for (r, &c) in choice.iter().enumerate() {
+        members[c as usize].push(r as u32);
+    }
+    for _ in 0..passes {
+        let mut improved = false;
+        for r in 0..n {
+            let a = choice[r];
+            let here = w(r, a);
+            for p in prefs(r) {
+                let (b, there) = (p.cand, p.weight as f64);
+                if there <= here {
+                    break; // prefs are sorted: no better candidate left
+                }
+                let partner = if members[b as usize].len() < g.capacity {
+                    None
+                } else {
+                    let best = members[b as usize]
+                        .iter()
+                        .map(|&s| (there + w(s as usize, a) - here - w(s as usize, b), s))
+                        .max_by(|x, y| x.0.total_cmp(&y.0).then(y.1.cmp(&x.1)));
+                    match best {
+                        Some((gain, s)) if gain > 0.0 => Some(s),
+                        _ => continue,
+                    }
+                };
+                members[a as usize].retain(|&x| x != r as u32);
+                members[b as usize].push(r as u32);
+                choice[r] = b;
+                if let Some(s) = partner {
+                    members[b as usize].retain(|&x| x != s);
+                    members[a as usize].push(s);
+                    choice[s as usize] = a;
+                }
+                improved = true;
+                break;
+            }
+        }
+        if !improved {
+            break;
         }
     }
 }
@@ -564,6 +669,7 @@ mod tests {
                     d,
                     max_candidates: Some(4),
                     chunk_weights: 300,
+                    ..Default::default()
                 };
                 let learned = learn_tree(
                     &start,
@@ -615,6 +721,7 @@ mod tests {
             n_cand: 4,
             arity: 2,
             capacity: 1,
+            rebalance: Rebalance::Weight,
         };
         assign_group(&g, &mut out);
         assert_eq!(out[3], 0);
@@ -662,7 +769,7 @@ mod tests {
             let items: Vec<i64> = (0..n as i64).collect();
             let t = Tree::random(&items, arity, None, seed).unwrap();
             let mut rng = crate::rng::SplitMix64::new(seed);
-            let cfg = LearnConfig { d, max_candidates: Some(k), chunk_weights: 50 };
+            let cfg = LearnConfig { d, max_candidates: Some(k), chunk_weights: 50, ..Default::default() };
             let learned = learn_tree(&t, cfg, Some(2), |r: &WeightRequest| {
                 Ok((0..r.items.len() * r.n_candidates).map(|_| (rng.below(5) as f32).ln_1p()).collect::<Vec<f32>>())
             }).unwrap();

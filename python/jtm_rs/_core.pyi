@@ -82,4 +82,6 @@ def learn_tree(
     chunk_size: Optional[int] = None,
     n_threads: Optional[int] = None,
     progress: Optional[Callable[[int, int, int, int], object]] = None,
+    rebalance: str = "regret",
+    improve_passes: int = 8,
 ) -> Tree: ...

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Literal, Optional
 
 import numpy as np
 
@@ -22,6 +22,8 @@ def learn_tree(
     max_candidates: Optional[int] = 32,
     chunk_size: Optional[int] = None,
     n_threads: Optional[int] = None,
+    rebalance: Literal["regret", "weight"] = "regret",
+    improve_passes: int = 8,
     show_progress: bool = True,
     callback: Optional[ProgressCallback] = None,
 ) -> Tree:
@@ -53,6 +55,14 @@ def learn_tree(
         Items per ``weights_fn`` call (default: about 4M weights per call).
     n_threads
         Threads for the assignment (default: rayon's global pool).
+    rebalance
+        Which items an overflowing node keeps, after the items that were already under it
+        (the paper's lazy rule): ``"regret"`` (default) keeps those that would lose most by
+        moving to their next free choice; ``"weight"`` keeps the heaviest, as in the public
+        TDM/JTM code. Regret is closer to the optimal assignment on tightly packed levels.
+    improve_passes
+        Passes of pairwise-exchange improvement after the greedy (0 disables), applied where a
+        parent's items x candidates table is small (the levels near the leaves).
     show_progress
         Show a tqdm bar.
     callback
@@ -94,6 +104,8 @@ def learn_tree(
             chunk_size=chunk_size,
             n_threads=n_threads,
             progress=progress if (bar is not None or callback is not None) else None,
+            rebalance=rebalance,
+            improve_passes=improve_passes,
         )
     finally:
         if bar is not None:

@@ -5,14 +5,14 @@ use super::convert::{callback_floats, Floats};
 use super::tree::PyTree;
 use crate::error::JtmError;
 use crate::parallel::run;
-use crate::tree_learning::{LearnConfig, TreeLearner};
+use crate::tree_learning::{LearnConfig, Rebalance, TreeLearner};
 use numpy::IntoPyArray;
 use pyo3::prelude::*;
 
 /// Paper Algorithm 2 on `tree` with the model's `weights_fn`; returns a new tree (the input
 /// is never changed). `progress(segment, n_segments, done, total)` is called after each chunk.
 #[pyfunction]
-#[pyo3(signature = (weights_fn, tree, d=7, max_candidates=Some(32), chunk_size=None, n_threads=None, progress=None))]
+#[pyo3(signature = (weights_fn, tree, d=7, max_candidates=Some(32), chunk_size=None, n_threads=None, progress=None, rebalance="regret", improve_passes=8))]
 #[allow(clippy::too_many_arguments)]
 pub fn learn_tree(
     py: Python<'_>,
@@ -23,7 +23,19 @@ pub fn learn_tree(
     chunk_size: Option<usize>,
     n_threads: Option<usize>,
     progress: Option<&Bound<'_, PyAny>>,
+    rebalance: &str,
+    improve_passes: usize,
 ) -> PyResult<PyTree> {
+    let rebalance = match rebalance {
+        "regret" => Rebalance::Regret,
+        "weight" => Rebalance::Weight,
+        other => {
+            return Err(JtmError::InvalidArgument(format!(
+                "rebalance must be 'regret' or 'weight', got {other:?}"
+            ))
+            .into())
+        }
+    };
     if d < 1 {
         return Err(JtmError::InvalidArgument(format!("d must be at least 1, got {d}")).into());
     }
@@ -40,6 +52,8 @@ pub fn learn_tree(
         chunk_weights: chunk_size.map_or(LearnConfig::default().chunk_weights, |c| {
             c.saturating_mul(n_cand)
         }),
+        rebalance,
+        improve_passes,
     };
     let mut learner = TreeLearner::new(tree, cfg)?;
     let n_segments = learner.segments().len();
