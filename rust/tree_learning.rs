@@ -41,6 +41,8 @@ pub struct LearnConfig {
     pub max_candidates: Option<usize>,
     /// Upper bound on `rows × columns` of one weights request.
     pub chunk_weights: usize,
+    /// Upper bound on the rows (items) of one weights request.
+    pub chunk_items: usize,
     /// Which items an overflowing candidate keeps (after the lazy rule).
     pub rebalance: Rebalance,
     /// Passes of pairwise-exchange improvement after the greedy, in groups small enough for a
@@ -54,6 +56,7 @@ impl Default for LearnConfig {
             d: 7,
             max_candidates: Some(32),
             chunk_weights: 1 << 22,
+            chunk_items: usize::MAX,
             rebalance: Rebalance::Regret,
             improve_passes: 8,
         }
@@ -171,7 +174,7 @@ impl<'t> TreeLearner<'t> {
         if cfg.max_candidates == Some(0) {
             return invalid!("max_candidates must be at least 1");
         }
-        if cfg.chunk_weights == 0 {
+        if cfg.chunk_weights == 0 || cfg.chunk_items == 0 {
             return invalid!("chunk size must be at least 1");
         }
         let d = cfg.d.min(tree.leaf_level());
@@ -258,7 +261,7 @@ impl<'t> TreeLearner<'t> {
     /// The next block of rows (positions in the segment's item order) still lacking weights.
     pub fn next_chunk(&self) -> Option<Range<usize>> {
         let st = self.state.as_ref()?;
-        let rows = (self.cfg.chunk_weights / st.n_cand).max(1);
+        let rows = (self.cfg.chunk_weights / st.n_cand).clamp(1, self.cfg.chunk_items);
         (st.filled < st.order.len()).then(|| st.filled..(st.filled + rows).min(st.order.len()))
     }
 

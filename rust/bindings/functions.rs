@@ -44,14 +44,11 @@ pub fn learn_tree(
     }
     let tree = &tree.get().inner;
     let d = d.min(tree.leaf_level() as i64) as u32;
-    let n_cand = (tree.arity() as usize).saturating_pow(d);
     let cfg = LearnConfig {
         d,
+        chunk_weights: LearnConfig::default().chunk_weights,
         max_candidates,
-        // chunk_size counts items; the learner bounds rows × columns.
-        chunk_weights: chunk_size.map_or(LearnConfig::default().chunk_weights, |c| {
-            c.saturating_mul(n_cand)
-        }),
+        chunk_items: chunk_size.unwrap_or(usize::MAX),
         rebalance,
         improve_passes,
     };

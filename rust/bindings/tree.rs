@@ -435,9 +435,7 @@ impl PyTree {
             let n = c.nodes.len();
             let rows = c.user_rows.into_pyarray(py);
             let nodes = c.nodes.into_pyarray(py);
-            for a in [&rows, &nodes] {
-                a.call_method1("setflags", (false,))?; // the scorer must not edit our pairs
-            }
+            // The search keeps its own copy of the pairs: what the scorer does to these is moot.
             let out = score_fn.call1((rows, nodes, c.level))?;
             match callback_floats(out, "score_fn", &[n])? {
                 Floats::F32(s) => {

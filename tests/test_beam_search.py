@@ -1,0 +1,121 @@
+import signal
+
+import numpy as np
+import pytest
+
+from jtm_rs import CallbackError, InvalidInputError, Tree, beam_search
+
+
+def heap_table(tree: Tree, n_users: int, rng) -> np.ndarray:
+    """Scores [user, node]: random at the leaves, each inner node the max of its children,
+    so the max-heap property holds exactly. Dead nodes get -inf."""
+    table = np.full((n_users, tree.n_nodes), -np.inf, dtype=np.float32)
+    leaves = tree.leaves(tree.items)
+    table[:, leaves] = rng.random((n_users, len(leaves)), dtype=np.float32)
+    for level in range(tree.leaf_level - 1, -1, -1):
+        for node in tree.live_nodes(level):
+            table[:, node] = table[:, tree.children([node])[0]].max(axis=1)
+    return table
+
+
+@pytest.mark.parametrize("n,arity,k,m", [(1000, 2, 20, 10), (500, 3, 7, 7), (40, 2, 64, 40), (300, 4, 1, 1)])
+def test_exact_under_max_heap_scores(rng, n, arity, k, m):
+    tree = Tree.random(np.arange(n) * 5 + 3, arity=arity, seed=n)
+    table = heap_table(tree, 8, rng)
+    items, scores = beam_search(tree, lambda u, nodes, level: table[u, nodes], 8, k, m)
+    assert items.shape == scores.shape == (8, m) and items.dtype == np.int64 and scores.dtype == np.float32
+    leaves = tree.leaves(tree.items)
+    for u in range(8):
+        best = np.argsort(-table[u, leaves], kind="stable")[:m]
+        assert np.array_equal(items[u], tree.items[best])
+        assert np.allclose(scores[u], table[u, leaves][best])
+
+
+def test_one_call_per_level_with_live_nodes_only(rng):
+    tree = Tree.from_order(np.arange(37), leaf_level=7)
+    seen = []
+
+    def score(users, nodes, level):
+        assert users.dtype == np.int64 and nodes.dtype == np.int64
+        assert tree.is_live(nodes).all() and np.all(tree.level_of(nodes) == level)
+        seen.append(level)
+        return rng.random(len(nodes))  # float64 is accepted
+
+    beam_search(tree, score, 5, k=4, m=3)
+    assert seen == sorted(set(seen)) and seen[-1] == 7
+    assert len(tree.live_nodes(seen[0])) > 4 >= len(tree.live_nodes(seen[0] - 1))
+
+
+def test_batches_give_the_same_result(rng):
+    tree = Tree.random(np.arange(2000), seed=1)
+    table = heap_table(tree, 23, rng)
+    score = lambda u, nodes, level: table[u, nodes]  # noqa: E731
+    whole = beam_search(tree, score, 23, 30, 10)
+    batched = beam_search(tree, score, 23, 30, 10, batch_size=5, n_threads=1)
+    assert np.array_equal(whole[0], batched[0]) and np.array_equal(whole[1], batched[1])
+
+
+def test_torch_model_scores():
+    torch = pytest.importorskip("torch")
+    tree = Tree.random(np.arange(500), seed=0)
+    torch.manual_seed(0)
+    users = torch.randn(6, 8)
+    nodes = torch.nn.Embedding(tree.n_nodes, 8)
+
+    @torch.no_grad()
+    def score(u, n, level):
+        return (users[torch.from_numpy(u)] * nodes(torch.from_numpy(n))).sum(-1)
+
+    items, scores = beam_search(tree, score, 6, k=50, m=20)
+    assert items.shape == (6, 20)
+    assert np.all(np.diff(scores, axis=1) <= 0)
+    assert all(len(set(row)) == 20 for row in items.tolist())
+    assert np.isin(items, tree.items).all()
+
+
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (lambda n: np.zeros(n + 1, dtype=np.float32), "shape"),
+        (lambda n: np.zeros((n, 1), dtype=np.float32), "shape"),
+        (lambda n: np.zeros(n, dtype=np.int32), "dtype"),
+        (lambda n: np.full(n, np.nan, dtype=np.float32), "NaN"),
+        (lambda n: [0.0] * n, "numpy array"),
+    ],
+)
+def test_bad_scores(bad, match):
+    tree = Tree.random(np.arange(100), seed=0)
+    with pytest.raises(CallbackError, match=match):
+        beam_search(tree, lambda u, nodes, level: bad(len(nodes)), 3, 5)
+
+
+def test_score_fn_exception_propagates_and_ctrl_c_interrupts():
+    tree = Tree.random(np.arange(100), seed=0)
+
+    def boom(*_):
+        raise RuntimeError("cuda out of memory")
+
+    with pytest.raises(RuntimeError, match="cuda out of memory"):
+        beam_search(tree, boom, 3, 5)
+
+    def interrupted(u, nodes, level):
+        signal.raise_signal(signal.SIGINT)
+        return np.zeros(len(nodes), dtype=np.float32)
+
+    with pytest.raises(KeyboardInterrupt):
+        beam_search(tree, interrupted, 3, 5)
+
+
+def test_bad_search_arguments():
+    tree = Tree.random(np.arange(10), seed=0)
+    zero = lambda u, n, level: np.zeros(len(n), dtype=np.float32)  # noqa: E731
+    with pytest.raises(InvalidInputError, match="exceeds the beam width"):
+        beam_search(tree, zero, 1, k=3, m=4)
+    with pytest.raises(InvalidInputError, match="exceeds the 10 items"):
+        beam_search(tree, zero, 1, k=20, m=11)
+    with pytest.raises(InvalidInputError):
+        beam_search(tree, zero, 1, k=0)
+    items, scores = beam_search(tree, zero, 0, k=3)
+    assert items.shape == (0, 3)
+    items, _ = beam_search(tree, zero, 2, k=20, m=10)  # k above the corpus: every item
+    assert sorted(items[0].tolist()) == list(range(10))

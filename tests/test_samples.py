@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+
+import jtm_rs
+from jtm_rs import InvalidInputError, Tree, UnknownItemError, generate_samples
+
+
+def test_samples_have_one_positive_ancestor_and_live_distinct_negatives():
+    tree = Tree.random(np.arange(300), seed=1)
+    negatives = [0] + [3] * (tree.leaf_level - 1) + [20]
+    targets = np.array([5, 17, 299, 5])
+    s = generate_samples(tree, targets, negatives, seed=7)
+    assert s.example.dtype == np.int64 and s.label.dtype == np.float32
+    for e, t in enumerate(targets):
+        rows = s.example == e
+        for level in range(1, tree.n_levels):
+            at = rows & (s.level == level)
+            pos = s.node[at & (s.label == 1)]
+            assert pos.tolist() == tree.item_ancestors([t], level).tolist()
+            neg = s.node[at & (s.label == 0)]
+            expected = min(negatives[level], len(tree.live_nodes(level)) - 1)
+            assert len(neg) == expected == len(set(neg.tolist()))
+            assert pos[0] not in neg
+            assert tree.is_live(neg).all() and np.all(tree.level_of(neg) == level)
+
+
+def test_samples_are_seeded_and_thread_independent():
+    tree = Tree.random(np.arange(1000), seed=1)
+    negs = [0] + [2] * tree.leaf_level
+    targets = np.arange(1000)
+    a = generate_samples(tree, targets, negs, seed=1, n_threads=1)
+    b = generate_samples(tree, targets, negs, seed=1, n_threads=2)
+    c = generate_samples(tree, targets, negs, seed=2)
+    for x, y in zip(a, b):
+        assert np.array_equal(x, y)
+    assert not np.array_equal(a.node, c.node)
+
+
+def test_start_level_skips_upper_levels():
+    tree = Tree.random(np.arange(64), seed=1)
+    s = generate_samples(tree, [3], [1] * tree.n_levels, start_level=4)
+    assert s.level.min() == 4
+
+
+def test_bad_sample_arguments():
+    tree = Tree.random(np.arange(64), seed=1)
+    with pytest.raises(InvalidInputError, match="one count per level"):
+        generate_samples(tree, [1], [1, 2])
+    with pytest.raises(InvalidInputError, match="negative count"):
+        generate_samples(tree, [1], [-1] * tree.n_levels)
+    with pytest.raises(UnknownItemError):
+        generate_samples(tree, [1000], [1] * tree.n_levels)
+    with pytest.raises(InvalidInputError):
+        generate_samples(tree, [1], [1] * tree.n_levels, start_level=99)

@@ -1,0 +1,170 @@
+import pickle
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import jtm_rs
+from jtm_rs import CorruptTreeError, InvalidInputError, Tree, UnknownItemError
+
+
+def brute_force_counts(tree: Tree) -> dict:
+    """Items under every node, from the leaves up by parent arithmetic."""
+    counts = {}
+    for leaf in tree.leaves(tree.items):
+        n = int(leaf)
+        while True:
+            counts[n] = counts.get(n, 0) + 1
+            if n == 0:
+                break
+            n = (n - 1) // tree.arity
+    return counts
+
+
+def check_invariants(tree: Tree, items: np.ndarray) -> None:
+    assert tree.n_items == len(items)
+    assert np.array_equal(tree.items, np.sort(items))
+    leaves = tree.leaves(items)
+    assert len(set(leaves.tolist())) == len(items), "two items on one leaf"
+    assert np.all(tree.level_of(leaves) == tree.leaf_level)
+    assert np.array_equal(tree.items_at(leaves), items)
+    counts = brute_force_counts(tree)
+    for level in range(tree.n_levels):
+        live = tree.live_nodes(level)
+        assert sorted(n for n in counts if tree.level_of([n])[0] == level) == live.tolist()
+        assert all(counts[n] <= tree.capacity(level) for n in live)
+        assert np.all(tree.ancestors(leaves, level) == tree.item_ancestors(items, level))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 400),
+    arity=st.integers(2, 5),
+    extra=st.integers(0, 2),
+    seed=st.integers(0, 2**32),
+    kind=st.sampled_from(["random", "categories", "order", "leaves"]),
+)
+def test_constructors_hold_invariants(n, arity, extra, seed, kind):
+    rng = np.random.default_rng(seed)
+    items = rng.choice(10**12, size=n, replace=False) - 5 * 10**11
+    level = max(1, int(np.ceil(np.log(n) / np.log(arity) - 1e-9))) + extra
+    if kind == "random":
+        tree = Tree.random(items, arity, level, seed)
+    elif kind == "categories":
+        tree = Tree.from_categories(items, rng.integers(0, 5, n), arity, level, seed)
+    elif kind == "order":
+        tree = Tree.from_order(items, arity, level)
+    else:
+        first = (arity**level - 1) // (arity - 1)
+        leaves = first + rng.choice(arity**level, size=n, replace=False)
+        tree = Tree.from_leaves(items, leaves, arity)
+        assert np.array_equal(tree.leaves(items), leaves)
+    assert tree.leaf_level == level
+    check_invariants(tree, items)
+    tree.validate()
+
+
+def test_category_tree_keeps_categories_contiguous():
+    items = np.arange(64)
+    cats = items % 4
+    tree = Tree.from_categories(items, cats, seed=1)
+    order = tree.items_at(np.sort(tree.leaves(items)))
+    assert np.all(np.diff(cats[order]) >= 0)
+
+
+def test_accessors_follow_heap_numbering():
+    tree = Tree.from_order(np.arange(9), arity=3)
+    assert (tree.arity, tree.leaf_level, tree.n_levels, tree.n_nodes, len(tree)) == (3, 2, 3, 13, 9)
+    assert tree.children([0, 2]).tolist() == [[1, 2, 3], [7, 8, 9]]
+    assert tree.descendants([1, 2], 2).tolist() == [[4, 5, 6], [7, 8, 9]]
+    assert tree.descendants([0], 0).tolist() == [[0]]
+    assert tree.ancestors([12, 7], 1).tolist() == [3, 2]
+    assert tree.level_of([0, 3, 4]).tolist() == [0, 1, 2]
+    assert tree.is_live([0, 12]).tolist() == [True, True]
+    assert tree.leaves(np.array([[0, 8]])).shape == (1, 2)
+
+
+def test_empty_leaves_are_not_live():
+    tree = Tree.from_order(np.arange(5), arity=2)  # 5 items on 8 leaves
+    assert tree.leaf_level == 3
+    assert len(tree.live_nodes(3)) == 5
+    empty = sorted(set(range(7, 15)) - set(tree.live_nodes(3).tolist()))
+    assert not tree.is_live(empty).any()
+    assert tree.items_at(empty, default=-7).tolist() == [-7] * 3
+
+
+def test_hierarchical_features_map_to_ancestors_and_keep_padding():
+    tree = Tree.random(np.arange(20), seed=5)
+    beh = np.array([[3, 7, -1, -1], [19, 0, 5, -1]])
+    for level in range(tree.n_levels):
+        f = tree.hierarchical_features(beh, level)
+        assert f.shape == beh.shape
+        mask = beh == -1
+        assert np.all(f[mask] == -1)
+        assert np.array_equal(f[~mask], tree.item_ancestors(beh[~mask], level))
+    assert np.array_equal(tree.hierarchical_features(beh[:, :2], tree.leaf_level, padding=None), tree.leaves(beh[:, :2]))
+    with pytest.raises(UnknownItemError):
+        tree.hierarchical_features(np.array([[3, 99]]), 1)
+
+
+def test_save_load_pickle_and_bytes(tmp_path, small_tree):
+    path = tmp_path / "t.jtmtree"
+    small_tree.save(path)
+    assert Tree.load(path) == small_tree
+    assert Tree.load(str(path)) == small_tree
+    assert pickle.loads(pickle.dumps(small_tree)) == small_tree
+    assert Tree.from_bytes(small_tree.to_bytes()) == small_tree
+    assert small_tree != Tree.random(small_tree.items, seed=4)
+
+
+def test_corrupt_and_truncated_files_are_refused(tmp_path, small_tree):
+    data = small_tree.to_bytes()
+    for bad in (data[:-1], data[:20], b"", b"not a tree at all, no", data[:40] + bytes([data[40] ^ 1]) + data[41:]):
+        path = tmp_path / "bad"
+        path.write_bytes(bad)
+        with pytest.raises(CorruptTreeError):
+            Tree.load(path)
+    with pytest.raises(FileNotFoundError):
+        Tree.load(tmp_path / "missing")
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Tree.random([], seed=0),
+        lambda: Tree.random([1, 2], arity=1),
+        lambda: Tree.random([1, 2, 3], leaf_level=1),
+        lambda: Tree.from_order([1, 1]),
+        lambda: Tree.from_leaves([1, 2], [1, 1]),
+        lambda: Tree.from_leaves([1, 2], [-1, 2]),
+        lambda: Tree.from_categories([1, 2], [1]),
+        lambda: Tree.random([1.5, 2.0]),
+    ],
+)
+def test_bad_construction_raises_value_errors(make):
+    with pytest.raises((InvalidInputError, ValueError)) as info:
+        make()
+    assert str(info.value)
+
+
+def test_bad_queries(small_tree):
+    with pytest.raises(UnknownItemError, match="unknown item id 7"):
+        small_tree.leaves([100, 7])
+    with pytest.raises(InvalidInputError):
+        small_tree.live_nodes(99)
+    with pytest.raises(InvalidInputError):
+        small_tree.ancestors([10**9], 1)
+    with pytest.raises(InvalidInputError):
+        small_tree.children([small_tree.live_nodes(small_tree.leaf_level)[0]])
+    with pytest.raises(InvalidInputError):
+        small_tree.descendants([0, 1], 3)
+    with pytest.raises(InvalidInputError):
+        small_tree.items_at([0])
+
+
+def test_exception_hierarchy():
+    assert issubclass(jtm_rs.UnknownItemError, jtm_rs.InvalidInputError)
+    assert issubclass(jtm_rs.InvalidInputError, ValueError)
+    assert issubclass(jtm_rs.CorruptTreeError, jtm_rs.JtmError)
+    assert issubclass(jtm_rs.JtmInternalError, RuntimeError)
