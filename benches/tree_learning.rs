@@ -1,1 +1,116 @@
-fn main() {}
+//! Tree-learning scaling (paper Algorithm 2): N = 10^4, 10^5, 10^6 items, binary tree, d = 7,
+//! on 1 and 2 threads. Only the learner's own work is timed (ordering, top-candidate
+//! reduction, greedy + rebalance, exchange improvement, building the tree); the synthetic
+//! weights are generated outside the timed sections, standing in for `weights_fn`.
+//!
+//! Weights: each item has a random favourite leaf (collisions included, so nodes overflow and
+//! the rebalance has work); a candidate scores minus the number of levels on which its path
+//! leaves the favourite's, plus hashed noise.
+//!
+//! Run: `cargo bench --bench tree_learning` (JTM_BENCH_SIZES=10000,100000 to pick sizes).
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use jtm_rs::parallel::run;
+use jtm_rs::tree_learning::{LearnConfig, TreeLearner, WeightRequest};
+use jtm_rs::Tree;
+use std::time::{Duration, Instant};
+
+fn hash(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+fn synthetic_weights(tree: &Tree, req: &WeightRequest) -> Vec<f32> {
+    let b = tree.arity();
+    let depth = req.end_level - req.start_level + 1;
+    let leaves = tree.level_range(tree.leaf_level());
+    let mut w = Vec::with_capacity(req.items.len() * req.n_candidates);
+    for (&item, &p) in req.items.iter().zip(&req.parents) {
+        let fav = leaves.start + hash(item as u64) % (leaves.end - leaves.start);
+        let fav_end = tree.ancestor(fav, req.end_level).unwrap();
+        let under_p = tree.ancestor(fav_end, req.start_level - 1).unwrap() == p;
+        let first = tree.descendants(p, req.end_level).unwrap().start;
+        for c in 0..req.n_candidates as u64 {
+            let noise = (hash(item as u64 ^ (c << 40)) % 1000) as f32 * 1e-4;
+            let miss = if under_p {
+                let (mut x, mut y, mut up) = (c, fav_end - first, 0);
+                while x != y {
+                    x /= b;
+                    y /= b;
+                    up += 1;
+                }
+                up
+            } else {
+                depth
+            };
+            w.push(noise - miss as f32);
+        }
+    }
+    w
+}
+
+/// Time spent inside the learner only.
+fn learn_once(tree: &Tree, threads: usize) -> Duration {
+    let mut timed = Duration::ZERO;
+    let mut time = |f: &mut dyn FnMut()| {
+        let t = Instant::now();
+        f();
+        timed += t.elapsed();
+    };
+    let mut learner = TreeLearner::new(tree, LearnConfig::default()).unwrap();
+    loop {
+        let mut seg = None;
+        time(&mut || seg = run(Some(threads), || learner.begin_segment()).unwrap());
+        if seg.is_none() {
+            break;
+        }
+        while let Some(rows) = learner.next_chunk() {
+            let w = synthetic_weights(tree, &learner.request(rows.clone()).unwrap());
+            time(&mut || run(Some(threads), || learner.accept_weights(rows.clone(), &w)).unwrap());
+        }
+        time(&mut || run(Some(threads), || learner.assign()).unwrap());
+    }
+    let t = Instant::now();
+    let learned = learner.finish().unwrap();
+    timed += t.elapsed();
+    assert_eq!(learned.n_items(), tree.n_items());
+    timed
+}
+
+fn sizes() -> Vec<usize> {
+    std::env::var("JTM_BENCH_SIZES")
+        .ok()
+        .map(|s| {
+            s.split(',')
+                .map(|x| x.trim().parse().expect("JTM_BENCH_SIZES: integers"))
+                .collect()
+        })
+        .unwrap_or_else(|| vec![10_000, 100_000, 1_000_000])
+}
+
+fn bench(c: &mut Criterion) {
+    let mut group = c.benchmark_group("learn_tree_d7_binary");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(5));
+    for n in sizes() {
+        let items: Vec<i64> = (0..n as i64).collect();
+        let tree = Tree::random(&items, 2, None, 1).unwrap();
+        group.throughput(Throughput::Elements(n as u64));
+        for threads in [1, 2] {
+            group.bench_with_input(
+                BenchmarkId::new(format!("{threads}_threads"), n),
+                &tree,
+                |b, tree| {
+                    b.iter_custom(|iters| (0..iters).map(|_| learn_once(tree, threads)).sum())
+                },
+            );
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

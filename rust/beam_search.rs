@@ -31,7 +31,7 @@ pub struct BeamSearch<'t> {
     start_level: u32,
     /// Level of the candidates to expand next; `None` once the leaves are selected.
     level: Option<u32>,
-    /// Each user's beam (node ids, ascending) at the level above `level`.
+    /// Each user's beam (node ids) at the level above `level`.
     beams: Vec<Vec<i64>>,
     /// The last expansion: nodes and per-user offsets into them.
     nodes: Vec<i64>,
@@ -188,10 +188,10 @@ impl<'t> BeamSearch<'t> {
                     pairs.select_nth_unstable_by(keep - 1, by_score);
                     pairs.truncate(keep);
                 }
+                // A beam's order is whatever the (deterministic) selection left; only the
+                // leaves are returned best first.
                 if leaves {
                     pairs.sort_unstable_by(by_score);
-                } else {
-                    pairs.sort_unstable_by_key(|p| p.1); // beams in node order: deterministic expansion
                 }
                 pairs
             })

@@ -333,6 +333,11 @@ impl Tree {
     /// Live nodes inside the id range `r` of one level (a slice of that level's live list).
     pub(crate) fn live_in(&self, level: u32, r: std::ops::Range<u64>) -> &[u64] {
         let live = &self.live[level as usize];
+        let first = self.level_start[level as usize];
+        if live.len() as u64 == self.level_start[level as usize + 1] - first {
+            // Every node of the level is live: the list is the id range itself.
+            return &live[(r.start - first) as usize..(r.end - first) as usize];
+        }
         let lo = live.partition_point(|&n| n < r.start);
         let hi = live.partition_point(|&n| n < r.end);
         &live[lo..hi]

@@ -77,12 +77,13 @@ def learn_tree(
     if show_progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=None, desc="learn_tree", unit="item", leave=False)
+        # disable=None: tqdm stays quiet when stderr is not a terminal (CI logs).
+        bar = tqdm(total=None, desc="learn_tree", unit="item", leave=False, disable=None)
     last = [0, -1]
 
     def progress(segment: int, n_segments: int, done: int, total: int) -> None:
         if bar is not None:
-            if bar.total is None:
+            if not bar.total:
                 bar.total = total * n_segments
             if segment != last[1]:
                 last[0], last[1] = 0, segment
