@@ -30,7 +30,6 @@
 use crate::error::{invalid, JtmError, Result};
 use crate::tree::Tree;
 use rayon::prelude::*;
-use std::cmp::Ordering;
 use std::ops::Range;
 
 #[derive(Clone, Debug)]
@@ -164,6 +163,7 @@ pub struct TreeLearner<'t> {
     /// after the last segment, its new leaf.
     node: Vec<u64>,
     state: Option<SegmentState>,
+    spare_prefs: Vec<Pref>,
 }
 
 impl<'t> TreeLearner<'t> {
@@ -192,6 +192,7 @@ impl<'t> TreeLearner<'t> {
             next_segment: 0,
             node: vec![0; tree.n_items()],
             state: None,
+            spare_prefs: Vec::new(),
         })
     }
 
@@ -217,31 +218,41 @@ impl<'t> TreeLearner<'t> {
         let leaves = tree.item_leaves();
         let node = &self.node;
 
-        let mut order: Vec<u32> = (0..tree.n_items() as u32).collect();
-        order.par_sort_unstable_by_key(|&i| (node[i as usize], leaves[i as usize]));
+        // Sort contiguous (parent, old leaf, item) keys: no scattered lookups while sorting.
+        let mut keyed: Vec<(u64, u64, u32)> = (0..tree.n_items())
+            .into_par_iter()
+            .map(|i| (node[i], leaves[i], i as u32))
+            .collect();
+        keyed.par_sort_unstable();
         let mut groups = Vec::new();
         let mut start = 0;
-        for p in 1..=order.len() {
-            if p == order.len() || node[order[p] as usize] != node[order[start] as usize] {
+        for p in 1..=keyed.len() {
+            if p == keyed.len() || keyed[p].0 != keyed[start].0 {
                 groups.push(start..p);
                 start = p;
             }
         }
-        let (home, stays): (Vec<u32>, Vec<bool>) = order
+        let arity = tree.arity();
+        let (home, stays): (Vec<u32>, Vec<bool>) = keyed
             .par_iter()
-            .map(|&i| {
-                let old_leaf = leaves[i as usize];
-                let old_end = ancestor_up(old_leaf, tree.leaf_level() - e, tree.arity());
-                let old_parent = ancestor_up(old_end, depth, tree.arity());
+            .map(|&(parent, old_leaf, _)| {
+                let old_end = ancestor_up(old_leaf, tree.leaf_level() - e, arity);
+                let old_parent = ancestor_up(old_end, depth, arity);
                 let first = tree.descendant_range(old_parent, depth).start;
-                ((old_end - first) as u32, old_parent == node[i as usize])
+                ((old_end - first) as u32, old_parent == parent)
             })
             .unzip();
+        let order: Vec<u32> = keyed.into_par_iter().map(|k| k.2).collect();
         self.state = Some(SegmentState {
             seg,
             n_cand,
             k,
-            prefs: vec![Pref::default(); order.len() * k],
+            prefs: {
+                // Reuse the previous segment's buffer: it is as large as the tree times k.
+                let mut p = std::mem::take(&mut self.spare_prefs);
+                p.resize(order.len() * k, Pref::default());
+                p
+            },
             order,
             groups,
             home,
@@ -372,6 +383,7 @@ impl<'t> TreeLearner<'t> {
             let parent = self.node[i as usize];
             self.node[i as usize] = tree.descendant_range(parent, depth).start + c as u64;
         }
+        self.spare_prefs = st.prefs;
         Ok(())
     }
 
@@ -400,27 +412,60 @@ fn ancestor_up(mut node: u64, steps: u32, arity: u64) -> u64 {
 }
 
 /// Candidate order: weight descending, then home first, then lower index (deterministic).
-fn better(a: &Pref, b: &Pref, home: u32) -> Ordering {
+/// `best_candidates` implements it with packed integer keys; this is its test oracle.
+#[cfg(test)]
+fn better(a: &Pref, b: &Pref, home: u32) -> std::cmp::Ordering {
     b.weight
         .total_cmp(&a.weight)
         .then_with(|| (a.cand != home).cmp(&(b.cand != home)))
         .then(a.cand.cmp(&b.cand))
 }
 
-/// Writes the `out.len()` best candidates of `row` into `out`, best first.
-fn best_candidates<T: WeightValue>(row: &[T], home: u32, buf: &mut Vec<Pref>, out: &mut [Pref]) {
+/// Order-preserving map of an f32 onto u32 (agrees with `f32::total_cmp`).
+fn ordered_bits(w: f32) -> u32 {
+    let b = w.to_bits();
+    if b >> 31 == 1 {
+        !b
+    } else {
+        b | 0x8000_0000
+    }
+}
+
+fn from_ordered_bits(b: u32) -> f32 {
+    f32::from_bits(if b >> 31 == 1 { b & 0x7FFF_FFFF } else { !b })
+}
+
+/// Writes the `out.len()` best candidates of `row` into `out`, best first, in the order of
+/// [`better`]. Each candidate is packed into one u64 (weight bits, then home-first and
+/// lower-index tie-breaks) so selection and sorting are plain integer compares.
+fn best_candidates<T: WeightValue>(row: &[T], home: u32, buf: &mut Vec<u64>, out: &mut [Pref]) {
     buf.clear();
-    buf.extend(row.iter().enumerate().map(|(c, &w)| Pref {
-        cand: c as u32,
-        weight: w.to_f32(),
+    buf.extend(row.iter().enumerate().map(|(c, &w)| {
+        let tie = if c as u32 == home {
+            u32::MAX
+        } else {
+            u32::MAX - 1 - c as u32
+        };
+        ((ordered_bits(w.to_f32()) as u64) << 32) | tie as u64
     }));
     let k = out.len();
     if k < buf.len() {
-        buf.select_nth_unstable_by(k - 1, |a, b| better(a, b, home));
+        buf.select_nth_unstable_by(k - 1, |a, b| b.cmp(a));
         buf.truncate(k);
     }
-    buf.sort_unstable_by(|a, b| better(a, b, home));
-    out.copy_from_slice(buf);
+    buf.sort_unstable_by(|a, b| b.cmp(a));
+    for (o, &key) in out.iter_mut().zip(buf.iter()) {
+        let tie = key as u32;
+        let cand = if tie == u32::MAX {
+            home
+        } else {
+            u32::MAX - 1 - tie
+        };
+        *o = Pref {
+            cand,
+            weight: from_ordered_bits((key >> 32) as u32),
+        };
+    }
 }
 
 struct GroupInput<'a> {
@@ -522,6 +567,10 @@ fn assign_group(g: &GroupInput, out: &mut [u32]) {
 fn improve_group(g: &GroupInput, choice: &mut [u32], passes: usize) {
     let n = choice.len();
     if passes == 0 || n * g.n_cand > DENSE_LIMIT {
+        return;
+    }
+    // Every item on its first choice: the total is the sum of row maxima, already optimal.
+    if (0..n).all(|r| g.prefs[r * g.k].cand == choice[r]) {
         return;
     }
     let prefs = |row: usize| &g.prefs[row * g.k..(row + 1) * g.k];
@@ -645,6 +694,47 @@ mod tests {
                 }
             }
             Ok(w)
+        }
+    }
+
+    #[test]
+    fn packed_selection_matches_the_candidate_order() {
+        let mut rng = crate::rng::SplitMix64::new(5);
+        let specials = [
+            0.0f32,
+            -0.0,
+            1.5,
+            -1.5,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::MIN_POSITIVE,
+        ];
+        for trial in 0..200 {
+            let n = 1 + rng.below(70) as usize;
+            // Few distinct values, so ties (and the home / index tie-breaks) are common.
+            let row: Vec<f32> = (0..n)
+                .map(|_| specials[rng.below(specials.len() as u64) as usize])
+                .collect();
+            let home = rng.below(n as u64 + 3) as u32; // sometimes outside the row
+            let k = 1 + rng.below(n as u64) as usize;
+            let mut want: Vec<Pref> = row
+                .iter()
+                .enumerate()
+                .map(|(c, &w)| Pref {
+                    cand: c as u32,
+                    weight: w,
+                })
+                .collect();
+            want.sort_by(|a, b| better(a, b, home));
+            let mut got = vec![Pref::default(); k];
+            best_candidates(&row, home, &mut Vec::new(), &mut got);
+            for (g, w) in got.iter().zip(&want) {
+                assert_eq!(
+                    (g.cand, g.weight.to_bits()),
+                    (w.cand, w.weight.to_bits()),
+                    "trial {trial}"
+                );
+            }
         }
     }
 
