@@ -3,52 +3,18 @@
 //! reduction, greedy + rebalance, exchange improvement, building the tree); the synthetic
 //! weights are generated outside the timed sections, standing in for `weights_fn`.
 //!
-//! Weights: each item has a random favourite leaf (collisions included, so nodes overflow and
-//! the rebalance has work); a candidate scores minus the number of levels on which its path
-//! leaves the favourite's, plus hashed noise.
+//! Weights: see `benches/common/mod.rs`.
 //!
 //! Run: `cargo bench --bench tree_learning` (JTM_BENCH_SIZES=10000,100000 to pick sizes).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use jtm_rs::parallel::run;
-use jtm_rs::tree_learning::{LearnConfig, TreeLearner, WeightRequest};
+use jtm_rs::tree_learning::{LearnConfig, TreeLearner};
 use jtm_rs::Tree;
 use std::time::{Duration, Instant};
 
-fn hash(mut x: u64) -> u64 {
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
-
-fn synthetic_weights(tree: &Tree, req: &WeightRequest) -> Vec<f32> {
-    let b = tree.arity();
-    let depth = req.end_level - req.start_level + 1;
-    let leaves = tree.level_range(tree.leaf_level());
-    let mut w = Vec::with_capacity(req.items.len() * req.n_candidates);
-    for (&item, &p) in req.items.iter().zip(&req.parents) {
-        let fav = leaves.start + hash(item as u64) % (leaves.end - leaves.start);
-        let fav_end = tree.ancestor(fav, req.end_level).unwrap();
-        let under_p = tree.ancestor(fav_end, req.start_level - 1).unwrap() == p;
-        let first = tree.descendants(p, req.end_level).unwrap().start;
-        for c in 0..req.n_candidates as u64 {
-            let noise = (hash(item as u64 ^ (c << 40)) % 1000) as f32 * 1e-4;
-            let miss = if under_p {
-                let (mut x, mut y, mut up) = (c, fav_end - first, 0);
-                while x != y {
-                    x /= b;
-                    y /= b;
-                    up += 1;
-                }
-                up
-            } else {
-                depth
-            };
-            w.push(noise - miss as f32);
-        }
-    }
-    w
-}
+mod common;
+use common::synthetic_weights;
 
 /// Time spent inside the learner only.
 fn learn_once(tree: &Tree, threads: usize) -> Duration {
