@@ -7,6 +7,7 @@ layer-wise beam search with any batched scorer (a torch model on CPU or CUDA, or
 
 from __future__ import annotations
 
+from . import exceptions
 from ._core import Tree, __version__
 from .exceptions import (
     CallbackError,
@@ -26,11 +27,6 @@ __all__ = [
     "beam_search",
     "generate_samples",
     "Samples",
-    "JtmError",
-    "InvalidInputError",
-    "UnknownItemError",
-    "CallbackError",
-    "CorruptTreeError",
-    "JtmInternalError",
     "__version__",
+    *exceptions.__all__,
 ]
