@@ -600,7 +600,19 @@ fn improve_group(g: &GroupInput, choice: &mut [u32], passes: usize) {
                 } else {
                     let best = members[b as usize]
                         .iter()
-                        .map(|&s| (there + w(s as usize, a) - here - w(s as usize, b), s))
+                        .map(|&s| {
+                            // Unknown weights on both sides (fallback placements) give NaN:
+                            // no known gain.
+                            let gain = there + w(s as usize, a) - here - w(s as usize, b);
+                            (
+                                if gain.is_nan() {
+                                    f64::NEG_INFINITY
+                                } else {
+                                    gain
+                                },
+                                s,
+                            )
+                        })
                         .max_by(|x, y| x.0.total_cmp(&y.0).then(y.1.cmp(&x.1)));
                     match best {
                         Some((gain, s)) if gain > 0.0 => Some(s),
