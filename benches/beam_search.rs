@@ -25,7 +25,7 @@ fn search_once(tree: &Tree, n_users: usize, k: usize, threads: usize) -> Duratio
             .iter()
             .zip(&c.nodes)
             .map(|(&u, &n)| {
-                ((u as u64 * 0x9E37_79B9 ^ n as u64).wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40)
+                (((u as u64 * 0x9E37_79B9) ^ n as u64).wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40)
                     as f32
             })
             .collect();

@@ -491,15 +491,12 @@ fn assign_group(g: &GroupInput, out: &mut [u32]) {
         members[prefs(row)[0].cand as usize].push(row as u32);
     }
     let mut processed = vec![false; g.n_cand];
-    loop {
-        // The unprocessed candidate holding the most items (lowest index on ties).
-        let Some((c, count)) = (0..g.n_cand)
-            .filter(|&c| !processed[c])
-            .map(|c| (c, members[c].len()))
-            .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
-        else {
-            break;
-        };
+    // Take the unprocessed candidate holding the most items (lowest index on ties).
+    while let Some((c, count)) = (0..g.n_cand)
+        .filter(|&c| !processed[c])
+        .map(|c| (c, members[c].len()))
+        .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
+    {
         if count <= g.capacity {
             break;
         }

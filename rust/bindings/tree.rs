@@ -11,6 +11,16 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple, PyType};
 use std::path::PathBuf;
 
+/// `(example_index, node, level, label)`.
+type SampleArrays<'py> = (
+    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray1<f32>>,
+);
+/// `(items, scores)`, each `n_users × m`.
+type SearchResult<'py> = (Bound<'py, PyArray2<i64>>, Bound<'py, PyArray2<f32>>);
+
 #[pyclass(name = "Tree", module = "jtm_rs._core", frozen, eq)]
 #[derive(PartialEq)]
 pub struct PyTree {
@@ -59,7 +69,7 @@ fn map_ids<'py>(
         .iter()
         .map(|&x| f(x))
         .collect::<Result<_, _>>()?;
-    Ok(PyArray1::from_vec(py, out).reshape(a.shape())?)
+    PyArray1::from_vec(py, out).reshape(a.shape())
 }
 
 impl PyTree {
@@ -262,7 +272,7 @@ impl PyTree {
         let tree = &self.inner;
         let out = py
             .detach(|| parallel::run(None, || tree.hierarchical_features(slice, level, padding)))?;
-        Ok(PyArray1::from_vec(py, out).reshape(a.shape())?)
+        PyArray1::from_vec(py, out).reshape(a.shape())
     }
 
     /// Level of each node.
@@ -288,7 +298,7 @@ impl PyTree {
             .iter()
             .map(|&n| Ok(self.inner.is_live(self.node(n)?)))
             .collect::<Result<_, JtmError>>()?;
-        Ok(PyArray1::from_vec(py, out).reshape(a.shape())?)
+        PyArray1::from_vec(py, out).reshape(a.shape())
     }
 
     /// Live node ids of `level`, ascending.
@@ -312,7 +322,7 @@ impl PyTree {
         for &n in &nodes {
             out.extend(self.inner.children(self.node(n)?)?.map(|c| c as i64));
         }
-        Ok(PyArray1::from_vec(py, out).reshape([nodes.len(), self.inner.arity() as usize])?)
+        PyArray1::from_vec(py, out).reshape([nodes.len(), self.inner.arity() as usize])
     }
 
     /// Descendants at `level` of each node of a 1-D array of nodes that share one level:
@@ -337,7 +347,7 @@ impl PyTree {
             }
             out.extend(r.map(|c| c as i64));
         }
-        Ok(PyArray1::from_vec(py, out).reshape([nodes.len(), width.unwrap_or(0) as usize])?)
+        PyArray1::from_vec(py, out).reshape([nodes.len(), width.unwrap_or(0) as usize])
     }
 
     /// Checks every invariant; raises if one is broken.
@@ -390,12 +400,7 @@ impl PyTree {
         start_level: i64,
         seed: u64,
         n_threads: Option<usize>,
-    ) -> PyResult<(
-        Bound<'py, PyArray1<i64>>,
-        Bound<'py, PyArray1<i64>>,
-        Bound<'py, PyArray1<i64>>,
-        Bound<'py, PyArray1<f32>>,
-    )> {
+    ) -> PyResult<SampleArrays<'py>> {
         let start_level = level_arg(&self.inner, start_level)?;
         let targets = int_array(targets, "targets")?;
         let negatives = int_vec(negatives, "negatives")?;
@@ -425,13 +430,10 @@ impl PyTree {
         k: usize,
         m: Option<usize>,
         n_threads: Option<usize>,
-    ) -> PyResult<(Bound<'py, PyArray2<i64>>, Bound<'py, PyArray2<f32>>)> {
+    ) -> PyResult<SearchResult<'py>> {
         let m = m.unwrap_or(k);
         let mut search = BeamSearch::new(&self.inner, n_users, k, m)?;
-        loop {
-            let Some(c) = py.detach(|| parallel::run(n_threads, || Ok(search.expand())))? else {
-                break;
-            };
+        while let Some(c) = py.detach(|| parallel::run(n_threads, || Ok(search.expand())))? {
             let n = c.nodes.len();
             let rows = c.user_rows.into_pyarray(py);
             let nodes = c.nodes.into_pyarray(py);
