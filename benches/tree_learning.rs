@@ -8,40 +8,20 @@
 //! Run: `cargo bench --bench tree_learning` (JTM_BENCH_SIZES=10000,100000 to pick sizes).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use jtm_rs::parallel::run;
-use jtm_rs::tree_learning::{LearnConfig, TreeLearner};
 use jtm_rs::Tree;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod common;
-use common::synthetic_weights;
+use common::learn_timed;
 
 /// Time spent inside the learner only.
 fn learn_once(tree: &Tree, threads: usize) -> Duration {
-    let mut timed = Duration::ZERO;
-    let mut time = |f: &mut dyn FnMut()| {
-        let t = Instant::now();
-        f();
-        timed += t.elapsed();
-    };
-    let mut learner = TreeLearner::new(tree, LearnConfig::default()).unwrap();
-    loop {
-        let mut seg = None;
-        time(&mut || seg = run(Some(threads), || learner.begin_segment()).unwrap());
-        if seg.is_none() {
-            break;
-        }
-        while let Some(rows) = learner.next_chunk() {
-            let w = synthetic_weights(tree, &learner.request(rows.clone()).unwrap());
-            time(&mut || run(Some(threads), || learner.accept_weights(rows.clone(), &w)).unwrap());
-        }
-        time(&mut || run(Some(threads), || learner.assign()).unwrap());
-    }
-    let t = Instant::now();
-    let learned = learner.finish().unwrap();
-    timed += t.elapsed();
-    assert_eq!(learned.n_items(), tree.n_items());
-    timed
+    let (segments, finish) = learn_timed(tree, threads);
+    finish
+        + segments
+            .iter()
+            .map(|s| s.begin + s.accept + s.assign)
+            .sum::<Duration>()
 }
 
 fn sizes() -> Vec<usize> {

@@ -39,18 +39,15 @@ pub fn learn_tree(
     if d < 1 {
         return Err(JtmError::InvalidArgument(format!("d must be at least 1, got {d}")).into());
     }
-    if chunk_size == Some(0) {
-        return Err(JtmError::InvalidArgument("chunk_size must be at least 1".into()).into());
-    }
     let tree = &tree.get().inner;
     let d = d.min(tree.leaf_level() as i64) as u32;
     let cfg = LearnConfig {
         d,
-        chunk_weights: LearnConfig::default().chunk_weights,
         max_candidates,
         chunk_items: chunk_size.unwrap_or(usize::MAX),
         rebalance,
         improve_passes,
+        ..LearnConfig::default()
     };
     let mut learner = TreeLearner::new(tree, cfg)?;
     let n_segments = learner.segments().len();
