@@ -3,5 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-export RAYON_NUM_THREADS=${RAYON_NUM_THREADS:-2} OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-.venv/bin/python -m jtm_rs.demo "$@"
+# rayon and torch alternate (never run at once), so each may use both cores.
+export RAYON_NUM_THREADS=${RAYON_NUM_THREADS:-2}
+.venv/bin/jtm-rs demo "$@"

@@ -1,5 +1,8 @@
 """jtm_rs: JTM (Zhu et al., NeurIPS 2019) with a Rust core.
 
+:class:`JTM` is the learner (paper Algorithm 1): ``JTM().fit(split)``, ``recommend``,
+``evaluate``, ``save``/``load``; ``jtm-rs demo`` runs it on generated data.
+
 A :class:`Tree` holds items at its leaves; :func:`learn_tree` re-learns the item placement from
 a model (paper Algorithm 2); :func:`beam_search` retrieves the top-M items per user by
 layer-wise beam search with any batched scorer (a torch model on CPU or CUDA, or numpy).
@@ -17,11 +20,21 @@ from .exceptions import (
     JtmInternalError,
     UnknownItemError,
 )
+from .data import EvaluationUsers, Interactions, Split
+from .jtm import JTM, IterationRecord, JTMConfig
+from .model import JTMModel
 from .retrieval import beam_search
 from .samples import Samples, generate_samples
 from .tree_learning import learn_tree
 
 __all__ = [
+    "JTM",
+    "JTMConfig",
+    "IterationRecord",
+    "JTMModel",
+    "Interactions",
+    "Split",
+    "EvaluationUsers",
     "Tree",
     "learn_tree",
     "beam_search",

@@ -1,119 +1,125 @@
-"""A short demo of the Rust core on generated data: build trees, learn a tree, beam-search it.
+"""The whole JTM pipeline on generated data (``jtm-rs demo``, also ``python -m jtm_rs.demo``).
 
-Items get vectors from a planted hierarchy (items close in the planted tree are similar);
-categories follow the planted tree only approximately. A stand-in "model" scores a (user,
-node) pair by the dot product of the user's vector with the mean vector of the items under
-the node in the current tree, so retrieval is only as good as the tree's grouping. Starting
-from the category tree, the demo alternates (as in paper Algorithm 1) between refitting that
-model to the tree and re-learning the tree from the model with :func:`jtm_rs.learn_tree`,
-and reports Recall@M of beam search against the exact top-M of each user.
+Generates behaviours with a planted item hierarchy (:mod:`jtm_rs.synthetic`), splits users
+into train / validation / test (paper protocol), then on the test users reports
+Precision/Recall/F@M of:
 
-The deep model, training loop and the paper's metrics arrive with the JTM learner.
+* JTM-H on the initial category tree (the model trained once, before any tree learning);
+* JTM-H after ``--iterations`` rounds of joint learning (Algorithm 1), beam search;
+* the same final model scoring every item (the paper's brute-force "DNN" row);
+* JTM-J: the same loop without the hierarchical user representation;
+* the planted tree with a model trained on it (what tree learning could at best find);
 
-Run: ``python -m jtm_rs.demo`` (``--help`` for the sizes).
+with the wall time of each phase, and the objective (eq. 2) across rounds.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from typing import Dict, List, Optional
 
-import numpy as np
-
-import jtm_rs
-from jtm_rs import Tree
+from .jtm import JTM, IterationRecord
 
 
-def planted_item_vectors(planted: Tree, dim: int, rng: np.random.Generator) -> np.ndarray:
-    """Sum along each item's planted path of per-node random offsets shrinking with depth."""
-    offsets = rng.normal(size=(planted.n_nodes, dim))
-    vec = np.zeros((planted.n_items, dim))
-    for level in range(1, planted.n_levels):
-        vec += 0.8**level * offsets[planted.item_ancestors(planted.items, level)]
-    return vec
-
-
-def node_centroids(tree: Tree, item_vec: np.ndarray) -> np.ndarray:
-    """Mean item vector under every node of `tree` (zeros for empty nodes): the 'model'."""
-    sums = np.zeros((tree.n_nodes, item_vec.shape[1]))
-    counts = np.zeros(tree.n_nodes)
-    for level in range(tree.n_levels):
-        anc = tree.item_ancestors(tree.items, level)
-        np.add.at(sums, anc, item_vec)
-        np.add.at(counts, anc, 1)
-    return sums / np.maximum(counts, 1)[:, None]
-
-
-def make_weights_fn(tree: Tree, item_vec: np.ndarray, centroids: np.ndarray):
-    """JTM weights under the stand-in model: sum over the segment's levels of a Gaussian
-    log-likelihood of the item's vector at the candidate's ancestor."""
-
-    def weights(items, parents, start, end):
-        cands = tree.descendants(parents, end)
-        x = item_vec[items][:, None, :]
-        w = np.zeros(cands.shape)
-        for level in range(start, end + 1):
-            w -= ((x - centroids[tree.ancestors(cands, level)]) ** 2).sum(-1)
-        return w
-
-    return weights
-
-
-def recall_at_m(tree: Tree, users: np.ndarray, item_vec: np.ndarray, k: int, m: int) -> tuple[float, float]:
-    centroids = node_centroids(tree, item_vec)
-    truth = np.argsort(-(users @ item_vec.T), axis=1)[:, :m]  # item ids are 0..n-1
-    t = time.perf_counter()
-    found, _ = jtm_rs.beam_search(
-        tree, lambda u, n, level: np.einsum("ij,ij->i", users[u], centroids[n]).astype(np.float32), len(users), k, m
-    )
-    elapsed = time.perf_counter() - t
-    hits = [len(np.intersect1d(f, g)) for f, g in zip(found, truth)]
-    return float(np.mean(hits)) / m, elapsed
-
-
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m jtm_rs.demo", description=__doc__.split("\n\n")[0])
-    p.add_argument("--items", type=int, default=2**15)
-    p.add_argument("--users", type=int, default=500)
-    p.add_argument("--dim", type=int, default=16)
-    p.add_argument("--iterations", type=int, default=3, help="alternations of model refit and tree learning")
-    p.add_argument("--d", type=int, default=7, help="levels per tree-learning segment")
-    p.add_argument("--k", type=int, default=100, help="beam width")
-    p.add_argument("--m", type=int, default=50, help="items retrieved per user")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--items", type=int, default=8192, help="corpus size (default %(default)s)")
+    p.add_argument("--users", type=int, default=8000, help="users generated (default %(default)s)")
+    p.add_argument("--iterations", type=int, default=3, help="tree learnings in the joint loop")
+    p.add_argument("--examples-per-epoch", type=int, default=60000, help="training examples per model training")
+    p.add_argument("--m", type=int, default=50, help="M of Precision/Recall/F@M (paper: 200)")
+    p.add_argument("--on-tree-change", choices=["warm", "fresh"], default="warm")
+    p.add_argument("--no-ablation", action="store_true", help="skip the JTM-J and planted-tree runs")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    p.add_argument("--threads", type=int, default=None, help="rayon and torch threads")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None)
-    a = p.parse_args(argv)
+    p.add_argument("--save", default=None, help="save the learned JTM-H model to this directory")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    rng = np.random.default_rng(a.seed)
-    items = np.arange(a.items)
-    planted = Tree.random(items, seed=a.seed + 1)
-    item_vec = planted_item_vectors(planted, a.dim, rng)
-    # Categories: the planted level-5 subtree, with 20% of items relabelled at random.
-    level = min(5, planted.leaf_level)
-    categories = planted.item_ancestors(items, level)
-    noisy = rng.random(a.items) < 0.2
-    categories[noisy] = rng.choice(np.unique(categories), size=noisy.sum())
-    users = item_vec[rng.choice(a.items, a.users)] + 0.3 * rng.normal(size=(a.users, a.dim))
 
-    print(f"{a.items} items, {a.users} users, binary tree of {planted.n_levels} levels; k={a.k}, M={a.m}")
-    rows = []
-    for name, tree in [("random tree", Tree.random(items, seed=a.seed + 2)), ("planted tree", planted)]:
-        r, t = recall_at_m(tree, users, item_vec, a.k, a.m)
-        rows.append((name, r, t, None))
-    tree = Tree.from_categories(items, categories, seed=a.seed)
-    r, t = recall_at_m(tree, users, item_vec, a.k, a.m)
-    rows.append(("category tree (start)", r, t, None))
-    for it in range(1, a.iterations + 1):
-        weights_fn = make_weights_fn(tree, item_vec, node_centroids(tree, item_vec))
-        t0 = time.perf_counter()
-        tree = jtm_rs.learn_tree(weights_fn, d=a.d, tree=tree, chunk_size=2048, n_threads=a.threads, show_progress=True)
-        learn = time.perf_counter() - t0
-        r, t = recall_at_m(tree, users, item_vec, a.k, a.m)
-        rows.append((f"learned, iteration {it}", r, t, learn))
+def run(a: argparse.Namespace) -> List[Dict]:
+    from . import synthetic
 
-    print(f"\n{'tree':<24}{'Recall@M':>10}{'search s':>10}{'learn s':>9}")
-    for name, r, t, learn in rows:
-        print(f"{name:<24}{r:>10.3f}{t:>10.3f}{'' if learn is None else f'{learn:.2f}':>9}")
+    t0 = time.perf_counter()
+    gen = synthetic.generate(a.items, a.users, seed=a.seed)
+    split = gen.interactions.filter_users(10).split(0.1, 0.1, seed=a.seed)
+    print(
+        f"generated {len(gen.interactions)} behaviours of {gen.interactions.n_users} users on "
+        f"{gen.interactions.n_items} items in {time.perf_counter() - t0:.1f} s; "
+        f"users train/valid/test {split.train.n_users}/{split.validation.n_users}/{split.test.n_users}"
+    )
+    common = dict(
+        iterations=a.iterations,
+        max_examples_per_epoch=a.examples_per_epoch,
+        validation_m=a.m,
+        validation_users=1000,
+        on_tree_change=a.on_tree_change,
+        seed=a.seed,
+    )
+    progress = not a.quiet
+    rows: List[Dict] = []
+
+    def row(name: str, tree: str, model: JTM, method: str = "beam", **seconds) -> None:
+        t = time.perf_counter()
+        r = model.evaluate(split.test, a.m, method=method)
+        rows.append(dict(method=name, tree=tree, **r, eval_s=time.perf_counter() - t, **seconds))
+
+    def seconds(history: List[IterationRecord]) -> Dict[str, float]:
+        return {
+            "train_s": sum(h.seconds.get("train", 0.0) for h in history),
+            "learn_tree_s": sum(h.seconds.get("learn_tree", 0.0) for h in history),
+        }
+
+    jtm = JTM(device=a.device, n_threads=a.threads, **common)
+
+    def on_round(record: IterationRecord) -> None:
+        if record.iteration == 0:  # the model trained on the category tree, before tree learning
+            row("JTM-H", "initial (category)", jtm, train_s=record.seconds["train"])
+
+    jtm.fit(split, show_progress=progress, callback=on_round)
+    row("JTM-H", f"learned ({a.iterations} iterations)", jtm, **seconds(jtm.history))
+    row("DNN (brute force)", "none: scores every item", jtm, method="brute_force")
+    history = jtm.history
+    if a.save:
+        jtm.save(a.save)
+    if not a.no_ablation:
+        flat = JTM(device=a.device, n_threads=a.threads, hierarchical=False, **common).fit(split, show_progress=progress)
+        row("JTM-J (no hierarchy)", f"learned ({a.iterations} iterations)", flat, **seconds(flat.history))
+        planted = JTM(device=a.device, n_threads=a.threads, **{**common, "iterations": 0})
+        planted.fit(split, tree=gen.planted_tree(), show_progress=progress)
+        row("JTM-H", "planted (generator's)", planted, **seconds(planted.history))
+
+    print(f"\nTest users: {rows[0]['n_users']}, M = {a.m}, {gen.interactions.n_items} items")
+    print(_table(rows, a.m))
+    print("\nObjective (eq. 2, nats per example on a fixed sample of training examples):")
+    print("| round | after training | after tree learning | valid Recall@M |")
+    print("| --- | --- | --- | --- |")
+    for h in history:
+        after = "" if h.objective_after_tree_learning is None else f"{h.objective_after_tree_learning:.3f}"
+        print(f"| {h.iteration} | {h.objective:.3f} | {after} | {h.validation.get('recall', float('nan')):.4f} |")
+    print(f"\ntotal {time.perf_counter() - t0:.0f} s")
+    return rows
+
+
+def _table(rows: List[Dict], m: int) -> str:
+    out = [
+        f"| method | tree | Precision@{m} | Recall@{m} | F@{m} | train s | learn-tree s | eval s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        tr = f"{r['train_s']:.1f}" if "train_s" in r else ""
+        lt = f"{r['learn_tree_s']:.1f}" if "learn_tree_s" in r else ""
+        out.append(
+            f"| {r['method']} | {r['tree']} | {r['precision']:.4f} | {r['recall']:.4f} | "
+            f"{r['f_measure']:.4f} | {tr} | {lt} | {r['eval_s']:.2f} |"
+        )
+    return "\n".join(out)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    p = argparse.ArgumentParser(prog="jtm-rs demo", description=__doc__.split("\n\n")[0])
+    add_arguments(p)
+    run(p.parse_args(argv))
 
 
 if __name__ == "__main__":

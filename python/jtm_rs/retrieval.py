@@ -72,3 +72,48 @@ def _numpy_scores(score_fn: ScoreFn, offset: int) -> ScoreFn:
         return to_numpy(score_fn(rows, nodes, level))
 
     return score
+
+
+def model_score_fn(model, tree: Tree, user_leaves, *, hierarchical: bool) -> ScoreFn:
+    """A beam-search ``score_fn`` from a torch model following the :mod:`jtm_rs.model` call
+    convention; ``user_leaves`` is ``LongTensor[n_users, W]`` (behaviour leaves, ``-1`` padded)
+    on the model's device. Returns float32 tensors (moved to numpy by :func:`beam_search`)."""
+    import torch
+
+    from .model import TreeGeometry, behaviours_at, score_pairs
+
+    device = user_leaves.device
+    geometry = TreeGeometry.of(tree, device)
+
+    @torch.no_grad()
+    def score(user_rows: np.ndarray, nodes: np.ndarray, level: int):
+        users, rows = torch.unique(torch.from_numpy(user_rows).to(device), return_inverse=True)
+        beh = behaviours_at(geometry, user_leaves[users], level, hierarchical)
+        return score_pairs(model, beh, rows, torch.from_numpy(nodes).to(device)).float()
+
+    return score
+
+
+def brute_force(model, tree: Tree, user_leaves, m: int, *, hierarchical: bool, batch_pairs: int = 1 << 21):
+    """The paper's "DNN" row: score every item's leaf for every user, keep the top ``m``.
+    Returns ``(items int64[n_users, m], scores float32[n_users, m])`` like :func:`beam_search`."""
+    import torch
+
+    from .model import TreeGeometry, behaviours_at, score_grid
+
+    device = user_leaves.device
+    geometry = TreeGeometry.of(tree, device)
+    items = tree.items
+    leaves = torch.from_numpy(tree.leaves(items)).to(device)
+    per_batch = max(1, batch_pairs // len(items))
+    out_i, out_s = [], []
+    with torch.no_grad():
+        for lo in range(0, user_leaves.shape[0], per_batch):
+            beh = behaviours_at(geometry, user_leaves[lo : lo + per_batch], tree.leaf_level, hierarchical)
+            logits = score_grid(model, beh, leaves.expand(beh.shape[0], -1)).float()
+            s, j = torch.topk(logits, m, dim=1)
+            out_i.append(items[j.cpu().numpy()])
+            out_s.append(s.cpu().numpy())
+    if not out_i:
+        return np.zeros((0, m), dtype=np.int64), np.zeros((0, m), dtype=np.float32)
+    return np.concatenate(out_i), np.concatenate(out_s)

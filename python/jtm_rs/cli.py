@@ -1,0 +1,196 @@
+"""``jtm-rs``: the command line.
+
+::
+
+    jtm-rs demo                                   # whole pipeline on generated data, prints a table
+    jtm-rs generate data.csv --items 8192         # write generated behaviours as CSV
+    jtm-rs train data.csv --out run/              # split users, run the joint loop, save
+    jtm-rs evaluate data.csv --model run/         # P/R/F@M on the same split's test users
+    jtm-rs learn-tree data.csv --model run/       # one tree learning with the saved model
+
+Dataset files are CSV with a header naming ``user``, ``item``, ``timestamp`` and optionally
+``category`` (numeric values). ``train`` stores the split (fractions and seed) with the model so
+``evaluate`` and ``learn-tree`` see the same users.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+from .exceptions import InvalidInputError, JtmError
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", help="CSV with header user,item,timestamp[,category]")
+    p.add_argument("--min-interactions", type=int, default=10, help="drop users with fewer behaviours")
+
+
+def _runtime_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    p.add_argument("--threads", type=int, default=None, help="rayon and torch threads")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _load_split(path: str, min_interactions: int, validation: float, test: float, seed: int):
+    from .data import Interactions
+
+    data = Interactions.from_csv(path).filter_users(min_interactions)
+    if len(data) == 0:
+        raise InvalidInputError(f"{path}: no user has {min_interactions} or more behaviours")
+    return data.split(validation, test, seed=seed)
+
+
+def cmd_demo(a: argparse.Namespace) -> None:
+    from . import demo
+
+    demo.run(a)
+
+
+def cmd_generate(a: argparse.Namespace) -> None:
+    from . import synthetic
+
+    gen = synthetic.generate(a.items, a.users, seed=a.seed)
+    gen.interactions.to_csv(a.out)
+    print(f"wrote {len(gen.interactions)} behaviours of {gen.interactions.n_users} users to {a.out}")
+
+
+def cmd_train(a: argparse.Namespace) -> None:
+    from .jtm import JTM
+
+    split = _load_split(a.data, a.min_interactions, a.validation, a.test, a.seed)
+    jtm = JTM(
+        device=a.device,
+        n_threads=a.threads,
+        iterations=a.iterations,
+        epochs=a.epochs,
+        max_examples_per_epoch=a.examples_per_epoch,
+        hierarchical=not a.no_hierarchy,
+        attention=a.attention,
+        d=a.d,
+        validation_m=a.m,
+        seed=a.seed,
+    )
+    jtm.fit(split, show_progress=not a.quiet, checkpoint_dir=a.out)
+    jtm.save(a.out)
+    split_info = {"validation": a.validation, "test": a.test, "seed": a.seed, "min_interactions": a.min_interactions}
+    (Path(a.out) / "split.json").write_text(json.dumps(split_info))
+    print(f"saved to {a.out}")
+
+
+def _saved_split(a: argparse.Namespace):
+    info = json.loads((Path(a.model) / "split.json").read_text()) if (Path(a.model) / "split.json").exists() else {}
+    return _load_split(
+        a.data,
+        info.get("min_interactions", a.min_interactions),
+        info.get("validation", 0.1),
+        info.get("test", 0.1),
+        info.get("seed", 0),
+    )
+
+
+def cmd_evaluate(a: argparse.Namespace) -> None:
+    from .jtm import JTM
+
+    jtm = JTM.load(a.model, device=a.device, n_threads=a.threads)
+    split = _saved_split(a)
+    users = split.test if len(split.test) else split.validation
+    for method in ["beam"] + (["brute_force"] if a.brute_force else []):
+        t = time.perf_counter()
+        r = jtm.evaluate(users, a.m, method=method, on_unknown="ignore")
+        print(
+            f"{method}: Precision@{a.m} {r['precision']:.4f}  Recall@{a.m} {r['recall']:.4f}  "
+            f"F@{a.m} {r['f_measure']:.4f}  ({r['n_users']} users, {time.perf_counter() - t:.1f} s)"
+        )
+
+
+def cmd_learn_tree(a: argparse.Namespace) -> None:
+    from .jtm import JTM
+    from .training import BehaviourLeaves
+    from .tree_learning import learn_tree
+    from .tree_weights import model_weights_fn
+
+    jtm = JTM.load(a.model, device=a.device, n_threads=a.threads)
+    split = _saved_split(a)
+    windows = split.train.training_windows(jtm.config.max_behaviours)
+    leaves = BehaviourLeaves(windows, jtm.tree, jtm.device)
+    weights = model_weights_fn(
+        jtm.model, jtm.tree, leaves, hierarchical=jtm.config.hierarchical, max_samples_per_item=jtm.config.max_samples_per_item
+    )
+    t = time.perf_counter()
+    tree = learn_tree(weights, a.d or jtm.config.d, tree=jtm.tree, n_threads=a.threads, show_progress=not a.quiet)
+    tree.save(a.out)
+    moved = float((tree.leaves(tree.items) != jtm.tree.leaves(tree.items)).mean())
+    print(f"learned a tree in {time.perf_counter() - t:.1f} s; {moved:.1%} of items moved; saved to {a.out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import demo
+
+    p = argparse.ArgumentParser(prog="jtm-rs", description="JTM: joint learning of a tree index and a deep model.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="the whole pipeline on generated data")
+    demo.add_arguments(d)
+    d.set_defaults(fn=cmd_demo)
+
+    g = sub.add_parser("generate", help="write generated behaviours as CSV")
+    g.add_argument("out")
+    g.add_argument("--items", type=int, default=8192)
+    g.add_argument("--users", type=int, default=8000)
+    g.add_argument("--seed", type=int, default=0)
+    g.set_defaults(fn=cmd_generate)
+
+    t = sub.add_parser("train", help="split users, run the joint loop, save the model")
+    _data_args(t)
+    t.add_argument("--out", required=True, help="directory to save the model into")
+    t.add_argument("--iterations", type=int, default=3)
+    t.add_argument("--epochs", type=int, default=1)
+    t.add_argument("--examples-per-epoch", type=int, default=None)
+    t.add_argument("--no-hierarchy", action="store_true", help="JTM-J: no hierarchical user representation")
+    t.add_argument("--attention", action="store_true", help="DIN attention over behaviours")
+    t.add_argument("--d", type=int, default=7, help="levels per tree-learning segment")
+    t.add_argument("--m", type=int, default=200)
+    t.add_argument("--validation", type=float, default=0.1)
+    t.add_argument("--test", type=float, default=0.1)
+    t.add_argument("--seed", type=int, default=0)
+    _runtime_args(t)
+    t.set_defaults(fn=cmd_train)
+
+    e = sub.add_parser("evaluate", help="P/R/F@M on the saved split's test users")
+    _data_args(e)
+    e.add_argument("--model", required=True)
+    e.add_argument("--m", type=int, default=200)
+    e.add_argument("--brute-force", action="store_true", help="also score every item (the DNN row)")
+    _runtime_args(e)
+    e.set_defaults(fn=cmd_evaluate)
+
+    lt = sub.add_parser("learn-tree", help="learn a tree from a saved model and the training users")
+    _data_args(lt)
+    lt.add_argument("--model", required=True)
+    lt.add_argument("--out", required=True, help="file for the new tree")
+    lt.add_argument("--d", type=int, default=None)
+    _runtime_args(lt)
+    lt.set_defaults(fn=cmd_learn_tree)
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    a = build_parser().parse_args(argv)
+    try:
+        a.fn(a)
+    except (JtmError, OSError) as e:
+        print(f"jtm-rs {a.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"jtm-rs {a.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

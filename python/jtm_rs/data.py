@@ -1,0 +1,271 @@
+"""User-behaviour data, the paper's split protocol and training windows (DESIGN §4.6).
+
+Everything is held in flat numpy arrays sorted by (user, timestamp); training windows and
+evaluation features are views computed from positions into those arrays, so a dataset of
+100 M behaviours needs no per-example copy of its 69 behaviours.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from os import PathLike
+from typing import Dict, Optional, Union
+
+import numpy as np
+
+from .exceptions import InvalidInputError
+
+#: Behaviours before the target that the model sees (paper: 69, in 10 time windows).
+MAX_BEHAVIOURS = 69
+#: Padding id in behaviour matrices (never a valid item id in a feature matrix).
+PAD = -1
+
+
+def _int_column(values, name: str) -> np.ndarray:
+    a = np.asarray(values)
+    if a.ndim != 1:
+        raise InvalidInputError(f"{name} must be one-dimensional, got shape {a.shape}")
+    if a.dtype.kind == "f":
+        if not np.all(np.isfinite(a)) or np.any(a != np.round(a)):
+            raise InvalidInputError(f"{name} must hold integer ids (found NaN, infinity or a fraction)")
+    elif a.dtype.kind not in "iub" and a.size:
+        raise InvalidInputError(f"{name} must hold integer ids, got dtype {a.dtype}")
+    return a.astype(np.int64, copy=False)
+
+
+@dataclass(frozen=True)
+class Interactions:
+    """Time-ordered user behaviours: ``user[i]`` acted on ``item[i]`` at ``timestamp[i]``.
+
+    Rows are sorted by (user, timestamp) on construction (stable, so equal timestamps keep
+    their input order). ``category`` (one label per row, constant per item) is optional and
+    only used to build the paper's initial tree.
+    """
+
+    user: np.ndarray
+    item: np.ndarray
+    timestamp: np.ndarray
+    category: Optional[np.ndarray] = None
+
+    def __post_init__(self) -> None:
+        user = _int_column(self.user, "user")
+        item = _int_column(self.item, "item")
+        ts = np.asarray(self.timestamp)
+        if ts.ndim != 1 or ts.dtype.kind not in "iuf":
+            raise InvalidInputError("timestamp must be a one-dimensional numeric array")
+        if ts.dtype.kind == "f" and not np.all(np.isfinite(ts)):
+            raise InvalidInputError("timestamp holds NaN or infinity")
+        cat = None if self.category is None else _int_column(self.category, "category")
+        n = len(user)
+        for name, col in (("item", item), ("timestamp", ts), ("category", cat)):
+            if col is not None and len(col) != n:
+                raise InvalidInputError(f"{name} has {len(col)} rows, user has {n}")
+        order = np.lexsort((ts, user))
+        if not np.array_equal(order, np.arange(n)):
+            user, item, ts = user[order], item[order], ts[order]
+            cat = None if cat is None else cat[order]
+        object.__setattr__(self, "user", user)
+        object.__setattr__(self, "item", item)
+        object.__setattr__(self, "timestamp", ts)
+        object.__setattr__(self, "category", cat)
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+    @property
+    def users(self) -> np.ndarray:
+        """Distinct user ids, sorted."""
+        return np.unique(self.user)
+
+    @property
+    def items(self) -> np.ndarray:
+        """Distinct item ids, sorted: the corpus a tree is built over."""
+        return np.unique(self.item)
+
+    @property
+    def n_users(self) -> int:
+        return len(self.users)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    def user_starts(self) -> np.ndarray:
+        """``starts[k]:starts[k+1]`` are the rows of the k-th user (length ``n_users + 1``)."""
+        if len(self) == 0:
+            return np.zeros(1, dtype=np.int64)
+        change = np.flatnonzero(self.user[1:] != self.user[:-1]) + 1
+        return np.concatenate(([0], change, [len(self)])).astype(np.int64)
+
+    def item_categories(self) -> Dict[str, np.ndarray]:
+        """``{"items", "categories"}``: each distinct item with the category of its first row."""
+        if self.category is None:
+            raise InvalidInputError("this dataset has no category column")
+        items, first = np.unique(self.item, return_index=True)
+        return {"items": items, "categories": self.category[first]}
+
+    def select_users(self, users: np.ndarray) -> "Interactions":
+        keep = np.isin(self.user, users)
+        return Interactions(
+            self.user[keep],
+            self.item[keep],
+            self.timestamp[keep],
+            None if self.category is None else self.category[keep],
+        )
+
+    def filter_users(self, min_interactions: int = 10) -> "Interactions":
+        """Drop users with fewer than ``min_interactions`` behaviours (paper: 10)."""
+        users, counts = np.unique(self.user, return_counts=True)
+        return self.select_users(users[counts >= min_interactions])
+
+    def split(
+        self,
+        validation: Union[int, float] = 0.1,
+        test: Union[int, float] = 0.1,
+        seed: int = 0,
+    ) -> "Split":
+        """Disjoint random user split (paper protocol). ``validation`` / ``test`` are user
+        counts (int) or fractions of the users (float < 1); the rest are training users."""
+        users = self.users
+        n = len(users)
+
+        def count(x, name):
+            c = int(round(x * n)) if isinstance(x, float) and x < 1 else int(x)
+            if c < 0:
+                raise InvalidInputError(f"{name} must be non-negative, got {x}")
+            return c
+
+        n_valid, n_test = count(validation, "validation"), count(test, "test")
+        if n_valid + n_test > n:
+            raise InvalidInputError(f"{n_valid} validation + {n_test} test users, but only {n} users")
+        perm = np.random.default_rng(seed).permutation(users)
+        return Split(
+            train=self.select_users(perm[n_valid + n_test :]),
+            validation=self.select_users(perm[:n_valid]),
+            test=self.select_users(perm[n_valid : n_valid + n_test]),
+        )
+
+    def training_windows(self, max_behaviours: int = MAX_BEHAVIOURS) -> "Windows":
+        """One example per behaviour that has at least one behaviour before it: the target is
+        that item, the features the (up to ``max_behaviours``) items before it."""
+        starts = self.user_starts()
+        first = np.zeros(len(self), dtype=bool)
+        first[starts[:-1]] = True
+        pos = np.flatnonzero(~first)
+        row_start = np.repeat(starts[:-1], np.diff(starts))
+        return Windows(self.item, pos, row_start[pos], max_behaviours)
+
+    def evaluation_users(self, max_behaviours: int = MAX_BEHAVIOURS) -> "EvaluationUsers":
+        """Paper protocol: the first half of each user's time-ordered behaviours are the
+        features (the last ``max_behaviours`` of them), the distinct items of the second half
+        the ground truth. Users with fewer than 2 behaviours are skipped."""
+        starts = self.user_starts()
+        lengths = np.diff(starts)
+        keep = lengths >= 2
+        s, n = starts[:-1][keep], lengths[keep]
+        half = s + n // 2  # features: [s, half), truth: [half, s + n)
+        feats = Windows(self.item, half, s, max_behaviours).behaviours(np.arange(len(half)))
+        truth, indptr = [], [0]
+        for lo, hi in zip(half, s + n):
+            g = np.unique(self.item[lo:hi])
+            truth.append(g)
+            indptr.append(indptr[-1] + len(g))
+        truth_items = np.concatenate(truth) if truth else np.zeros(0, dtype=np.int64)
+        return EvaluationUsers(self.user[s], feats, np.asarray(indptr, dtype=np.int64), truth_items)
+
+    # --- files -------------------------------------------------------------------------------
+
+    @classmethod
+    def from_csv(cls, path: Union[str, PathLike]) -> "Interactions":
+        """Read a CSV whose header names the columns ``user``, ``item``, ``timestamp`` and
+        optionally ``category`` (any order, extra columns ignored). Ids and timestamps must be
+        numeric."""
+        with open(path, newline="") as f:
+            header = next(csv.reader(f), None)
+        if header is None:
+            raise InvalidInputError(f"{path}: empty file (expected a header with user,item,timestamp)")
+        names = [h.strip().lower() for h in header]
+        missing = [c for c in ("user", "item", "timestamp") if c not in names]
+        if missing:
+            raise InvalidInputError(f"{path}: header {header} lacks column(s) {missing}")
+        cols = {c: names.index(c) for c in ("user", "item", "timestamp", "category") if c in names}
+        try:
+            ids = np.loadtxt(
+                path,
+                delimiter=",",
+                skiprows=1,
+                dtype=np.int64,
+                usecols=[cols[c] for c in ("user", "item", "category") if c in cols],
+                ndmin=2,
+            )
+            ts = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float64, usecols=cols["timestamp"], ndmin=1)
+        except ValueError as e:
+            raise InvalidInputError(f"{path}: {e}") from None
+        if len(ts) and np.all(ts == np.round(ts)) and np.all(np.abs(ts) < 2**53):
+            ts = ts.astype(np.int64)
+        cat = ids[:, 2] if "category" in cols else None
+        return cls(ids[:, 0], ids[:, 1], ts, cat)
+
+    def to_csv(self, path: Union[str, PathLike]) -> None:
+        cols = [self.user, self.item, self.timestamp] + ([self.category] if self.category is not None else [])
+        header = "user,item,timestamp" + (",category" if self.category is not None else "")
+        fmt = ["%d", "%d", "%d" if self.timestamp.dtype.kind in "iu" else "%.17g"] + ["%d"] * (len(cols) - 3)
+        np.savetxt(path, np.column_stack(cols), delimiter=",", header=header, comments="", fmt=fmt)
+
+
+@dataclass(frozen=True)
+class Split:
+    """Users split disjointly into train / validation / test."""
+
+    train: Interactions
+    validation: Interactions
+    test: Interactions
+
+
+class Windows:
+    """Training examples as positions into one item column: example ``r`` has target
+    ``items[pos[r]]`` and behaviours ``items[pos[r]-1], items[pos[r]-2], …`` (most recent
+    first) down to ``row_start[r]``, at most ``max_behaviours`` of them."""
+
+    def __init__(self, items: np.ndarray, pos: np.ndarray, row_start: np.ndarray, max_behaviours: int):
+        if max_behaviours < 1:
+            raise InvalidInputError(f"max_behaviours must be at least 1, got {max_behaviours}")
+        self.items = items
+        self.pos = np.asarray(pos, dtype=np.int64)
+        self.row_start = np.asarray(row_start, dtype=np.int64)
+        self.max_behaviours = max_behaviours
+
+    def __len__(self) -> int:
+        return len(self.pos)
+
+    @property
+    def targets(self) -> np.ndarray:
+        return self.items[self.pos]
+
+    def behaviour_positions(self, rows: np.ndarray) -> np.ndarray:
+        """``int64[len(rows), max_behaviours]`` positions into ``items``, ``-1`` for padding."""
+        offs = self.pos[rows, None] - np.arange(1, self.max_behaviours + 1)
+        return np.where(offs >= self.row_start[rows, None], offs, -1)
+
+    def behaviours(self, rows: np.ndarray) -> np.ndarray:
+        """``int64[len(rows), max_behaviours]`` item ids, most recent first, ``PAD`` padded."""
+        p = self.behaviour_positions(rows)
+        return np.where(p >= 0, self.items[np.maximum(p, 0)], PAD)
+
+
+@dataclass(frozen=True)
+class EvaluationUsers:
+    """Validation/test users: ``features[u]`` (item ids, most recent first, ``PAD`` padded)
+    and ground truth ``truth_items[truth_indptr[u]:truth_indptr[u+1]]`` (distinct items)."""
+
+    users: np.ndarray
+    features: np.ndarray
+    truth_indptr: np.ndarray
+    truth_items: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def truth(self, u: int) -> np.ndarray:
+        return self.truth_items[self.truth_indptr[u] : self.truth_indptr[u + 1]]

@@ -1,0 +1,483 @@
+"""The JTM learner: paper Algorithm 1 end to end, in the style of ``implicit``.
+
+::
+
+    model = JTM(iterations=3).fit(split, show_progress=True)   # split = data.split(...)
+    ids, scores = model.recommend(features, M=200)              # beam search in Rust
+    model.evaluate(split.test, M=200)                           # {"precision", "recall", ...}
+    model.save("run/"); same = JTM.load("run/")
+
+**The joint loop.** Starting from the initial tree (by category by default), it alternates
+``iterations`` times: train the model with the tree fixed, then learn the tree with the model
+fixed (:func:`jtm_rs.learn_tree`, weights from :func:`jtm_rs.tree_weights.model_weights_fn`);
+a last training fits the model to the final tree. After every training it records the
+objective (paper eq. 2 on a fixed sample of training examples), the validation
+Precision/Recall/F@M and the time of each phase; after every tree learning, the objective under
+the new tree with the model unchanged (tree learning maximises exactly that, so it drops).
+
+**When the tree changes** the node ids keep their positions but not their items, so what the
+node embeddings learned no longer applies. ``on_tree_change="warm"`` (default) keeps the MLP
+(and attention) weights and re-initialises the node embeddings; ``"fresh"`` starts a new model.
+The README reports both, measured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import warnings
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ._core import Tree
+from .data import MAX_BEHAVIOURS, PAD, EvaluationUsers, Interactions, Split
+from .exceptions import InvalidInputError, UnknownItemError
+from .metrics import precision_recall_f
+from .model import JTMModel, default_device
+from .retrieval import beam_search, brute_force, model_score_fn
+from .training import BehaviourLeaves, default_negatives, objective, train_epoch
+from .tree_learning import learn_tree
+from .tree_weights import model_weights_fn
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class JTMConfig:
+    """Everything that defines a JTM run (saved as ``config.json``)."""
+
+    arity: int = 2
+    embedding_dim: int = 24
+    hidden: Tuple[int, ...] = (128, 64, 24)
+    #: JTM-H (True): behaviours at level l are their ancestors at l. JTM-J (False): leaves.
+    hierarchical: bool = True
+    #: DIN activation unit over the behaviours (the TDM model).
+    attention: bool = False
+    #: Tree learnings (Algorithm 1 rounds); the model is trained ``iterations + 1`` times.
+    iterations: int = 3
+    epochs: int = 1
+    #: Training examples drawn (without replacement) per epoch; None: all of them.
+    max_examples_per_epoch: Optional[int] = None
+    #: Negatives per example in total (spread over levels, more near the leaves), or one count per level.
+    negatives: Union[int, List[int]] = 60
+    batch_size: int = 2048
+    learning_rate: float = 2e-3
+    #: Levels per tree-learning segment (the paper's d).
+    d: int = 7
+    max_samples_per_item: Optional[int] = 8
+    #: "category" (paper; falls back to "random" without a category column) or "random".
+    initial_tree: str = "category"
+    #: "warm": keep the MLP, re-initialise node embeddings; "fresh": new model.
+    on_tree_change: str = "warm"
+    max_behaviours: int = MAX_BEHAVIOURS
+    #: Examples in the fixed sample on which the objective is tracked.
+    objective_examples: int = 4000
+    #: M and users of the validation metrics recorded each iteration (None: all users).
+    validation_m: int = 200
+    validation_users: Optional[int] = 2000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.arity < 2:
+            raise InvalidInputError(f"arity must be at least 2, got {self.arity}")
+        if self.iterations < 0 or self.epochs < 1 or self.batch_size < 1 or self.d < 1:
+            raise InvalidInputError("iterations must be >= 0; epochs, batch_size and d >= 1")
+        if self.initial_tree not in ("category", "random"):
+            raise InvalidInputError(f"initial_tree must be 'category' or 'random', got {self.initial_tree!r}")
+        if self.on_tree_change not in ("warm", "fresh"):
+            raise InvalidInputError(f"on_tree_change must be 'warm' or 'fresh', got {self.on_tree_change!r}")
+        self.hidden = tuple(self.hidden)
+
+
+@dataclass
+class IterationRecord:
+    """What one round of the joint loop measured (``JTM.history``)."""
+
+    iteration: int
+    train_loss: float
+    #: Eq. 2 per example on the fixed sample, model and tree as trained together.
+    objective: float
+    #: Same, after the tree was re-learned with the model fixed (None after the last training).
+    objective_after_tree_learning: Optional[float] = None
+    validation: Dict[str, float] = field(default_factory=dict)
+    seconds: Dict[str, float] = field(default_factory=dict)
+
+
+ModelFactory = Callable[[Tree, JTMConfig], nn.Module]
+
+
+def default_model_factory(tree: Tree, config: JTMConfig) -> nn.Module:
+    return JTMModel(tree.n_nodes, config.embedding_dim, config.hidden, attention=config.attention)
+
+
+class JTM:
+    """Joint learning of a tree index and a deep model (Zhu et al., NeurIPS 2019).
+
+    Parameters
+    ----------
+    config
+        A :class:`JTMConfig`; keyword arguments override its fields.
+    model_factory
+        ``model_factory(tree, config) -> nn.Module`` following the :mod:`jtm_rs.model` call
+        convention; default: :class:`JTMModel`.
+    device
+        torch device; default CUDA when available, else CPU.
+    n_threads
+        Threads for the Rust core (rayon) and, when given, torch's intra-op pool.
+    """
+
+    def __init__(
+        self,
+        config: Optional[JTMConfig] = None,
+        *,
+        model_factory: Optional[ModelFactory] = None,
+        device: Union[str, torch.device, None] = None,
+        n_threads: Optional[int] = None,
+        **overrides,
+    ):
+        base = config or JTMConfig()
+        self.config = dataclasses.replace(base, **overrides) if overrides else base
+        self.model_factory = model_factory or default_model_factory
+        self.device = torch.device(device) if device is not None else default_device()
+        self.n_threads = n_threads
+        if n_threads is not None:
+            torch.set_num_threads(n_threads)
+        self.tree: Optional[Tree] = None
+        self.model: Optional[nn.Module] = None
+        self.history: List[IterationRecord] = []
+
+    # --- fitting ------------------------------------------------------------------------------
+
+    def fit(
+        self,
+        data: Union[Split, Interactions],
+        validation: Union[Interactions, EvaluationUsers, None] = None,
+        *,
+        tree: Optional[Tree] = None,
+        show_progress: bool = True,
+        callback: Optional[Callable[[IterationRecord], object]] = None,
+        checkpoint_dir: Union[str, PathLike, None] = None,
+    ) -> "JTM":
+        """Runs Algorithm 1.
+
+        Parameters
+        ----------
+        data
+            A :class:`Split` (train on ``train``, validate on ``validation``; the corpus is every
+            item of all three parts) or training :class:`Interactions` (corpus: their items).
+        validation
+            Overrides the split's validation users.
+        tree
+            Initial tree (default: built per ``config.initial_tree``); must hold every item.
+        callback
+            Called with each round's :class:`IterationRecord` after the model is trained and
+            validated, while model and tree still match (before the round's tree learning, which
+            then fills in ``objective_after_tree_learning``); returning ``False`` stops the loop
+            there, leaving a matching model and tree.
+        checkpoint_dir
+            When given, the model is saved there (:meth:`save`) after every training.
+        """
+        cfg = self.config
+        train, corpus_parts = (data.train, [data.train, data.validation, data.test]) if isinstance(data, Split) else (data, [data])
+        if validation is None and isinstance(data, Split) and len(data.validation):
+            validation = data.validation
+        windows = train.training_windows(cfg.max_behaviours)
+        if len(windows) == 0:
+            raise InvalidInputError(
+                "no training examples: the training users have no behaviour with one before it "
+                f"({len(train)} rows, {train.n_users} users)"
+            )
+        self.tree = tree if tree is not None else self._initial_tree(corpus_parts)
+        missing = np.setdiff1d(np.concatenate([p.items for p in corpus_parts]), self.tree.items)
+        if len(missing):
+            raise UnknownItemError(f"the initial tree lacks {len(missing)} item(s) of the data, e.g. {missing[:5].tolist()}")
+        eval_users = self._evaluation_users(validation)
+        rng = np.random.default_rng(cfg.seed)
+        fixed = np.sort(rng.choice(len(windows), size=min(cfg.objective_examples, len(windows)), replace=False))
+        self.model = self._new_model(self.tree, seed=cfg.seed)
+        self.history = []
+        for it in range(cfg.iterations + 1):
+            seconds: Dict[str, float] = {}
+            t0 = time.perf_counter()
+            leaves = BehaviourLeaves(windows, self.tree, self.device)
+            loss = self._train(leaves, rng, it, show_progress)
+            seconds["train"] = time.perf_counter() - t0
+            obj = objective(self.model, self.tree, leaves, fixed, hierarchical=cfg.hierarchical)
+            record = IterationRecord(it, loss, obj, seconds=seconds)
+            if eval_users is not None:
+                t0 = time.perf_counter()
+                record.validation = self.evaluate(eval_users, cfg.validation_m, on_unknown="ignore")
+                seconds["validate"] = time.perf_counter() - t0
+            self.history.append(record)
+            if show_progress:
+                tqdm.write(_describe(record))
+            if checkpoint_dir is not None:
+                self.save(checkpoint_dir)
+            if callback is not None and callback(record) is False:
+                break
+            if it == cfg.iterations:
+                break
+            t0 = time.perf_counter()
+            weights = model_weights_fn(
+                self.model,
+                self.tree,
+                leaves,
+                hierarchical=cfg.hierarchical,
+                max_samples_per_item=cfg.max_samples_per_item,
+                seed=cfg.seed + it,
+            )
+            new_tree = learn_tree(weights, cfg.d, tree=self.tree, n_threads=self.n_threads, show_progress=show_progress)
+            seconds["learn_tree"] = time.perf_counter() - t0
+            record.objective_after_tree_learning = objective(
+                self.model, new_tree, leaves, fixed, hierarchical=cfg.hierarchical
+            )
+            if show_progress:
+                tqdm.write(f"round {it}: tree learned in {seconds['learn_tree']:.1f} s, objective "
+                           f"{record.objective:.3f} -> {record.objective_after_tree_learning:.3f}")
+            self.tree = new_tree
+            self._on_tree_change(it + 1)
+        return self
+
+    def _initial_tree(self, parts: Sequence[Interactions]) -> Tree:
+        cfg = self.config
+        items = np.unique(np.concatenate([p.items for p in parts]))
+        if len(items) == 0:
+            raise InvalidInputError("empty dataset: no items to build a tree over")
+        if cfg.initial_tree == "category":
+            if all(p.category is not None for p in parts):
+                cats = [p.item_categories() for p in parts if len(p)]
+                it = np.concatenate([c["items"] for c in cats])
+                ct = np.concatenate([c["categories"] for c in cats])
+                it, first = np.unique(it, return_index=True)
+                return Tree.from_categories(it, ct[first], arity=cfg.arity, seed=cfg.seed)
+            warnings.warn("the data has no category column: starting from a random tree", stacklevel=3)
+        return Tree.random(items, arity=cfg.arity, seed=cfg.seed)
+
+    def _new_model(self, tree: Tree, seed: int) -> nn.Module:
+        torch.manual_seed(seed)
+        model = self.model_factory(tree, self.config).to(self.device)
+        n = getattr(model, "n_nodes", None)
+        if n is not None and n < tree.n_nodes:
+            raise InvalidInputError(f"the model embeds {n} nodes but the tree has {tree.n_nodes}")
+        self._optimizer = torch.optim.Adam(model.parameters(), lr=self.config.learning_rate)
+        return model
+
+    def _on_tree_change(self, iteration: int) -> None:
+        if self.config.on_tree_change == "fresh" or not hasattr(self.model, "reset_embeddings"):
+            self.model = self._new_model(self.tree, seed=self.config.seed + iteration)
+        else:
+            torch.manual_seed(self.config.seed + iteration)
+            self.model.reset_embeddings()
+            self._optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.learning_rate)
+
+    def _train(self, leaves: BehaviourLeaves, rng: np.random.Generator, iteration: int, show_progress: bool) -> float:
+        cfg = self.config
+        negatives = (
+            default_negatives(self.tree.leaf_level, cfg.negatives, self.tree.arity)
+            if isinstance(cfg.negatives, int)
+            else list(cfg.negatives)
+        )
+        n = len(leaves.windows)
+        loss = float("nan")
+        for epoch in range(cfg.epochs):
+            k = n if cfg.max_examples_per_epoch is None else min(n, cfg.max_examples_per_epoch)
+            examples = rng.permutation(n)[:k]  # shuffled: batches are runs of whole examples
+            bar = tqdm(
+                total=None,
+                desc=f"round {iteration} epoch {epoch + 1}/{cfg.epochs}",
+                unit="pair",
+                unit_scale=True,
+                disable=not show_progress or None,
+                leave=False,
+            )
+            with bar:
+                loss = train_epoch(
+                    self.model,
+                    self._optimizer,
+                    self.tree,
+                    leaves,
+                    examples,
+                    negatives,
+                    hierarchical=cfg.hierarchical,
+                    batch_size=cfg.batch_size,
+                    seed=int(rng.integers(2**62)),
+                    progress=bar,
+                )
+        return loss
+
+    def _evaluation_users(self, validation) -> Optional[EvaluationUsers]:
+        if validation is None:
+            return None
+        ev = validation if isinstance(validation, EvaluationUsers) else validation.evaluation_users(self.config.max_behaviours)
+        n = self.config.validation_users
+        if n is not None and len(ev) > n:
+            ev = _subset(ev, np.sort(np.random.default_rng(self.config.seed).choice(len(ev), n, replace=False)))
+        return ev if len(ev) else None
+
+    # --- retrieval ----------------------------------------------------------------------------
+
+    def _check_fitted(self) -> Tuple[Tree, nn.Module]:
+        if self.tree is None or self.model is None:
+            raise InvalidInputError("this JTM is not fitted: call fit() or JTM.load() first")
+        return self.tree, self.model
+
+    def _user_leaves(self, behaviours, on_unknown: str) -> torch.Tensor:
+        tree, _ = self._check_fitted()
+        beh = np.asarray(behaviours)
+        if beh.ndim != 2:
+            raise InvalidInputError(f"behaviours must be a 2-D array [n_users, W] (most recent first, -1 padded), got shape {beh.shape}")
+        beh = beh.astype(np.int64, copy=True)
+        real = beh != PAD
+        unknown = real & ~np.isin(beh, tree.items)
+        if unknown.any():
+            if on_unknown == "raise":
+                ids = np.unique(beh[unknown])
+                raise UnknownItemError(
+                    f"{len(ids)} behaviour item(s) unknown to the tree, e.g. {ids[:5].tolist()} "
+                    "(pass on_unknown='ignore' to drop them)"
+                )
+            if on_unknown != "ignore":
+                raise InvalidInputError(f"on_unknown must be 'raise' or 'ignore', got {on_unknown!r}")
+            beh[unknown] = PAD
+            real &= ~unknown
+        leaves = np.full(beh.shape, PAD, dtype=np.int64)
+        leaves[real] = tree.leaves(beh[real])
+        return torch.from_numpy(leaves).to(self.device)
+
+    def recommend(
+        self,
+        behaviours,
+        M: int = 200,
+        *,
+        beam_size: Optional[int] = None,
+        method: str = "beam",
+        on_unknown: str = "raise",
+        batch_size: int = 1024,
+    ) -> Tuple[np.ndarray, np.ndarray]:
+        """Top-``M`` items per user, best first: ``(item_ids int64[n, M], scores float32[n, M])``.
+
+        Parameters
+        ----------
+        behaviours
+            ``int[n_users, W]`` item ids, most recent first, ``-1`` padded (the layout of
+            :attr:`EvaluationUsers.features`); only the first 69 columns are used.
+        M
+            Items per user; at most the corpus size (larger raises :class:`InvalidInputError`).
+        beam_size
+            Beam width ``k >= M`` (default ``M``).
+        method
+            ``"beam"``: layer-wise beam search over the tree (Rust driver, batched torch
+            scoring). ``"brute_force"``: score every item (the paper's "DNN" row).
+        on_unknown
+            ``"raise"`` (:class:`UnknownItemError`) or ``"ignore"`` (treated as padding) for
+            behaviour items the tree does not hold.
+        """
+        tree, model = self._check_fitted()
+        if M < 1 or M > tree.n_items:
+            raise InvalidInputError(f"M must be between 1 and the corpus size {tree.n_items}, got {M}")
+        k = M if beam_size is None else beam_size
+        if k < M:
+            raise InvalidInputError(f"beam_size ({k}) must be at least M ({M})")
+        user_leaves = self._user_leaves(behaviours, on_unknown)
+        model.eval()
+        hier = self.config.hierarchical
+        if method == "brute_force":
+            return brute_force(model, tree, user_leaves, M, hierarchical=hier)
+        if method != "beam":
+            raise InvalidInputError(f"method must be 'beam' or 'brute_force', got {method!r}")
+        score = model_score_fn(model, tree, user_leaves, hierarchical=hier)
+        return beam_search(tree, score, len(user_leaves), k, M, batch_size=batch_size, n_threads=self.n_threads)
+
+    def evaluate(
+        self,
+        users: Union[Interactions, EvaluationUsers],
+        M: int = 200,
+        *,
+        method: str = "beam",
+        beam_size: Optional[int] = None,
+        on_unknown: str = "raise",
+    ) -> Dict[str, float]:
+        """Paper protocol (DESIGN §4.6): features are the first half of each user's behaviours,
+        the ground truth the distinct items of the second half; returns the averages of
+        ``precision``, ``recall`` and ``f_measure`` @M, plus ``n_users``."""
+        ev = users if isinstance(users, EvaluationUsers) else users.evaluation_users(self.config.max_behaviours)
+        if len(ev) == 0:
+            raise InvalidInputError("no evaluation users (each needs at least 2 behaviours)")
+        ids, _ = self.recommend(ev.features, M, beam_size=beam_size, method=method, on_unknown=on_unknown)
+        return precision_recall_f(ids, ev.truth_indptr, ev.truth_items)
+
+    # --- persistence --------------------------------------------------------------------------
+
+    def save(self, path: Union[str, PathLike]) -> None:
+        """Writes ``config.json``, ``tree.jtm``, ``model.pt`` (a state dict) and ``history.json``
+        into the directory ``path`` (created if needed)."""
+        tree, model = self._check_fitted()
+        d = Path(path)
+        d.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "config": dataclasses.asdict(self.config),
+            "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
+        }
+        tree.save(d / "tree.jtm")
+        tmp = d / "model.pt.tmp"
+        torch.save(model.state_dict(), tmp)
+        tmp.replace(d / "model.pt")
+        (d / "history.json").write_text(json.dumps([dataclasses.asdict(r) for r in self.history], indent=1))
+        (d / "config.json").write_text(json.dumps(meta, indent=1))
+
+    @classmethod
+    def load(
+        cls,
+        path: Union[str, PathLike],
+        *,
+        model_factory: Optional[ModelFactory] = None,
+        device: Union[str, torch.device, None] = None,
+        n_threads: Optional[int] = None,
+    ) -> "JTM":
+        """Reads what :meth:`save` wrote. Nothing is unpickled: the tree has its own format and
+        the model state is read with ``torch.load(weights_only=True)``. A model saved from a
+        custom ``model_factory`` needs the same factory here."""
+        d = Path(path)
+        try:
+            meta = json.loads((d / "config.json").read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{d} holds no saved JTM (config.json missing)") from None
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise InvalidInputError(f"{d}: unknown format version {meta.get('format_version')}")
+        fields = {f.name for f in dataclasses.fields(JTMConfig)}
+        config = JTMConfig(**{k: v for k, v in meta["config"].items() if k in fields})
+        self = cls(config, model_factory=model_factory, device=device, n_threads=n_threads)
+        self.tree = Tree.load(d / "tree.jtm")
+        self.model = self._new_model(self.tree, seed=config.seed)
+        state = torch.load(d / "model.pt", map_location=self.device, weights_only=True)
+        self.model.load_state_dict(state)
+        self.model.eval()
+        hist = d / "history.json"
+        if hist.exists():
+            self.history = [IterationRecord(**r) for r in json.loads(hist.read_text())]
+        return self
+
+
+def _subset(ev: EvaluationUsers, idx: np.ndarray) -> EvaluationUsers:
+    parts = [ev.truth(int(u)) for u in idx]
+    indptr = np.concatenate(([0], np.cumsum([len(p) for p in parts]))).astype(np.int64)
+    items = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    return EvaluationUsers(ev.users[idx], ev.features[idx], indptr, items)
+
+
+def _describe(r: IterationRecord) -> str:
+    v = r.validation
+    val = f" | valid P/R/F {v['precision']:.4f}/{v['recall']:.4f}/{v['f_measure']:.4f}" if v else ""
+    return f"round {r.iteration}: trained in {r.seconds['train']:.1f} s, loss {r.train_loss:.4f}, objective {r.objective:.3f}{val}"
+
+
+__all__ = ["JTM", "JTMConfig", "IterationRecord", "default_model_factory"]

@@ -1,0 +1,213 @@
+"""The deep model that scores (user, node) pairs (DESIGN §4.3) and the hierarchical user
+representation (paper §3.3).
+
+Call convention, which any ``torch.nn.Module`` can follow to plug in::
+
+    model(behaviours: LongTensor[B, W], nodes: LongTensor[B]) -> Tensor[B]   # logits
+
+``behaviours`` are *node ids* (most recent first, ``-1`` for padding): with the hierarchical
+representation, the ancestors at the level of ``nodes`` of the user's behaviour items; without
+it, the items' leaves. ``model.n_nodes`` (optional) is checked against the tree. A module may
+also offer ``score_pairs(behaviours[G, W], rows[P], nodes[P]) -> [P]``, equal to
+``forward(behaviours[rows], nodes)`` but free to compute each user representation once
+(:func:`score_pairs` falls back to ``forward``).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+from ._core import Tree
+
+#: Sizes of the paper's 10 time windows over the 69 most recent behaviours (most recent first).
+TIME_WINDOWS = (1, 1, 1, 2, 2, 2, 10, 10, 20, 20)
+
+
+class TreeGeometry:
+    """Node-numbering arithmetic of a b-ary heap-ordered tree, in torch (device-side).
+
+    Ancestors are a pure function of the numbering: for a leaf ``n``, its ancestor at level
+    ``l`` is ``start[l] + (n - start[L]) // b**(L-l)``; only the item→leaf map depends on the
+    learned tree, and that comes from Rust (:meth:`Tree.leaves`).
+    """
+
+    def __init__(self, arity: int, leaf_level: int, device: torch.device | str = "cpu"):
+        self.arity = arity
+        self.leaf_level = leaf_level
+        starts = [(arity**level - 1) // (arity - 1) for level in range(leaf_level + 2)]
+        self.level_start = torch.tensor(starts, dtype=torch.int64, device=device)
+        self.n_nodes = starts[-1]
+
+    @classmethod
+    def of(cls, tree: Tree, device: torch.device | str = "cpu") -> "TreeGeometry":
+        return cls(tree.arity, tree.leaf_level, device)
+
+    def level_of(self, nodes: torch.Tensor) -> torch.Tensor:
+        return torch.searchsorted(self.level_start, nodes, right=True) - 1
+
+    def ancestors(self, leaves: torch.Tensor, level: torch.Tensor | int) -> torch.Tensor:
+        """Ancestor at ``level`` of each leaf (``level`` broadcasts against ``leaves``); ``-1``
+        (padding) stays ``-1``."""
+        level = torch.as_tensor(level, device=leaves.device)
+        span = torch.pow(torch.tensor(self.arity, device=leaves.device), self.leaf_level - level)
+        anc = self.level_start[level] + torch.div(
+            leaves - self.level_start[self.leaf_level], span, rounding_mode="floor"
+        )
+        return torch.where(leaves >= 0, anc, leaves)
+
+    def descendants(self, parents: torch.Tensor, parent_level: int, level: int) -> torch.Tensor:
+        """``[len(parents), b**(level-parent_level)]``: descendants at ``level``, left to right."""
+        width = self.arity ** (level - parent_level)
+        first = self.level_start[level] + (parents - self.level_start[parent_level]) * width
+        return first[:, None] + torch.arange(width, device=parents.device)
+
+
+def behaviours_at(geometry: TreeGeometry, leaves: torch.Tensor, level, hierarchical: bool) -> torch.Tensor:
+    """The user representation at ``level``: ancestors of the behaviour leaves (JTM-H) or the
+    leaves themselves (JTM-J). ``level`` is an int or one level per row of ``leaves``."""
+    if not hierarchical:
+        return leaves
+    if isinstance(level, torch.Tensor) and level.dim() == 1:
+        level = level[:, None]
+    return geometry.ancestors(leaves, level)
+
+
+class _WindowPool(nn.Module):
+    """Averages behaviour vectors over fixed time windows (empty windows give zeros)."""
+
+    def __init__(self, windows: Sequence[int]):
+        super().__init__()
+        w = torch.zeros(sum(windows), len(windows))
+        start = 0
+        for j, size in enumerate(windows):
+            w[start : start + size, j] = 1.0
+            start += size
+        self.register_buffer("assign", w, persistent=False)
+        self.width = sum(windows)
+
+    def forward(self, vectors: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # vectors [B, W, D], mask [B, W] -> [B, n_windows * D]
+        sums = torch.einsum("bwd,wk->bkd", vectors * mask[..., None], self.assign)
+        counts = (mask @ self.assign).clamp(min=1.0)
+        return (sums / counts[..., None]).flatten(1)
+
+
+class JTMModel(nn.Module):
+    """The paper's model: one embedding table over all node ids (leaves and internal nodes),
+    10 time-window averages of the behaviour embeddings, concatenated with the node embedding
+    (264 floats for 24-d), MLP 128-64-24 with PReLU, one logit.
+
+    With ``attention=True`` each behaviour is first weighted by a DIN activation unit
+    ``a(e_i, e_node)`` (MLP over ``[e_i, e_node, e_i * e_node, e_i - e_node]``), the TDM model.
+    """
+
+    def __init__(
+        self,
+        n_nodes: int,
+        embedding_dim: int = 24,
+        hidden: Sequence[int] = (128, 64, 24),
+        windows: Sequence[int] = TIME_WINDOWS,
+        attention: bool = False,
+        attention_hidden: int = 36,
+        batch_norm: bool = False,
+    ):
+        super().__init__()
+        self.n_nodes = n_nodes
+        self.embedding_dim = embedding_dim
+        self.window_sizes = tuple(windows)
+        self.embedding = nn.Embedding(n_nodes + 1, embedding_dim, padding_idx=n_nodes)  # last row: padding
+        nn.init.normal_(self.embedding.weight, std=0.05)
+        with torch.no_grad():
+            self.embedding.weight[n_nodes].zero_()
+        self.pool = _WindowPool(windows)
+        self.attention = (
+            nn.Sequential(nn.Linear(4 * embedding_dim, attention_hidden), nn.PReLU(), nn.Linear(attention_hidden, 1))
+            if attention
+            else None
+        )
+        layers: list[nn.Module] = []
+        width = (len(windows) + 1) * embedding_dim
+        for h in hidden:
+            layers.append(nn.Linear(width, h))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(h))
+            layers.append(nn.PReLU())
+            width = h
+        layers.append(nn.Linear(width, 1))
+        self.mlp = nn.Sequential(*layers)
+
+    def reset_embeddings(self) -> None:
+        """Re-initialise the node embeddings (what a warm start does when the tree changes)."""
+        with torch.no_grad():
+            nn.init.normal_(self.embedding.weight, std=0.05)
+            self.embedding.weight[self.n_nodes].zero_()
+
+    def _embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.embedding(torch.where(ids >= 0, ids, self.n_nodes))
+
+    def user_vector(self, behaviours: torch.Tensor, node_vec: Optional[torch.Tensor] = None) -> torch.Tensor:
+        beh = behaviours[:, : self.pool.width]
+        mask = (beh >= 0).to(self.embedding.weight.dtype)
+        vec = self._embed(beh)
+        if self.attention is not None:
+            if node_vec is None:
+                raise ValueError("the attention model needs the node to build the user vector")
+            n = node_vec[:, None, :].expand_as(vec)
+            vec = vec * self.attention(torch.cat([vec, n, vec * n, vec - n], dim=-1))
+        return self.pool(vec, mask)
+
+    def forward(self, behaviours: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
+        node_vec = self._embed(nodes)
+        user = self.user_vector(behaviours, node_vec)
+        return self.mlp(torch.cat([user, node_vec], dim=1)).squeeze(1)
+
+    def score_pairs(self, behaviours: torch.Tensor, rows: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
+        """``forward(behaviours[rows], nodes)``, computed faster: ``[G, W], [P], [P] -> [P]``.
+
+        Many pairs share a user representation (one user at one level against many nodes), so
+        without attention the user vector and its share of the first layer are computed once
+        per row of ``behaviours``, not once per pair; the node's share of the first layer is
+        added per pair. This is the hot path of training, tree learning and retrieval.
+        """
+        first = self.mlp[0]
+        if self.attention is not None or not isinstance(first, nn.Linear):
+            return _forward_in_chunks(self, behaviours, rows, nodes)
+        d_user = len(self.window_sizes) * self.embedding_dim
+        h_user = torch.addmm(first.bias, self.user_vector(behaviours), first.weight[:, :d_user].T)
+        h = h_user[rows] + self._embed(nodes) @ first.weight[:, d_user:].T
+        return self.mlp[1:](h).squeeze(-1)
+
+
+def score_pairs(model: nn.Module, behaviours: torch.Tensor, rows: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
+    """Logits of pairs ``(behaviours[rows[i]], nodes[i])``, through ``model.score_pairs`` when
+    the model has one, else its ``forward``."""
+    fn = getattr(model, "score_pairs", None)
+    return fn(behaviours, rows, nodes) if fn is not None else _forward_in_chunks(model, behaviours, rows, nodes)
+
+
+#: Pairs per forward call on the slow path, where each pair carries its own [W, D] behaviours.
+FORWARD_CHUNK = 8192
+
+
+def _forward_in_chunks(model: nn.Module, behaviours: torch.Tensor, rows: torch.Tensor, nodes: torch.Tensor):
+    if len(rows) <= FORWARD_CHUNK:
+        return model(behaviours[rows], nodes)
+    parts = [
+        model(behaviours[rows[i : i + FORWARD_CHUNK]], nodes[i : i + FORWARD_CHUNK])
+        for i in range(0, len(rows), FORWARD_CHUNK)
+    ]
+    return torch.cat(parts)
+
+
+def score_grid(model: nn.Module, behaviours: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
+    """``[S, W], [S, C] -> [S, C]``: each row's user against each of its nodes."""
+    s, c = nodes.shape
+    rows = torch.arange(s, device=nodes.device).repeat_interleave(c)
+    return score_pairs(model, behaviours, rows, nodes.reshape(-1)).view(s, c)
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

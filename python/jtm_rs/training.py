@@ -1,0 +1,154 @@
+"""Training the model with the tree fixed (paper Algorithm 1, first step) and the objective.
+
+Per epoch, the Rust generator draws per-level samples for the epoch's examples (the target's
+ancestor with label 1 and uniform live negatives with label 0, DESIGN §4.2); the loss is
+binary cross-entropy with logits over those samples (paper eq. 2 with sampled negatives).
+Batches are gathered with tensor indexing on the model's device — no DataLoader, so no worker
+processes (rayon does not survive ``fork``) and no per-example Python.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from ._core import Tree
+from .data import Windows
+from .exceptions import InvalidInputError
+from .model import TreeGeometry, score_pairs
+from .samples import generate_samples
+
+
+class BehaviourLeaves:
+    """The leaves (under one tree) of every example's behaviours, gathered on the device."""
+
+    def __init__(self, windows: Windows, tree: Tree, device: torch.device):
+        self.windows = windows
+        self.device = device
+        self.leaf = torch.from_numpy(tree.leaves(windows.items)).to(device)
+        self.pos = torch.from_numpy(windows.pos).to(device)
+        self.row_start = torch.from_numpy(windows.row_start).to(device)
+        self.offsets = torch.arange(1, windows.max_behaviours + 1, device=device)
+
+    def __call__(self, examples: torch.Tensor) -> torch.Tensor:
+        """``LongTensor[B, max_behaviours]`` leaf ids, most recent first, ``-1`` padded."""
+        offs = self.pos[examples, None] - self.offsets
+        return torch.where(offs >= self.row_start[examples, None], self.leaf[offs.clamp(min=0)], -1)
+
+
+def default_negatives(leaf_level: int, total: int, arity: int = 2) -> List[int]:
+    """Negatives per level ``0..leaf_level``, summing to about ``total``, growing linearly with
+    the level (more near the leaves, as TDM's configs do) and capped by the nodes a level has."""
+    if total < 0:
+        raise InvalidInputError(f"the number of negatives must be non-negative, got {total}")
+    levels = np.arange(leaf_level + 1, dtype=float)
+    raw = np.ceil(total * levels / max(levels.sum(), 1.0))
+    cap = np.power(float(arity), levels) - 1
+    return [int(x) for x in np.minimum(raw, cap)]
+
+
+def user_levels(geometry: TreeGeometry, leaves: torch.Tensor, hierarchical: bool) -> torch.Tensor:
+    """Each user's representation at every level 1..L, ``[E, W] -> [E * L, W]`` (row
+    ``e * L + (l - 1)`` is user ``e`` at level ``l``); without the hierarchical representation
+    the leaves themselves, ``[E, W]``."""
+    if not hierarchical:
+        return leaves
+    levels = torch.arange(1, geometry.leaf_level + 1, device=leaves.device)
+    return geometry.ancestors(leaves[:, None, :], levels[None, :, None]).flatten(0, 1)
+
+
+def pair_rows(n_users: int, levels: torch.Tensor, leaf_level: int, hierarchical: bool) -> torch.Tensor:
+    """Row of :func:`user_levels`'s output for each pair of ``n_users`` blocks whose pairs sit at
+    ``levels`` (the same pattern in every block)."""
+    users = torch.arange(n_users, device=levels.device)[:, None]
+    if not hierarchical:
+        return users.expand(n_users, len(levels)).reshape(-1)
+    return (users * leaf_level + (levels[None, :] - 1)).reshape(-1)
+
+
+def train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    tree: Tree,
+    leaves: BehaviourLeaves,
+    examples: np.ndarray,
+    negatives: Sequence[int],
+    *,
+    hierarchical: bool,
+    batch_size: int,
+    seed: int,
+    progress: Optional[tqdm] = None,
+) -> float:
+    """One pass, in the order given, over the samples of ``examples`` (rows of
+    ``leaves.windows``); returns the mean loss per sample.
+
+    The generator gives every example one block of samples with the same level pattern, so a
+    batch is whole examples (about ``batch_size`` samples) and each user representation is
+    built once per level (:meth:`JTMModel.score_pairs`), not once per sample.
+    """
+    device = leaves.device
+    geometry = TreeGeometry.of(tree, device)
+    s = generate_samples(tree, leaves.windows.targets[examples], negatives, start_level=1, seed=seed)
+    n_ex = len(examples)
+    block = len(s.node) // max(n_ex, 1)
+    node = torch.from_numpy(s.node).to(device).view(n_ex, block)
+    label = torch.from_numpy(s.label).to(device).view(n_ex, block)
+    level = torch.from_numpy(s.level[:block]).to(device)
+    ex_t = torch.from_numpy(np.ascontiguousarray(examples, dtype=np.int64)).to(device)
+    per_batch = max(1, batch_size // max(block, 1))
+    model.train()
+    total, count = 0.0, 0
+    for lo in range(0, n_ex, per_batch):
+        ex = ex_t[lo : lo + per_batch]
+        beh = user_levels(geometry, leaves(ex), hierarchical)
+        rows = pair_rows(len(ex), level, tree.leaf_level, hierarchical)
+        logits = score_pairs(model, beh, rows, node[lo : lo + per_batch].reshape(-1))
+        loss = F.binary_cross_entropy_with_logits(logits, label[lo : lo + per_batch].reshape(-1))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        value = float(loss.detach())
+        if not np.isfinite(value):
+            raise FloatingPointError("training loss became NaN or infinite; lower the learning rate")
+        total += value * len(rows)
+        count += len(rows)
+        if progress is not None:
+            progress.update(len(rows))
+            progress.set_postfix(loss=f"{total / count:.4f}", refresh=False)
+    return total / max(count, 1)
+
+
+@torch.no_grad()
+def objective(
+    model: nn.Module,
+    tree: Tree,
+    leaves: BehaviourLeaves,
+    examples: np.ndarray,
+    *,
+    hierarchical: bool,
+    batch_size: int = 1 << 15,
+) -> float:
+    """Paper eq. 2 per example: ``−Σ_{j=1..L} log p̂(b_j(π(c)) | u)``, averaged over ``examples``
+    (a fixed sample, so values are comparable across joint iterations). The targets' paths come
+    from ``tree``, the user features from ``leaves`` (which may be under another tree)."""
+    model.eval()
+    device = leaves.device
+    geometry = TreeGeometry.of(tree, device)
+    L = tree.leaf_level
+    target_leaf = torch.from_numpy(tree.leaves(leaves.windows.targets[examples])).to(device)
+    ex = torch.from_numpy(np.ascontiguousarray(examples, dtype=np.int64)).to(device)
+    levels = torch.arange(1, L + 1, device=device)
+    total = 0.0
+    per_batch = max(1, batch_size // max(L, 1))
+    for lo in range(0, len(ex), per_batch):
+        rows_ex = ex[lo : lo + per_batch]
+        beh = user_levels(geometry, leaves(rows_ex), hierarchical)
+        path = geometry.ancestors(target_leaf[lo : lo + per_batch, None], levels[None, :]).reshape(-1)
+        rows = pair_rows(len(rows_ex), levels, L, hierarchical)
+        total -= float(F.logsigmoid(score_pairs(model, beh, rows, path).float()).sum())
+    return total / max(len(ex), 1)

@@ -1,0 +1,107 @@
+"""The ``weights_fn`` that paper Algorithm 2 needs, computed from a trained model (DESIGN §4.4).
+
+For item ``c`` re-placed under parent ``p`` in the segment ``s..e``, candidate ``t`` (a
+descendant of ``p`` at level ``e``) gets
+
+    W[c, t] = Σ_{samples (u, c)} Σ_{j=s..e} log p̂(b_j(t) | u)
+
+Per sample, every node of ``p``'s subtree from level ``s`` to ``e`` is scored once
+(``b + b² + … + b^(e−s+1)`` model calls) and the log-probabilities are summed along each
+root-to-candidate path by repeating level ``j``'s column ``b^(e−j)`` times — not
+``(e−s+1)·b^(e−s+1)`` separate calls. Samples per item are capped (``max_samples_per_item``,
+drawn at random, seeded) and the kept ones weighted by ``count / kept`` so that W still
+estimates the sum over all of the item's samples: without that weight, capping would treat a
+popular item like a rare one when they compete for a node, and tree learning would optimise a
+different objective from eq. 2. Items with no sample get an all-zero row: the learner then keeps
+their old relative place. User features use the hierarchy of the tree the model was trained
+on (the old tree), as the model saw them.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._core import Tree
+from .exceptions import InvalidInputError
+from .model import TreeGeometry, behaviours_at, score_grid
+from .training import BehaviourLeaves
+
+WeightsFn = Callable[[np.ndarray, np.ndarray, int, int], np.ndarray]
+
+
+def item_samples(targets: np.ndarray, max_per_item: Optional[int], seed: int = 0):
+    """Example rows grouped by target item, at most ``max_per_item`` per item (random, seeded).
+
+    Returns ``(keys, indptr, rows, scale)``: the kept rows of item ``keys[k]`` are
+    ``rows[indptr[k]:indptr[k+1]]``, standing for ``scale[k]`` times as many rows.
+    """
+    if max_per_item is not None and max_per_item < 1:
+        raise InvalidInputError(f"max_samples_per_item must be at least 1 (or None), got {max_per_item}")
+    perm = np.random.default_rng(seed).permutation(len(targets))
+    order = perm[np.argsort(targets[perm], kind="stable")]
+    sorted_t = targets[order]
+    keys, first, counts = np.unique(sorted_t, return_index=True, return_counts=True)
+    kept = counts
+    if max_per_item is not None:
+        rank = np.arange(len(order)) - np.repeat(first, counts)
+        order = order[rank < max_per_item]
+        kept = np.minimum(counts, max_per_item)
+    indptr = np.concatenate(([0], np.cumsum(kept))).astype(np.int64)
+    return keys, indptr, order.astype(np.int64), counts / np.maximum(kept, 1)
+
+
+def model_weights_fn(
+    model: nn.Module,
+    tree: Tree,
+    leaves: BehaviourLeaves,
+    *,
+    hierarchical: bool = True,
+    max_samples_per_item: Optional[int] = 8,
+    batch_pairs: int = 1 << 20,
+    seed: int = 0,
+) -> WeightsFn:
+    """Builds ``weights_fn(items, parents, start_level, end_level)`` for :func:`jtm_rs.learn_tree`
+    from ``model`` and the training examples behind ``leaves`` (leaves under ``tree``, the tree
+    the model was trained on)."""
+    device = leaves.device
+    geometry = TreeGeometry.of(tree, device)
+    b = tree.arity
+    keys, indptr, rows, scale = item_samples(leaves.windows.targets, max_samples_per_item, seed)
+    rows_t = torch.from_numpy(rows).to(device)
+
+    @torch.no_grad()
+    def weights(items: np.ndarray, parents: np.ndarray, start: int, end: int) -> np.ndarray:
+        model.eval()
+        width = b ** (end - start + 1)
+        out = torch.zeros(len(items), width, dtype=torch.float64, device=device)
+        k = np.searchsorted(keys, items)
+        known = (k < len(keys)) & (keys[np.minimum(k, len(keys) - 1)] == items) if len(keys) else np.zeros(len(items), bool)
+        lo = np.where(known, indptr[np.minimum(k, len(keys))], 0)
+        n = np.where(known, indptr[np.minimum(k + 1, len(keys))] - lo, 0)
+        owner = np.repeat(np.arange(len(items)), n)
+        flat = np.repeat(lo - np.cumsum(n) + n, n) + np.arange(n.sum())  # indexes into `rows`
+        if len(flat) == 0:
+            return out.cpu().numpy()
+        owner_t = torch.from_numpy(owner).to(device)
+        sample_rows = rows_t[torch.from_numpy(flat).to(device)]
+        parents_t = torch.from_numpy(np.ascontiguousarray(parents, dtype=np.int64)).to(device)
+        nodes_per_sample = sum(b ** (j - start + 1) for j in range(start, end + 1))
+        step = max(1, batch_pairs // nodes_per_sample)
+        for s0 in range(0, len(flat), step):
+            own = owner_t[s0 : s0 + step]
+            lv = leaves(sample_rows[s0 : s0 + step])
+            acc = torch.zeros(len(own), width, device=device)
+            for j in range(start, end + 1):
+                nodes = geometry.descendants(parents_t[own], start - 1, j)
+                logp = F.logsigmoid(score_grid(model, behaviours_at(geometry, lv, j, hierarchical), nodes).float())
+                acc += logp.repeat_interleave(b ** (end - j), dim=1)
+            out.index_add_(0, own, acc.double())
+        weight = np.where(known, scale[np.minimum(k, len(keys) - 1)], 0.0)
+        return (out * torch.from_numpy(weight).to(device)[:, None]).cpu().numpy()
+
+    return weights

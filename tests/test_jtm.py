@@ -1,0 +1,176 @@
+"""The JTM learner end to end: fit, recommend, evaluate, save/load, bad input, the CLI."""
+
+import numpy as np
+import pytest
+import torch
+
+import jtm_rs
+from jtm_rs import JTM, Interactions, InvalidInputError, UnknownItemError, synthetic
+from jtm_rs import cli
+
+M = 20
+
+
+@pytest.fixture(scope="module")
+def generated():
+    gen = synthetic.generate(1024, 1500, seed=3)
+    return gen, gen.interactions.filter_users(10).split(0.1, 0.15, seed=0)
+
+
+@pytest.fixture(scope="module")
+def fitted(generated):
+    _, split = generated
+    records = []
+    model = JTM(
+        iterations=1,
+        max_examples_per_epoch=12_000,
+        validation_m=M,
+        validation_users=200,
+        device="cpu",
+        seed=0,
+    ).fit(split, show_progress=False, callback=records.append)
+    return model, records
+
+
+def test_fit_records_every_round(fitted):
+    model, records = fitted
+    assert [r.iteration for r in model.history] == [0, 1] and records == model.history
+    r0, r1 = model.history
+    assert r0.objective_after_tree_learning is not None and r1.objective_after_tree_learning is None
+    assert set(r0.seconds) == {"train", "validate", "learn_tree"}
+    assert np.isfinite([r0.objective, r1.objective, r0.train_loss]).all()
+    assert 0 <= r1.validation["recall"] <= 1 and r1.validation["n_users"] > 0
+    model.tree.validate()
+
+
+def test_recall_well_above_random(fitted, generated):
+    model, _ = fitted
+    _, split = generated
+    r = model.evaluate(split.test, M)
+    # A random M-subset recalls about M / n_items of the truth.
+    random_recall = M / model.tree.n_items
+    assert r["recall"] > 5 * random_recall, r
+    assert r["n_users"] == split.test.n_users
+
+
+def test_recommend_shapes_and_brute_force(fitted, generated):
+    model, _ = fitted
+    _, split = generated
+    ev = split.test.evaluation_users()
+    ids, scores = model.recommend(ev.features[:5], M)
+    assert ids.shape == scores.shape == (5, M)
+    assert all(len(set(row)) == M for row in ids)
+    assert np.isin(ids, model.tree.items).all()
+    assert np.all(np.diff(scores, axis=1) <= 1e-6)  # best first
+    bf_ids, bf_scores = model.recommend(ev.features[:5], M, method="brute_force")
+    # Brute force is the exact top-M of the leaf scores; the beam's leaves can only score lower.
+    assert np.all(bf_scores[:, 0] >= scores[:, 0] - 1e-5)
+    assert np.all(bf_scores[:, -1] >= scores[:, -1] - 1e-5)
+    wide, _ = model.recommend(ev.features[:5], M, beam_size=model.tree.n_items)
+    assert np.array_equal(np.sort(wide, 1), np.sort(bf_ids, 1))  # a beam as wide as the corpus is exact
+
+
+def test_save_load_round_trip_gives_identical_recommendations(fitted, generated, tmp_path):
+    model, _ = fitted
+    _, split = generated
+    feats = split.test.evaluation_users().features[:30]
+    model.save(tmp_path / "run")
+    back = JTM.load(tmp_path / "run", device="cpu")
+    assert back.tree == model.tree and back.config == model.config
+    assert [r.objective for r in back.history] == [r.objective for r in model.history]
+    a, sa = model.recommend(feats, M)
+    b, sb = back.recommend(feats, M)
+    assert np.array_equal(a, b) and np.array_equal(sa, sb)
+
+
+def test_bad_input_at_recommend(fitted, generated):
+    model, _ = fitted
+    _, split = generated
+    feats = split.test.evaluation_users().features[:3].copy()
+    with pytest.raises(InvalidInputError, match="corpus size"):
+        model.recommend(feats, model.tree.n_items + 1)
+    with pytest.raises(InvalidInputError, match="beam_size"):
+        model.recommend(feats, 10, beam_size=5)
+    with pytest.raises(InvalidInputError, match="2-D"):
+        model.recommend(feats[0], 10)
+    feats[0, 0] = -777  # not padding, not an item
+    with pytest.raises(UnknownItemError, match="-777"):
+        model.recommend(feats, 10)
+    ids, _ = model.recommend(feats, 10, on_unknown="ignore")
+    clean = feats.copy()
+    clean[0, 0] = -1
+    assert np.array_equal(ids, model.recommend(clean, 10)[0])
+    with pytest.raises(InvalidInputError, match="not fitted"):
+        JTM().recommend(feats, 10)
+
+
+def test_bad_input_at_fit():
+    empty = Interactions(np.zeros(0, int), np.zeros(0, int), np.zeros(0))
+    with pytest.raises(InvalidInputError, match="no training examples"):
+        JTM(device="cpu").fit(empty, show_progress=False)
+    # Users with a single behaviour give no training window.
+    single = Interactions(np.arange(5), np.arange(5), np.zeros(5))
+    with pytest.raises(InvalidInputError, match="no training examples"):
+        JTM(device="cpu").fit(single, show_progress=False)
+    data = Interactions(np.zeros(4, int), np.arange(4), np.arange(4))
+    with pytest.raises(UnknownItemError, match="lacks"):
+        JTM(device="cpu").fit(data, tree=jtm_rs.Tree.random([0, 1, 2]), show_progress=False)
+    with pytest.raises(InvalidInputError, match="on_tree_change"):
+        JTM(on_tree_change="keep")
+
+
+def test_warm_and_fresh_model_on_tree_change_and_callback_stop(generated):
+    _, split = generated
+    seen = []
+    for mode in ("fresh", "warm"):
+        m = JTM(iterations=2, max_examples_per_epoch=2000, on_tree_change=mode, validation_users=50, device="cpu")
+        m.fit(split, show_progress=False, callback=lambda r: seen.append(r.iteration) or r.iteration < 1)
+        assert len(m.history) == 2  # stopped by the callback after round 1's training
+    assert seen == [0, 1, 0, 1]
+
+
+def test_attention_and_jtm_j_variants_run(generated):
+    _, split = generated
+    for kw in ({"attention": True}, {"hierarchical": False}):
+        # Attention has no shared-user fast path: keep tree learning small (d=2, 1 sample per item).
+        m = JTM(iterations=1, max_examples_per_epoch=1000, validation_users=20, device="cpu", d=2, max_samples_per_item=1, **kw)
+        m.fit(split, show_progress=False)
+        assert m.recommend(split.test.evaluation_users().features[:2], 5)[0].shape == (2, 5)
+
+
+def test_planted_tree_fixture_and_generator_are_seeded(generated):
+    gen, _ = generated
+    again = synthetic.generate(1024, 1500, seed=3)
+    assert np.array_equal(again.interactions.item, gen.interactions.item)
+    planted = gen.planted_tree()
+    assert np.array_equal(np.sort(gen.planted_order), planted.items)
+    # Categories follow the planted tree approximately: most items of a category share an ancestor.
+    ic = gen.interactions.item_categories()
+    anc = planted.item_ancestors(ic["items"], gen.category_level)
+    agree = np.mean([np.bincount(np.unique(anc[ic["categories"] == c], return_inverse=True)[1]).max()
+                     / np.sum(ic["categories"] == c) for c in np.unique(ic["categories"])])
+    assert 0.6 < agree < 0.99
+
+
+def test_cli_generate_train_evaluate_learn_tree(tmp_path, capsys):
+    data = tmp_path / "d.csv"
+    assert cli.main(["generate", str(data), "--items", "300", "--users", "300"]) == 0
+    run = tmp_path / "run"
+    args = ["--iterations", "1", "--examples-per-epoch", "2000", "--m", "10", "--quiet", "--device", "cpu"]
+    assert cli.main(["train", str(data), "--out", str(run), *args]) == 0
+    assert (run / "model.pt").exists() and (run / "split.json").exists()
+    assert cli.main(["evaluate", str(data), "--model", str(run), "--m", "10", "--brute-force"]) == 0
+    out = capsys.readouterr().out
+    assert "beam: Precision@10" in out and "brute_force: Precision@10" in out
+    assert cli.main(["learn-tree", str(data), "--model", str(run), "--out", str(tmp_path / "t.jtm"), "--quiet"]) == 0
+    assert jtm_rs.Tree.load(tmp_path / "t.jtm").n_items == JTM.load(run).tree.n_items
+    assert cli.main(["evaluate", str(tmp_path / "missing.csv"), "--model", str(run)]) == 2
+    assert "error" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fit_and_recommend_on_cuda(generated):
+    _, split = generated
+    m = JTM(iterations=1, max_examples_per_epoch=4000, validation_users=50, device="cuda").fit(split, show_progress=False)
+    r = m.evaluate(split.test, M)
+    assert r["recall"] > 5 * M / m.tree.n_items

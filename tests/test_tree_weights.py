@@ -1,0 +1,55 @@
+"""The weights_fn of tree learning against direct model scoring."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import jtm_rs
+from jtm_rs import synthetic
+from jtm_rs.model import JTMModel
+from jtm_rs.training import BehaviourLeaves
+from jtm_rs.tree_weights import item_samples, model_weights_fn
+
+
+def test_item_samples_caps_and_weights():
+    targets = np.array([5, 7, 5, 5, 9, 7, 5])
+    keys, indptr, rows, scale = item_samples(targets, max_per_item=2, seed=0)
+    assert keys.tolist() == [5, 7, 9]
+    assert np.diff(indptr).tolist() == [2, 2, 1]
+    assert all(targets[rows[indptr[k] : indptr[k + 1]]].tolist() == [keys[k]] * (indptr[k + 1] - indptr[k]) for k in range(3))
+    assert scale.tolist() == [2.0, 1.0, 1.0]  # item 5: 4 samples stand for 2 kept
+    _, indptr, _, scale = item_samples(targets, None)
+    assert np.diff(indptr).tolist() == [4, 2, 1] and scale.tolist() == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("hierarchical, arity, start", [(True, 2, 2), (False, 2, 1), (True, 3, 2)])
+def test_weights_agree_with_direct_scoring(hierarchical, arity, start):
+    data = synthetic.generate(80, 30, seed=1, min_length=3, mean_length=6).interactions
+    tree = jtm_rs.Tree.random(data.items, arity=arity, seed=2)
+    w = data.training_windows()
+    torch.manual_seed(0)
+    model = JTMModel(tree.n_nodes).eval()
+    leaves = BehaviourLeaves(w, tree, torch.device("cpu"))
+    fn = model_weights_fn(model, tree, leaves, hierarchical=hierarchical, max_samples_per_item=3, batch_pairs=64)
+    end = tree.leaf_level
+    items = np.concatenate([tree.items[:8], [tree.items[-1]]])
+    parents = tree.item_ancestors(items, start - 1)
+    got = fn(items, parents, start, end)
+    keys, indptr, rows, scale = item_samples(w.targets, 3, 0)
+    assert got.shape == (len(items), arity ** (end - start + 1))
+    with torch.no_grad():
+        for i, item in enumerate(items):
+            k = np.searchsorted(keys, item)
+            mine = rows[indptr[k] : indptr[k + 1]] if k < len(keys) and keys[k] == item else []
+            cands = tree.descendants(parents[i : i + 1], end)[0]
+            for c, cand in enumerate(cands):
+                total = 0.0
+                for r in mine:
+                    beh_items = w.behaviours(np.array([r]))
+                    for j in range(start, end + 1):
+                        beh = tree.hierarchical_features(beh_items, j if hierarchical else end, padding=-1)
+                        node = tree.ancestors(np.array([cand]), j)
+                        total += float(F.logsigmoid(model(torch.from_numpy(beh), torch.from_numpy(node))))
+                expect = total * (scale[k] if len(mine) else 0.0)
+                assert got[i, c] == pytest.approx(expect, rel=1e-4, abs=1e-4), (item, c)
