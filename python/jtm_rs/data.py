@@ -166,13 +166,16 @@ class Interactions:
         s, n = starts[:-1][keep], lengths[keep]
         half = s + n // 2  # features: [s, half), truth: [half, s + n)
         feats = Windows(self.item, half, s, max_behaviours).behaviours(np.arange(len(half)))
-        truth, indptr = [], [0]
-        for lo, hi in zip(half, s + n):
-            g = np.unique(self.item[lo:hi])
-            truth.append(g)
-            indptr.append(indptr[-1] + len(g))
-        truth_items = np.concatenate(truth) if truth else np.zeros(0, dtype=np.int64)
-        return EvaluationUsers(self.user[s], feats, np.asarray(indptr, dtype=np.int64), truth_items)
+        # Ground truth: distinct (user, item) pairs of the second halves, by one sort.
+        count = s + n - half
+        user_idx = np.repeat(np.arange(len(s)), count)
+        items = self.item[np.repeat(half - np.cumsum(count) + count, count) + np.arange(count.sum())]
+        order = np.lexsort((items, user_idx))
+        user_idx, items = user_idx[order], items[order]
+        first = np.ones(len(items), dtype=bool)
+        first[1:] = (user_idx[1:] != user_idx[:-1]) | (items[1:] != items[:-1])
+        indptr = np.concatenate(([0], np.cumsum(np.bincount(user_idx[first], minlength=len(s)))))
+        return EvaluationUsers(self.user[s], feats, indptr.astype(np.int64), items[first].astype(np.int64))
 
     # --- files -------------------------------------------------------------------------------
 
