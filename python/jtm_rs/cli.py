@@ -110,19 +110,10 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
 
 def cmd_learn_tree(a: argparse.Namespace) -> None:
     from .jtm import JTM
-    from .training import BehaviourLeaves
-    from .tree_learning import learn_tree
-    from .tree_weights import model_weights_fn
 
     jtm = JTM.load(a.model, device=a.device, n_threads=a.threads)
-    split = _saved_split(a)
-    windows = split.train.training_windows(jtm.config.max_behaviours)
-    leaves = BehaviourLeaves(windows, jtm.tree, jtm.device)
-    weights = model_weights_fn(
-        jtm.model, jtm.tree, leaves, hierarchical=jtm.config.hierarchical, max_samples_per_item=jtm.config.max_samples_per_item
-    )
     t = time.perf_counter()
-    tree = learn_tree(weights, a.d or jtm.config.d, tree=jtm.tree, n_threads=a.threads, show_progress=not a.quiet)
+    tree = jtm.learn_tree(_saved_split(a).train, d=a.d, show_progress=not a.quiet)
     tree.save(a.out)
     moved = float((tree.leaves(tree.items) != jtm.tree.leaves(tree.items)).mean())
     print(f"learned a tree in {time.perf_counter() - t:.1f} s; {moved:.1%} of items moved; saved to {a.out}")

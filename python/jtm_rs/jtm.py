@@ -226,15 +226,7 @@ class JTM:
             if it == cfg.iterations:
                 break
             t0 = time.perf_counter()
-            weights = model_weights_fn(
-                self.model,
-                self.tree,
-                leaves,
-                hierarchical=cfg.hierarchical,
-                max_samples_per_item=cfg.max_samples_per_item,
-                seed=cfg.seed + it,
-            )
-            new_tree = learn_tree(weights, cfg.d, tree=self.tree, n_threads=self.n_threads, show_progress=show_progress)
+            new_tree = self._learn_tree(leaves, cfg.d, cfg.seed + it, show_progress)
             seconds["learn_tree"] = time.perf_counter() - t0
             record.objective_after_tree_learning = objective(
                 self.model, new_tree, leaves, fixed, hierarchical=cfg.hierarchical
@@ -245,6 +237,24 @@ class JTM:
             self.tree = new_tree
             self._on_tree_change(it + 1)
         return self
+
+    def learn_tree(self, train: Interactions, *, d: Optional[int] = None, show_progress: bool = True) -> Tree:
+        """Paper Algorithm 2 with the current model fixed: a new tree learned from the training
+        examples of ``train`` (``self.tree`` is left unchanged)."""
+        self._check_fitted()
+        leaves = BehaviourLeaves(train.training_windows(self.config.max_behaviours), self.tree, self.device)
+        return self._learn_tree(leaves, d or self.config.d, self.config.seed, show_progress)
+
+    def _learn_tree(self, leaves: BehaviourLeaves, d: int, seed: int, show_progress: bool) -> Tree:
+        weights = model_weights_fn(
+            self.model,
+            self.tree,
+            leaves,
+            hierarchical=self.config.hierarchical,
+            max_samples_per_item=self.config.max_samples_per_item,
+            seed=seed,
+        )
+        return learn_tree(weights, d, tree=self.tree, n_threads=self.n_threads, show_progress=show_progress)
 
     def _initial_tree(self, parts: Sequence[Interactions]) -> Tree:
         cfg = self.config
