@@ -4,6 +4,7 @@
 //! Plain Rust, usable and testable without Python:
 //! - [`tree`]: the tree index and its initial constructions (DESIGN §2, §4.1);
 //! - [`samples`]: training samples with per-level negatives (§4.2);
+//! - [`kmeans_tree`]: the initial tree by recursive balanced k-means over embeddings (§4.1);
 //! - [`tree_learning`]: paper Algorithm 2, segmented greedy assignment with rebalance (§4.4);
 //! - [`beam_search`]: layer-wise retrieval (§4.5);
 //! - [`persistence`]: the tree file format.
@@ -13,6 +14,7 @@
 
 pub mod beam_search;
 pub mod error;
+pub mod kmeans_tree;
 pub mod parallel;
 pub mod persistence;
 pub mod rng;

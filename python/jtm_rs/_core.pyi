@@ -22,6 +22,16 @@ class Tree:
     @staticmethod
     def from_order(order: _Ids, arity: int = 2, leaf_level: Optional[int] = None) -> Tree: ...
     @staticmethod
+    def from_embeddings(
+        items: _Ids,
+        embeddings: npt.ArrayLike,
+        arity: int = 2,
+        leaf_level: Optional[int] = None,
+        iterations: int = 10,
+        seed: int = 0,
+        n_threads: Optional[int] = None,
+    ) -> Tree: ...
+    @staticmethod
     def from_leaves(items: _Ids, leaves: _Ids, arity: int = 2, leaf_level: Optional[int] = None) -> Tree: ...
     @property
     def arity(self) -> int: ...

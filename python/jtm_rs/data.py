@@ -7,14 +7,15 @@ evaluation features are views computed from positions into those arrays, so a da
 
 from __future__ import annotations
 
-import csv
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from os import PathLike
-from typing import Dict, Optional, Union
+from typing import Any, Dict, Optional, Union
 
 import numpy as np
 
 from .exceptions import InvalidInputError
+from .ids import IdMap
 
 #: Behaviours before the target that the model sees (paper: 69, in 10 time windows).
 MAX_BEHAVIOURS = 69
@@ -41,12 +42,22 @@ class Interactions:
     Rows are sorted by (user, timestamp) on construction (stable, so equal timestamps keep
     their input order). ``category`` (one label per row, constant per item) is optional and
     only used to build the paper's initial tree.
+
+    ``user`` and ``item`` are *internal* ids: non-negative ints (``-1`` is the padding of
+    behaviour matrices, so a negative item id is refused). Data with string, negative or
+    sparse ids goes through :meth:`from_ids` or a loader of :mod:`jtm_rs.datasets`, which map
+    them to ``0..n-1`` and keep the maps in ``user_ids`` / ``item_ids`` (carried through
+    :meth:`split` and saved with a fitted model, so outputs speak the original ids).
     """
 
     user: np.ndarray
     item: np.ndarray
     timestamp: np.ndarray
     category: Optional[np.ndarray] = None
+    user_ids: Optional[IdMap] = field(default=None, compare=False)
+    item_ids: Optional[IdMap] = field(default=None, compare=False)
+    #: What the loader read and dropped (a :class:`jtm_rs.datasets.LoadReport`), if loaded.
+    report: Any = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         user = _int_column(self.user, "user")
@@ -57,6 +68,11 @@ class Interactions:
         if ts.dtype.kind == "f" and not np.all(np.isfinite(ts)):
             raise InvalidInputError("timestamp holds NaN or infinity")
         cat = None if self.category is None else _int_column(self.category, "category")
+        if item.size and item.min() < 0:
+            raise InvalidInputError(
+                f"item ids must be non-negative ({PAD} pads behaviour matrices), found {item.min()}: "
+                "use Interactions.from_ids(...) or a jtm_rs.datasets loader to map any ids"
+            )
         n = len(user)
         for name, col in (("item", item), ("timestamp", ts), ("category", cat)):
             if col is not None and len(col) != n:
@@ -69,6 +85,29 @@ class Interactions:
         object.__setattr__(self, "item", item)
         object.__setattr__(self, "timestamp", ts)
         object.__setattr__(self, "category", cat)
+        for name, m in (("user", self.user_ids), ("item", self.item_ids)):
+            col = user if name == "user" else item
+            if m is not None and col.size and (col.min() < 0 or col.max() >= len(m)):
+                raise InvalidInputError(f"{name} holds internal ids outside its IdMap of {len(m)} ids")
+
+    @classmethod
+    def from_ids(cls, users, items, timestamps, categories=None) -> "Interactions":
+        """Behaviours with any ids (int64 of any sign and size, or strings): users, items and
+        categories are mapped to contiguous internal ids, the user and item maps kept."""
+        user_ids, u = IdMap.fit(users)
+        item_ids, i = IdMap.fit(items)
+        c = None if categories is None else IdMap.fit(categories)[1]
+        return cls(u, i, np.asarray(timestamps), c, user_ids=user_ids, item_ids=item_ids)
+
+    def _with_rows(self, keep: np.ndarray) -> "Interactions":
+        """The same data set (maps included) restricted to the rows ``keep``."""
+        return dataclasses.replace(
+            self,
+            user=self.user[keep],
+            item=self.item[keep],
+            timestamp=self.timestamp[keep],
+            category=None if self.category is None else self.category[keep],
+        )
 
     def __len__(self) -> int:
         return len(self.user)
@@ -106,13 +145,7 @@ class Interactions:
         return {"items": items, "categories": self.category[first]}
 
     def select_users(self, users: np.ndarray) -> "Interactions":
-        keep = np.isin(self.user, users)
-        return Interactions(
-            self.user[keep],
-            self.item[keep],
-            self.timestamp[keep],
-            None if self.category is None else self.category[keep],
-        )
+        return self._with_rows(np.isin(self.user, users))
 
     def filter_users(self, min_interactions: int = 10) -> "Interactions":
         """Drop users with fewer than ``min_interactions`` behaviours (paper: 10)."""
@@ -180,41 +213,25 @@ class Interactions:
     # --- files -------------------------------------------------------------------------------
 
     @classmethod
-    def from_csv(cls, path: Union[str, PathLike]) -> "Interactions":
-        """Read a CSV whose header names the columns ``user``, ``item``, ``timestamp`` and
-        optionally ``category`` (any order, extra columns ignored). Ids and timestamps must be
-        numeric."""
-        with open(path, newline="") as f:
-            header = next(csv.reader(f), None)
-        if header is None:
-            raise InvalidInputError(f"{path}: empty file (expected a header with user,item,timestamp)")
-        names = [h.strip().lower() for h in header]
-        missing = [c for c in ("user", "item", "timestamp") if c not in names]
-        if missing:
-            raise InvalidInputError(f"{path}: header {header} lacks column(s) {missing}")
-        cols = {c: names.index(c) for c in ("user", "item", "timestamp", "category") if c in names}
-        try:
-            ids = np.loadtxt(
-                path,
-                delimiter=",",
-                skiprows=1,
-                dtype=np.int64,
-                usecols=[cols[c] for c in ("user", "item", "category") if c in cols],
-                ndmin=2,
-            )
-            ts = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float64, usecols=cols["timestamp"], ndmin=1)
-        except ValueError as e:
-            raise InvalidInputError(f"{path}: {e}") from None
-        if len(ts) and np.all(ts == np.round(ts)) and np.all(np.abs(ts) < 2**53):
-            ts = ts.astype(np.int64)
-        cat = ids[:, 2] if "category" in cols else None
-        return cls(ids[:, 0], ids[:, 1], ts, cat)
+    def from_csv(cls, path: Union[str, PathLike], **kwargs) -> "Interactions":
+        """Reads a CSV whose header names the columns ``user``, ``item``, ``timestamp`` and
+        optionally ``category`` (any order, extra columns ignored); ids may be any integers or
+        strings, timestamps numbers or ISO-8601. See :func:`jtm_rs.datasets.load_table`."""
+        from .datasets import load_table
+
+        return load_table(path, **kwargs)
 
     def to_csv(self, path: Union[str, PathLike]) -> None:
-        cols = [self.user, self.item, self.timestamp] + ([self.category] if self.category is not None else [])
-        header = "user,item,timestamp" + (",category" if self.category is not None else "")
-        fmt = ["%d", "%d", "%d" if self.timestamp.dtype.kind in "iu" else "%.17g"] + ["%d"] * (len(cols) - 3)
-        np.savetxt(path, np.column_stack(cols), delimiter=",", header=header, comments="", fmt=fmt)
+        """Writes ``user,item,timestamp[,category]`` with a header, in the original ids."""
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+
+        users = self.user_ids.decode(self.user) if self.user_ids is not None else self.user
+        items = self.item_ids.decode(self.item) if self.item_ids is not None else self.item
+        cols = {"user": users, "item": items, "timestamp": self.timestamp}
+        if self.category is not None:
+            cols["category"] = self.category
+        pacsv.write_csv(pa.table(cols), str(path), pacsv.WriteOptions(quoting_style="needed"))
 
 
 @dataclass(frozen=True)

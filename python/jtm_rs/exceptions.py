@@ -20,6 +20,17 @@ class UnknownItemError(InvalidInputError):
     """An item id that the tree does not hold."""
 
 
+class DataFormatError(InvalidInputError):
+    """A data file that cannot be read as asked: a bad row, a missing column, an unparsable value.
+
+    ``path``, ``line`` (1-based physical line, None when unknown) and ``column`` name the place.
+    """
+
+    def __init__(self, message: str, *, path=None, line=None, column=None):
+        super().__init__(message)
+        self.path, self.line, self.column = path, line, column
+
+
 class CallbackError(JtmError, ValueError):
     """``weights_fn`` or ``score_fn`` returned a wrong type, dtype or shape, or NaN values."""
 
@@ -36,6 +47,7 @@ __all__ = [
     "JtmError",
     "InvalidInputError",
     "UnknownItemError",
+    "DataFormatError",
     "CallbackError",
     "CorruptTreeError",
     "JtmInternalError",

@@ -38,6 +38,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ._core import Tree
+from .cooccurrence import cooccurrence_embeddings
 from .data import MAX_BEHAVIOURS, PAD, EvaluationUsers, Interactions, Split
 from .exceptions import InvalidInputError, UnknownItemError
 from .metrics import precision_recall_f
@@ -46,8 +47,12 @@ from .retrieval import beam_search, brute_force, model_score_fn
 from .training import BehaviourLeaves, default_negatives, objective, train_epoch
 from .tree_learning import learn_tree
 from .tree_weights import model_weights_fn
+from .baselines.base import Recommender
+from .ids import IdMap
 
 FORMAT_VERSION = 1
+INITIAL_TREES = ("auto", "category", "kmeans", "random")
+TREE_LEARNINGS = ("jtm", "clustering", "none")
 
 
 @dataclass
@@ -73,8 +78,12 @@ class JTMConfig:
     #: Levels per tree-learning segment (the paper's d).
     d: int = 7
     max_samples_per_item: Optional[int] = 8
-    #: "category" (paper; falls back to "random" without a category column) or "random".
-    initial_tree: str = "category"
+    #: "auto" (category when the data has a category column, else kmeans), "category" (paper),
+    #: "kmeans" (balanced k-means over item co-occurrence embeddings, TDM's tree) or "random".
+    initial_tree: str = "auto"
+    #: Between trainings: "jtm" (paper Algorithm 2), "clustering" (TDM: k-means over the
+    #: learned leaf embeddings) or "none" (the tree stays the initial one, as JTM-H).
+    tree_learning: str = "jtm"
     #: "warm": keep the MLP, re-initialise node embeddings; "fresh": new model.
     on_tree_change: str = "warm"
     max_behaviours: int = MAX_BEHAVIOURS
@@ -90,8 +99,10 @@ class JTMConfig:
             raise InvalidInputError(f"arity must be at least 2, got {self.arity}")
         if self.iterations < 0 or self.epochs < 1 or self.batch_size < 1 or self.d < 1:
             raise InvalidInputError("iterations must be >= 0; epochs, batch_size and d >= 1")
-        if self.initial_tree not in ("category", "random"):
-            raise InvalidInputError(f"initial_tree must be 'category' or 'random', got {self.initial_tree!r}")
+        if self.initial_tree not in INITIAL_TREES:
+            raise InvalidInputError(f"initial_tree must be one of {INITIAL_TREES}, got {self.initial_tree!r}")
+        if self.tree_learning not in TREE_LEARNINGS:
+            raise InvalidInputError(f"tree_learning must be one of {TREE_LEARNINGS}, got {self.tree_learning!r}")
         if self.on_tree_change not in ("warm", "fresh"):
             raise InvalidInputError(f"on_tree_change must be 'warm' or 'fresh', got {self.on_tree_change!r}")
         self.hidden = tuple(self.hidden)
@@ -118,7 +129,7 @@ def default_model_factory(tree: Tree, config: JTMConfig) -> nn.Module:
     return JTMModel(tree.n_nodes, config.embedding_dim, config.hidden, attention=config.attention)
 
 
-class JTM:
+class JTM(Recommender):
     """Joint learning of a tree index and a deep model (Zhu et al., NeurIPS 2019).
 
     Parameters
@@ -153,6 +164,12 @@ class JTM:
         self.tree: Optional[Tree] = None
         self.model: Optional[nn.Module] = None
         self.history: List[IterationRecord] = []
+        #: The map from internal item ids back to the data's ids (None: the ids are their own).
+        self.item_ids: Optional[IdMap] = None
+
+    @property
+    def name(self) -> str:
+        return "jtm"
 
     # --- fitting ------------------------------------------------------------------------------
 
@@ -195,7 +212,8 @@ class JTM:
                 "no training examples: the training users have no behaviour with one before it "
                 f"({len(train)} rows, {train.n_users} users)"
             )
-        self.tree = tree if tree is not None else self._initial_tree(corpus_parts)
+        self.item_ids = train.item_ids
+        self.tree = tree if tree is not None else self._initial_tree(corpus_parts, show_progress)
         missing = np.setdiff1d(np.concatenate([p.items for p in corpus_parts]), self.tree.items)
         if len(missing):
             raise UnknownItemError(f"the initial tree lacks {len(missing)} item(s) of the data, e.g. {missing[:5].tolist()}")
@@ -225,8 +243,13 @@ class JTM:
                 break
             if it == cfg.iterations:
                 break
+            if cfg.tree_learning == "none":
+                continue  # JTM-H: the model keeps training on the initial tree
             t0 = time.perf_counter()
-            new_tree = self._learn_tree(leaves, cfg.d, cfg.seed + it, show_progress)
+            if cfg.tree_learning == "clustering":
+                new_tree = self._cluster_tree(cfg.seed + it)
+            else:
+                new_tree = self._learn_tree(leaves, cfg.d, cfg.seed + it, show_progress)
             seconds["learn_tree"] = time.perf_counter() - t0
             record.objective_after_tree_learning = objective(
                 self.model, new_tree, leaves, fixed, hierarchical=cfg.hierarchical
@@ -256,13 +279,35 @@ class JTM:
         )
         return learn_tree(weights, d, tree=self.tree, n_threads=self.n_threads, show_progress=show_progress)
 
-    def _initial_tree(self, parts: Sequence[Interactions]) -> Tree:
+    def _cluster_tree(self, seed: int) -> Tree:
+        """TDM's tree learning: balanced k-means over the model's current leaf embeddings."""
+        tree = self.tree
+        emb = getattr(self.model, "embedding", None)
+        if emb is None:
+            raise InvalidInputError("tree_learning='clustering' needs a model with an `embedding` table")
+        items = tree.items
+        vecs = emb.weight.detach()[torch.from_numpy(tree.leaves(items)).to(emb.weight.device)].float().cpu().numpy()
+        return Tree.from_embeddings(items, vecs, arity=tree.arity, leaf_level=tree.leaf_level, seed=seed, n_threads=self.n_threads)
+
+    def _initial_tree(self, parts: Sequence[Interactions], show_progress: bool = False) -> Tree:
         cfg = self.config
         items = np.unique(np.concatenate([p.items for p in parts]))
         if len(items) == 0:
             raise InvalidInputError("empty dataset: no items to build a tree over")
-        if cfg.initial_tree == "category":
-            if all(p.category is not None for p in parts):
+        has_categories = all(p.category is not None for p in parts)
+        kind = cfg.initial_tree
+        if kind == "auto":
+            kind = "category" if has_categories else "kmeans"
+        if kind == "kmeans":
+            t0 = time.perf_counter()
+            emb = cooccurrence_embeddings(parts[0], items, dim=cfg.embedding_dim, seed=cfg.seed)
+            tree = Tree.from_embeddings(items, emb, arity=cfg.arity, seed=cfg.seed, n_threads=self.n_threads)
+            if show_progress:
+                tqdm.write(f"initial tree: balanced k-means over co-occurrence embeddings of {len(items)} items "
+                           f"in {time.perf_counter() - t0:.1f} s")
+            return tree
+        if kind == "category":
+            if has_categories:
                 cats = [p.item_categories() for p in parts if len(p)]
                 it = np.concatenate([c["items"] for c in cats])
                 ct = np.concatenate([c["categories"] for c in cats])
@@ -371,14 +416,18 @@ class JTM:
         method: str = "beam",
         on_unknown: str = "raise",
         batch_size: int = 1024,
+        pad=PAD,
     ) -> Tuple[np.ndarray, np.ndarray]:
-        """Top-``M`` items per user, best first: ``(item_ids int64[n, M], scores float32[n, M])``.
+        """Top-``M`` items per user, best first: ``(item_ids [n, M], scores float32[n, M])``,
+        in the data's own item ids (those of the file the model was fitted on).
 
         Parameters
         ----------
         behaviours
-            ``int[n_users, W]`` item ids, most recent first, ``-1`` padded (the layout of
-            :attr:`EvaluationUsers.features`); only the first 69 columns are used.
+            Either a list with one sequence of item ids per user, in time order (oldest
+            first, any length), or an array ``[n_users, W]`` of item ids, most recent first,
+            padded with ``pad`` (the layout of :attr:`EvaluationUsers.features`). Only the
+            last 69 behaviours are used.
         M
             Items per user; at most the corpus size (larger raises :class:`InvalidInputError`).
         beam_size
@@ -387,16 +436,73 @@ class JTM:
             ``"beam"``: layer-wise beam search over the tree (Rust driver, batched torch
             scoring). ``"brute_force"``: score every item (the paper's "DNN" row).
         on_unknown
-            ``"raise"`` (:class:`UnknownItemError`) or ``"ignore"`` (treated as padding) for
-            behaviour items the tree does not hold.
+            ``"raise"`` (:class:`UnknownItemError`) or ``"ignore"`` (dropped) for behaviour
+            items the model does not know.
+        pad
+            The padding value of an array ``behaviours`` (default ``-1``; pass another value,
+            or use lists, when ``-1`` is a real item id). Empty result slots are ``-1`` (or
+            ``""`` for string ids).
         """
+        feats = self._encode_features(behaviours, on_unknown, pad)
+        ids, scores = self.retrieve(feats, M, beam_size=beam_size, method=method, batch_size=batch_size)
+        return (self.item_ids.decode(ids) if self.item_ids is not None else ids), scores
+
+    def _encode_features(self, behaviours, on_unknown: str, pad) -> np.ndarray:
+        """Internal-id feature matrix (most recent first, ``PAD`` padded) from user-facing input."""
+        if on_unknown not in ("raise", "ignore"):
+            raise InvalidInputError(f"on_unknown must be 'raise' or 'ignore', got {on_unknown!r}")
+        W = self.config.max_behaviours
+        if isinstance(behaviours, (list, tuple)):
+            feats = np.full((len(behaviours), W), PAD, dtype=object)
+            for r, seq in enumerate(behaviours):
+                recent = list(seq)[::-1][:W]
+                feats[r, : len(recent)] = recent
+            real = np.zeros(feats.shape, dtype=bool)
+            for r, seq in enumerate(behaviours):
+                real[r, : min(len(seq), W)] = True
+        else:
+            feats = np.asarray(behaviours)
+            if feats.ndim != 2:
+                raise InvalidInputError(
+                    f"behaviours must be a 2-D array [n_users, W] (most recent first, padded) or a list "
+                    f"of per-user sequences, got shape {feats.shape}"
+                )
+            real = feats != pad
+        if self.item_ids is None:
+            internal = np.where(real, feats, PAD).astype(np.int64)
+            tree, _ = self._check_fitted()
+            known = real & np.isin(internal, tree.items)
+        else:
+            internal = np.full(feats.shape, PAD, dtype=np.int64)
+            internal[real] = self.item_ids.encode(feats[real], unknown="ignore")
+            known = internal != PAD
+        unknown = real & ~known
+        if unknown.any() and on_unknown == "raise":
+            ids = np.unique(feats[unknown].astype(str) if feats.dtype == object else feats[unknown])
+            raise UnknownItemError(
+                f"{len(ids)} behaviour item(s) unknown to the model, e.g. {ids[:5].tolist()} "
+                "(pass on_unknown='ignore' to drop them)"
+            )
+        return np.where(known, internal, PAD)
+
+    def retrieve(
+        self,
+        features: np.ndarray,
+        M: int = 200,
+        *,
+        beam_size: Optional[int] = None,
+        method: str = "beam",
+        on_unknown: str = "raise",
+        batch_size: int = 1024,
+    ) -> Tuple[np.ndarray, np.ndarray]:
+        """:meth:`recommend` on internal ids: ``features`` as :attr:`EvaluationUsers.features`."""
         tree, model = self._check_fitted()
         if M < 1 or M > tree.n_items:
             raise InvalidInputError(f"M must be between 1 and the corpus size {tree.n_items}, got {M}")
         k = M if beam_size is None else beam_size
         if k < M:
             raise InvalidInputError(f"beam_size ({k}) must be at least M ({M})")
-        user_leaves = self._user_leaves(behaviours, on_unknown)
+        user_leaves = self._user_leaves(features, on_unknown)
         model.eval()
         hier = self.config.hierarchical
         if method == "brute_force":
@@ -417,18 +523,18 @@ class JTM:
     ) -> Dict[str, float]:
         """Paper protocol (DESIGN §4.6): features are the first half of each user's behaviours,
         the ground truth the distinct items of the second half; returns the averages of
-        ``precision``, ``recall`` and ``f_measure`` @M, plus ``n_users``."""
-        ev = users if isinstance(users, EvaluationUsers) else users.evaluation_users(self.config.max_behaviours)
-        if len(ev) == 0:
-            raise InvalidInputError("no evaluation users (each needs at least 2 behaviours)")
-        ids, _ = self.recommend(ev.features, M, beam_size=beam_size, method=method, on_unknown=on_unknown)
-        return precision_recall_f(ids, ev.truth_indptr, ev.truth_items)
+        ``precision``, ``recall`` and ``f_measure`` @M, plus ``n_users``. ``users`` hold
+        internal ids (as loaded and split)."""
+        if isinstance(users, Interactions):
+            users = users.evaluation_users(self.config.max_behaviours)
+        return super().evaluate(users, M, method=method, beam_size=beam_size, on_unknown=on_unknown)
 
     # --- persistence --------------------------------------------------------------------------
 
     def save(self, path: Union[str, PathLike]) -> None:
-        """Writes ``config.json``, ``tree.jtm``, ``model.pt`` (a state dict) and ``history.json``
-        into the directory ``path`` (created if needed)."""
+        """Writes ``config.json``, ``tree.jtm``, ``model.pt`` (a state dict), ``history.json``
+        and ``item_ids.npz`` (the map back to the data's item ids, when it has one) into the
+        directory ``path`` (created if needed)."""
         tree, model = self._check_fitted()
         d = Path(path)
         d.mkdir(parents=True, exist_ok=True)
@@ -442,6 +548,10 @@ class JTM:
         torch.save(model.state_dict(), tmp)
         tmp.replace(d / "model.pt")
         (d / "history.json").write_text(json.dumps([dataclasses.asdict(r) for r in self.history], indent=1))
+        if self.item_ids is not None:
+            self.item_ids.save(d / "item_ids.npz")
+        elif (d / "item_ids.npz").exists():
+            (d / "item_ids.npz").unlink()
         (d / "config.json").write_text(json.dumps(meta, indent=1))
 
     @classmethod
@@ -471,6 +581,8 @@ class JTM:
         state = torch.load(d / "model.pt", map_location=self.device, weights_only=True)
         self.model.load_state_dict(state)
         self.model.eval()
+        if (d / "item_ids.npz").exists():
+            self.item_ids = IdMap.load(d / "item_ids.npz")
         hist = d / "history.json"
         if hist.exists():
             self.history = [IterationRecord(**r) for r in json.loads(hist.read_text())]

@@ -38,6 +38,34 @@ pub fn int_array<'py>(
     Ok(arr.cast_into::<PyArrayDyn<i64>>()?.readonly())
 }
 
+/// A C-contiguous `float32[n, dim]` view of `obj` (converted once if needed).
+pub fn float_matrix<'py>(
+    obj: &Bound<'py, PyAny>,
+    what: &str,
+) -> PyResult<numpy::PyReadonlyArray2<'py, f32>> {
+    if let Ok(a) = obj.cast::<numpy::PyArray2<f32>>() {
+        if a.is_c_contiguous() {
+            return Ok(a.readonly());
+        }
+    }
+    let py = obj.py();
+    let np = py.import("numpy")?;
+    let arr = np.call_method1("asarray", (obj,))?;
+    let ndim: usize = arr.getattr("ndim")?.extract()?;
+    let kind: String = arr.getattr("dtype")?.getattr("kind")?.extract()?;
+    if ndim != 2 || !(kind == "f" || kind == "i" || kind == "u") {
+        return Err(JtmError::InvalidArgument(format!(
+            "{what} must be a 2-D float array, got {ndim} dimension(s) of dtype {}",
+            arr.getattr("dtype")?.str()?
+        ))
+        .into());
+    }
+    let kw = PyDict::new(py);
+    kw.set_item("dtype", "float32")?;
+    let arr = np.call_method("ascontiguousarray", (arr,), Some(&kw))?;
+    Ok(arr.cast_into::<numpy::PyArray2<f32>>()?.readonly())
+}
+
 pub fn int_vec(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<i64>> {
     Ok(int_array(obj, what)?.as_slice()?.to_vec())
 }

@@ -1,11 +1,11 @@
 //! `jtm_rs.Tree`: a frozen Python object over the Rust [`Tree`]. Frozen means immutable and
 //! shareable between Python threads without locks; learning returns a new tree.
 
-use super::convert::{callback_floats, int_array, int_vec, Floats};
+use super::convert::{callback_floats, float_matrix, int_array, int_vec, Floats};
 use crate::beam_search::BeamSearch;
 use crate::error::JtmError;
 use crate::tree::Tree;
-use crate::{parallel, persistence, samples};
+use crate::{kmeans_tree, parallel, persistence, samples};
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple, PyType};
@@ -124,6 +124,46 @@ impl PyTree {
         Ok(PyTree {
             inner: Tree::from_order(&order, arity_arg(arity)?, opt_level(leaf_level)?)?,
         })
+    }
+
+    /// TDM's initial tree: recursive balanced k-means over item embeddings
+    /// (`float32[n_items, dim]`, row i for `items[i]`), deterministic per seed.
+    #[staticmethod]
+    #[pyo3(signature = (items, embeddings, arity=2, leaf_level=None, iterations=10, seed=0, n_threads=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn from_embeddings(
+        py: Python<'_>,
+        items: &Bound<'_, PyAny>,
+        embeddings: &Bound<'_, PyAny>,
+        arity: i64,
+        leaf_level: Option<i64>,
+        iterations: u32,
+        seed: u64,
+        n_threads: Option<usize>,
+    ) -> PyResult<Self> {
+        let items = int_vec(items, "items")?;
+        let emb = float_matrix(embeddings, "embeddings")?;
+        let (rows, dim) = (emb.shape()[0], emb.shape()[1]);
+        if rows != items.len() {
+            return Err(JtmError::InvalidArgument(format!(
+                "embeddings have {rows} rows for {} items",
+                items.len()
+            ))
+            .into());
+        }
+        let data = emb.as_slice()?;
+        let opts = kmeans_tree::KMeansOptions {
+            arity: arity_arg(arity)?,
+            leaf_level: opt_level(leaf_level)?,
+            iterations,
+            seed,
+        };
+        let inner = py.detach(|| {
+            parallel::run(n_threads, || {
+                kmeans_tree::kmeans_tree(&items, data, dim, &opts)
+            })
+        })?;
+        Ok(PyTree { inner })
     }
 
     #[staticmethod]

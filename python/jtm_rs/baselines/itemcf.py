@@ -1,0 +1,48 @@
+"""Item-CF: item-to-item similarity from co-occurrence within a window of each training user's
+sequence, cosine-normalised; a user's score for item j is the sum of ``sim(b, j)`` over the
+user's behaviours b. Sparse matrices throughout; users are scored in batches."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..cooccurrence import cooccurrence, cosine_normalise, item_counts
+from ..data import PAD, Split
+from ..exceptions import InvalidInputError
+from .base import Recommender, top_m
+
+
+class ItemCF(Recommender):
+    name = "itemcf"
+
+    def __init__(self, window: int = 10, batch_size: int = 1024):
+        if window < 1 or batch_size < 1:
+            raise InvalidInputError("window and batch_size must be at least 1")
+        self.window, self.batch_size = window, batch_size
+
+    def fit(self, split: Split, *, show_progress: bool = True) -> "ItemCF":
+        train = split.train
+        self.n_items = int(max(p.item.max(initial=-1) for p in (split.train, split.validation, split.test))) + 1
+        c = cooccurrence(train, self.n_items, self.window)
+        self.similarity = cosine_normalise(c, item_counts(train, self.n_items)).astype(np.float32)
+        # Popularity breaks ties (and fills lists of users whose items co-occur with little).
+        self.tiebreak = (item_counts(train, self.n_items) / max(len(train), 1) * 1e-6).astype(np.float32)
+        return self
+
+    def retrieve(self, features: np.ndarray, M: int):
+        f = np.asarray(features)
+        ids, scores = [], []
+        for s in range(0, len(f), self.batch_size):
+            block = f[s : s + self.batch_size]
+            rows, cols = np.nonzero(block != PAD)
+            items = block[rows, cols]
+            ok = items < self.n_items
+            u = sp.csr_matrix((np.ones(ok.sum(), np.float32), (rows[ok], items[ok])), shape=(len(block), self.n_items))
+            dense = np.asarray((u @ self.similarity).todense()) + self.tiebreak
+            i, v = top_m(dense, M)
+            ids.append(i)
+            scores.append(v)
+        if not ids:
+            return np.zeros((0, M), np.int64), np.zeros((0, M), np.float32)
+        return np.concatenate(ids), np.concatenate(scores)

@@ -1,0 +1,62 @@
+"""Item-item co-occurrence within a window of each user's sequence, as a sparse matrix.
+
+Shared by Item-CF (:mod:`jtm_rs.baselines.itemcf`) and by the initial k-means tree, whose item
+embeddings are a truncated SVD of the cosine-normalised matrix when no model exists yet.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.linalg import svds
+
+from .data import Interactions
+from .exceptions import InvalidInputError
+
+
+def cooccurrence(data: Interactions, n_items: int, window: int = 10) -> sp.csr_matrix:
+    """``C[i, j]`` = how often items i and j (i != j) occur within ``window`` positions of each
+    other in one user's time-ordered sequence (symmetric, float32, zero diagonal)."""
+    if window < 1:
+        raise InvalidInputError(f"window must be at least 1, got {window}")
+    user, item = data.user, data.item
+    rows, cols = [], []
+    for k in range(1, window + 1):
+        same = user[k:] == user[:-k]
+        a, b = item[:-k][same], item[k:][same]
+        diff = a != b
+        rows += [a[diff], b[diff]]
+        cols += [b[diff], a[diff]]
+    r = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    c = np.concatenate(cols) if cols else np.zeros(0, np.int64)
+    m = sp.coo_matrix((np.ones(len(r), np.float32), (r, c)), shape=(n_items, n_items)).tocsr()
+    m.sum_duplicates()
+    return m
+
+
+def cosine_normalise(c: sp.csr_matrix, counts: np.ndarray) -> sp.csr_matrix:
+    """``S[i, j] = C[i, j] / sqrt(n_i · n_j)`` with ``n_i`` the item's behaviour count."""
+    inv = np.where(counts > 0, 1.0 / np.sqrt(np.maximum(counts, 1)), 0.0).astype(np.float32)
+    d = sp.diags(inv)
+    return (d @ c @ d).tocsr()
+
+
+def item_counts(data: Interactions, n_items: int) -> np.ndarray:
+    return np.bincount(data.item, minlength=n_items).astype(np.float64)
+
+
+def cooccurrence_embeddings(data: Interactions, items: np.ndarray, dim: int = 24, window: int = 10, seed: int = 0) -> np.ndarray:
+    """``float32[len(items), dim]``: item embeddings from a truncated SVD of the cosine
+    co-occurrence matrix (rows scaled by sqrt of the singular values). Items the data never
+    shows get zero rows."""
+    n = int(max(items.max(initial=-1), data.item.max(initial=-1))) + 1
+    s = cosine_normalise(cooccurrence(data, n, window), item_counts(data, n))
+    k = min(dim, n - 2) if n > 2 else 0
+    if k < 1 or s.nnz == 0:
+        return np.zeros((len(items), dim), np.float32)
+    rng = np.random.default_rng(seed)
+    u, sv, _ = svds(s.astype(np.float64), k=k, v0=rng.standard_normal(n))
+    emb = (u * np.sqrt(np.maximum(sv, 0))).astype(np.float32)
+    if k < dim:
+        emb = np.pad(emb, ((0, 0), (0, dim - k)))
+    return emb[items]

@@ -1,0 +1,52 @@
+"""From columns read by a loader to :class:`~jtm_rs.data.Interactions` with id maps."""
+
+from __future__ import annotations
+
+import time
+from typing import List, Optional
+
+import numpy as np
+
+from ..data import Interactions
+from ..exceptions import InvalidInputError
+from ..ids import IdMap
+from ._reader import LoadReport, finish_ids
+
+#: Duplicate policies: "drop" keeps one of rows equal in (user, item, timestamp) and counts the
+#: rest in ``report.duplicates_dropped``; "keep" keeps every row (repeated behaviours at
+#: different times are always kept: they are how a user's history looks).
+DUPLICATES = ("drop", "keep")
+
+
+def build(
+    report: LoadReport,
+    users: List[object],
+    items: List[object],
+    timestamps: np.ndarray,
+    categories: Optional[List[object]] = None,
+    duplicates: str = "drop",
+) -> Interactions:
+    """Maps id columns (chunks from :func:`read_delimited`) to internal ids, applies the
+    duplicate policy and sorts by (user, timestamp)."""
+    if duplicates not in DUPLICATES:
+        raise InvalidInputError(f"duplicates must be one of {DUPLICATES}, got {duplicates!r}")
+    t0 = time.perf_counter()
+    user_ids, u = finish_ids(users)
+    item_ids, i = finish_ids(items)
+    c = finish_ids(categories)[1] if categories is not None else None
+    ts = np.asarray(timestamps)
+    order = np.lexsort((i, ts, u))
+    u, i, ts = u[order], i[order], ts[order]
+    c = None if c is None else c[order]
+    if duplicates == "drop" and len(u) > 1:
+        dup = np.zeros(len(u), dtype=bool)
+        dup[1:] = (u[1:] == u[:-1]) & (i[1:] == i[:-1]) & (ts[1:] == ts[:-1])
+        if dup.any():
+            keep = ~dup
+            report.duplicates_dropped += int(dup.sum())
+            u, i, ts = u[keep], i[keep], ts[keep]
+            c = None if c is None else c[keep]
+            # An item may vanish only if all its rows were duplicates of kept rows: it cannot.
+    report.rows = len(u)
+    report.seconds += time.perf_counter() - t0
+    return Interactions(u, i, ts, c, user_ids=IdMap(user_ids), item_ids=IdMap(item_ids), report=report)
