@@ -22,11 +22,17 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
+import numpy as np
+
 from .exceptions import InvalidInputError, JtmError
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("data", help="CSV with header user,item,timestamp[,category]")
+    p.add_argument("data", help="behaviour file: CSV/TSV/Parquet with user,item,timestamp[,category] columns, "
+                   "Taobao UserBehavior, Amazon ratings, or 'user item item ...' lines")
+    p.add_argument("--format", default="auto", choices=["auto", "table", "taobao", "amazon", "sequences"],
+                   help="file format (default: guessed from the file)")
+    p.add_argument("--skip-bad-rows", action="store_true", help="skip (and count) malformed rows instead of failing")
     p.add_argument("--min-interactions", type=int, default=10, help="drop users with fewer behaviours")
 
 
@@ -36,12 +42,22 @@ def _runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _load_split(path: str, min_interactions: int, validation: float, test: float, seed: int):
-    from .data import Interactions
+def _load(a: argparse.Namespace, path: Optional[str] = None):
+    from . import datasets
 
-    data = Interactions.from_csv(path).filter_users(min_interactions)
+    kw = {"show_progress": not getattr(a, "quiet", False)}
+    if getattr(a, "skip_bad_rows", False):
+        kw["skip_bad_rows"] = True
+    data = datasets.load(path or a.data, getattr(a, "format", "auto"), **kw)
+    if data.report is not None:
+        print(data.report, file=sys.stderr)
+    return data
+
+
+def _load_split(a: argparse.Namespace, min_interactions: int, validation: float, test: float, seed: int):
+    data = _load(a).filter_users(min_interactions)
     if len(data) == 0:
-        raise InvalidInputError(f"{path}: no user has {min_interactions} or more behaviours")
+        raise InvalidInputError(f"{a.data}: no user has {min_interactions} or more behaviours")
     return data.split(validation, test, seed=seed)
 
 
@@ -62,7 +78,7 @@ def cmd_generate(a: argparse.Namespace) -> None:
 def cmd_train(a: argparse.Namespace) -> None:
     from .jtm import JTM
 
-    split = _load_split(a.data, a.min_interactions, a.validation, a.test, a.seed)
+    split = _load_split(a, a.min_interactions, a.validation, a.test, a.seed)
     jtm = JTM(
         device=a.device,
         n_threads=a.threads,
@@ -85,7 +101,7 @@ def cmd_train(a: argparse.Namespace) -> None:
 def _saved_split(a: argparse.Namespace):
     info = json.loads((Path(a.model) / "split.json").read_text()) if (Path(a.model) / "split.json").exists() else {}
     return _load_split(
-        a.data,
+        a,
         info.get("min_interactions", a.min_interactions),
         info.get("validation", 0.1),
         info.get("test", 0.1),
@@ -117,6 +133,52 @@ def cmd_learn_tree(a: argparse.Namespace) -> None:
     tree.save(a.out)
     moved = float((tree.leaves(tree.items) != jtm.tree.leaves(tree.items)).mean())
     print(f"learned a tree in {time.perf_counter() - t:.1f} s; {moved:.1%} of items moved; saved to {a.out}")
+
+
+def cmd_recommend(a: argparse.Namespace) -> None:
+    from .jtm import JTM
+
+    jtm = JTM.load(a.model, device=a.device, n_threads=a.threads)
+    data = _load(a)
+    if data.user_ids is None:
+        raise InvalidInputError("the data has no user ids")
+    users = data.user_ids.encode(a.users, unknown="raise", what="user")
+    histories = []
+    for u in users:  # rows of user u: data.user is sorted
+        lo, hi = np.searchsorted(data.user, [u, u + 1])
+        histories.append(data.item_ids.decode(data.item[lo:hi]).tolist())
+    ids, scores = jtm.recommend(histories, a.m, on_unknown="ignore")
+    for name, row, sc in zip(a.users, ids, scores):
+        items = " ".join(f"{i}:{s:.3f}" for i, s in zip(row.tolist(), sc.tolist()))
+        print(f"{name}\t{items}")
+
+
+def cmd_experiment(a: argparse.Namespace) -> None:
+    from .experiments import Budget, Experiment
+
+    data = _load(a)
+    exp = Experiment(
+        data,
+        a.out,
+        methods=a.methods,
+        seeds=a.seeds,
+        M=a.m,
+        validation=a.validation,
+        test=a.test,
+        min_interactions=a.min_interactions,
+        budget=Budget(
+            iterations=a.iterations,
+            epochs=a.epochs,
+            max_examples_per_epoch=a.examples_per_epoch,
+            n_threads=a.threads,
+            device=a.device,
+            itemcf_window=a.itemcf_window,
+        ),
+        show_progress=False if a.quiet else None,
+        data_name=a.name or Path(a.data).stem,
+    )
+    exp.run()
+    print((Path(a.out) / "table.md").read_text())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -167,6 +229,31 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--d", type=int, default=None)
     _runtime_args(lt)
     lt.set_defaults(fn=cmd_learn_tree)
+    r = sub.add_parser("recommend", help="top-M items for users of the data, in the data's own ids")
+    _data_args(r)
+    r.add_argument("--model", required=True)
+    r.add_argument("--users", nargs="+", required=True, help="user ids as they appear in the data file")
+    r.add_argument("--m", type=int, default=10)
+    _runtime_args(r)
+    r.set_defaults(fn=cmd_recommend)
+
+    from .experiments.methods import METHODS
+
+    x = sub.add_parser("experiment", help="Table 1 and Figure 2: every method on one data set, cached per method")
+    _data_args(x)
+    x.add_argument("--methods", nargs="+", default=["popularity", "itemcf", "dnn", "jtm"], choices=METHODS)
+    x.add_argument("--seeds", nargs="+", type=int, default=[0])
+    x.add_argument("--out", required=True, help="directory for results, table.md/csv and figure2.png")
+    x.add_argument("--name", default=None, help="data set name in the table (default: file name)")
+    x.add_argument("--m", type=int, default=200)
+    x.add_argument("--iterations", type=int, default=3)
+    x.add_argument("--epochs", type=int, default=1)
+    x.add_argument("--examples-per-epoch", type=int, default=None)
+    x.add_argument("--itemcf-window", type=int, default=10)
+    x.add_argument("--validation", type=float, default=0.1)
+    x.add_argument("--test", type=float, default=0.1)
+    _runtime_args(x)
+    x.set_defaults(fn=cmd_experiment)
     return p
 
 

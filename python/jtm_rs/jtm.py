@@ -483,7 +483,10 @@ class JTM(Recommender):
                 f"{len(ids)} behaviour item(s) unknown to the model, e.g. {ids[:5].tolist()} "
                 "(pass on_unknown='ignore' to drop them)"
             )
-        return np.where(known, internal, PAD)
+        out = np.where(known, internal, PAD)[:, :W]
+        if out.shape[1] < W:  # the model reads exactly W behaviour columns
+            out = np.pad(out, ((0, 0), (0, W - out.shape[1])), constant_values=PAD)
+        return out
 
     def retrieve(
         self,

@@ -222,6 +222,8 @@ def read_delimited(
                             path=path, line=int(lines[i]), column=column,
                         )
                     report.bad_rows_skipped += int(bad_rows.sum())
+                    if len(report.first_bad_rows) < 5:
+                        report.first_bad_rows.append(f"line {lines[i]}, column {column!r}: {problem(i)}")
                     keep_rows = keep_rows & ~bad_rows
                 report.filtered_out += int((~keep_rows & ~bad_rows).sum())
                 cols = {k: v.filter(pa.array(keep_rows)) for k, v in cols.items()}

@@ -1,0 +1,214 @@
+"""``jtm-rs experiment``: the paper's comparison (Table 1 and Figure 2) on one data set.
+
+For every seed the users are split (train / validation / test, disjoint) and every method is
+fitted on the training users and measured on the test users with the one P/R/F@M code. Each
+finished (method, seed) is written to ``DIR/results/`` at once, so a rerun after a crash or an
+interrupt only runs what is missing; ``table.md``, ``table.csv`` and ``figure2.png`` are
+rewritten from all cached results at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ..data import Interactions
+from .methods import METHODS, NOT_BUILT, Budget, make
+
+
+def _log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+@dataclasses.dataclass
+class Experiment:
+    data: Interactions
+    out: Path
+    methods: Sequence[str] = ("popularity", "itemcf", "dnn", "jtm")
+    seeds: Sequence[int] = (0,)
+    M: int = 200
+    validation: float = 0.1
+    test: float = 0.1
+    min_interactions: int = 10
+    budget: Budget = dataclasses.field(default_factory=Budget)
+    show_progress: Optional[bool] = None
+    data_name: str = "data"
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            from ..exceptions import InvalidInputError
+
+            raise InvalidInputError(f"unknown method(s) {unknown}; known: {', '.join(METHODS)}")
+        self.out = Path(self.out)
+        if self.show_progress is None:
+            self.show_progress = sys.stderr.isatty()
+
+    def result_path(self, method: str, seed: int) -> Path:
+        return self.out / "results" / f"{method}-seed{seed}.json"
+
+    def run(self) -> Dict[str, List[dict]]:
+        """Runs every missing (method, seed); returns all results by method."""
+        (self.out / "results").mkdir(parents=True, exist_ok=True)
+        (self.out / "experiment.json").write_text(json.dumps(self._describe(), indent=1))
+        t0 = time.perf_counter()
+        data = self.data.filter_users(self.min_interactions)
+        _log(f"{self.data_name}: {len(data)} behaviours, {data.n_users} users with >= {self.min_interactions}, "
+             f"{data.n_items} items ({time.perf_counter() - t0:.1f} s)")
+        for seed in self.seeds:
+            todo = [m for m in self.methods if not self.result_path(m, seed).exists()]
+            for m in self.methods:
+                if m not in todo:
+                    _log(f"[seed {seed}] {m}: cached in {self.result_path(m, seed)}")
+            if not todo:
+                continue
+            split = data.split(self.validation, self.test, seed=seed)
+            test_users = split.test.evaluation_users()
+            _log(f"[seed {seed}] split: {split.train.n_users} train / {split.validation.n_users} validation / "
+                 f"{split.test.n_users} test users")
+            shared_jtm = None
+            # "dnn" scores the final model of the "jtm" run: fit jtm first when both are due.
+            todo.sort(key=lambda m: (m == "dnn", 0))
+            for m in todo:
+                if m in NOT_BUILT:
+                    _log(f"[seed {seed}] {m}: skipped: {NOT_BUILT[m]}")
+                    continue
+                if m == "dnn" and shared_jtm is not None:
+                    rec, fit_s, curve = shared_jtm
+                else:
+                    rec, fit_s, curve = self._fit(m, split, seed, test_users)
+                    if m == "jtm":
+                        shared_jtm = (rec, fit_s, curve)
+                t = time.perf_counter()
+                kwargs = {"method": "brute_force"} if m == "dnn" else {}
+                metrics = rec.evaluate(test_users, self.M, **kwargs)
+                eval_s = time.perf_counter() - t
+                result = {
+                    "method": m, "seed": seed, "M": self.M, "test": metrics,
+                    "fit_seconds": fit_s, "evaluate_seconds": eval_s,
+                    "curve": curve if m != "dnn" else [],
+                }
+                _write_json(self.result_path(m, seed), result)
+                _log(f"[seed {seed}] {m}: fit {fit_s:.1f} s, evaluate {eval_s:.1f} s: "
+                     f"P/R/F@{self.M} {100 * metrics['precision']:.2f}/{100 * metrics['recall']:.2f}/"
+                     f"{100 * metrics['f_measure']:.2f} % on {metrics['n_users']} test users")
+        results = self.collect()
+        write_table(results, self.out, self.M, self.data_name)
+        write_figure(results, self.out, self.M, self.data_name)
+        _log(f"wrote {self.out / 'table.md'}, {self.out / 'table.csv'}, {self.out / 'figure2.png'} "
+             f"({time.perf_counter() - t0:.0f} s in all)")
+        return results
+
+    def _fit(self, m: str, split, seed: int, test_users):
+        rec = make(m, self.budget, seed)
+        curve: List[dict] = []
+        t = time.perf_counter()
+        if hasattr(rec, "history"):  # a JTM variant: test metrics after every training (Figure 2)
+            eval_time = [0.0]
+
+            def on_round(record) -> None:
+                t1 = time.perf_counter()
+                r = rec.evaluate(test_users, self.M)
+                eval_time[0] += time.perf_counter() - t1
+                curve.append({"iteration": record.iteration, **r, "objective": record.objective,
+                              "seconds": dict(record.seconds)})
+                _log(f"[seed {seed}] {m}: round {record.iteration} trained in {record.seconds.get('train', 0):.1f} s, "
+                     f"test R@{self.M} {100 * r['recall']:.2f} %")
+
+            rec.fit(split, show_progress=self.show_progress, callback=on_round)
+            fit_s = time.perf_counter() - t - eval_time[0]
+            for c, h in zip(curve, rec.history):  # fill in what tree learning measured later
+                c["objective_after_tree_learning"] = h.objective_after_tree_learning
+                c["seconds"] = dict(h.seconds)
+        else:
+            rec.fit(split, show_progress=self.show_progress)
+            fit_s = time.perf_counter() - t
+        return rec, fit_s, curve
+
+    def _describe(self) -> dict:
+        return {
+            "data": self.data_name, "methods": list(self.methods), "seeds": list(self.seeds), "M": self.M,
+            "validation": self.validation, "test": self.test, "min_interactions": self.min_interactions,
+            "budget": dataclasses.asdict(self.budget),
+        }
+
+    def collect(self) -> Dict[str, List[dict]]:
+        out: Dict[str, List[dict]] = {}
+        for m in self.methods:
+            for s in self.seeds:
+                p = self.result_path(m, s)
+                if p.exists():
+                    out.setdefault(m, []).append(json.loads(p.read_text()))
+        return out
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)  # atomic: a crash never leaves a half-written result
+
+
+def _summary(rows: List[dict], key: str):
+    v = np.array([100 * r["test"][key] for r in rows])
+    return v.mean(), (v.std(ddof=1) if len(v) > 1 else 0.0)
+
+
+def write_table(results: Dict[str, List[dict]], out: Path, M: int, name: str) -> None:
+    """Table 1: P/R/F@M in % (mean ± std over seeds), test users, wall time per method."""
+    lines = [
+        f"Table 1 on {name}: test users, @M = {M}, mean ± std over seeds",
+        "",
+        f"| method | Precision@{M} (%) | Recall@{M} (%) | F-measure@{M} (%) | seeds | test users | fit (s) | evaluate (s) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    csv = ["method,precision_mean,precision_std,recall_mean,recall_std,f_mean,f_std,seeds,test_users,fit_seconds,evaluate_seconds"]
+    for m, rows in results.items():
+        p, r, f = (_summary(rows, k) for k in ("precision", "recall", "f_measure"))
+        fit = np.mean([x["fit_seconds"] for x in rows])
+        ev = np.mean([x["evaluate_seconds"] for x in rows])
+        users = int(np.mean([x["test"]["n_users"] for x in rows]))
+        fit_note = " (the jtm fit)" if m == "dnn" else ""
+        lines.append(
+            f"| {m} | {p[0]:.2f} ± {p[1]:.2f} | {r[0]:.2f} ± {r[1]:.2f} | {f[0]:.2f} ± {f[1]:.2f} | "
+            f"{len(rows)} | {users} | {fit:.0f}{fit_note} | {ev:.1f} |"
+        )
+        csv.append(f"{m},{p[0]:.4f},{p[1]:.4f},{r[0]:.4f},{r[1]:.4f},{f[0]:.4f},{f[1]:.4f},{len(rows)},{users},{fit:.1f},{ev:.2f}")
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    (out / "table.csv").write_text("\n".join(csv) + "\n")
+
+
+def write_figure(results: Dict[str, List[dict]], out: Path, M: int, name: str) -> None:
+    """Figure 2: test P/R/F@M after each training of the joint loop, for every JTM variant
+    with a curve (JTM's tree learning against TDM's clustering, and the ablations)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    drawn = False
+    for m, rows in results.items():
+        curves = [r["curve"] for r in rows if r.get("curve")]
+        if not curves:
+            continue
+        n = min(len(c) for c in curves)
+        for ax, key, label in zip(axes, ("precision", "recall", "f_measure"), ("Precision", "Recall", "F-measure")):
+            v = np.array([[100 * c[i][key] for i in range(n)] for c in curves])
+            ax.errorbar(np.arange(n), v.mean(0), yerr=v.std(0) if len(v) > 1 else None, marker="o", capsize=3, label=m)
+            ax.set_xlabel("joint iteration (trainings − 1)")
+            ax.set_ylabel(f"{label}@{M} (%)")
+            ax.set_xticks(np.arange(n))
+        drawn = True
+    if drawn:
+        axes[0].legend()
+    fig.suptitle(f"{name}: test users after each training")
+    fig.tight_layout()
+    fig.savefig(out / "figure2.png", dpi=110)
+    plt.close(fig)
