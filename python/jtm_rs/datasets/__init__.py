@@ -36,6 +36,8 @@ def detect_format(path: Union[str, os.PathLike]) -> str:
 
     with _open_text(p) as f:
         first = f.readline().strip()
+    if "," not in first and "\t" not in first and len(first.split()) >= 2:
+        return "sequences"
     low = first.lower()
     if "user" in low and "item" in low:
         return "table"
@@ -44,8 +46,6 @@ def detect_format(path: Union[str, os.PathLike]) -> str:
         return "taobao"
     if len(fields) == 4:
         return "amazon"
-    if "," not in first and "\t" not in first and len(first.split()) >= 2:
-        return "sequences"
     raise InvalidInputError(
         f"{p}: cannot tell the format from its first line {first[:60]!r}; pass format= one of {FORMATS}"
     )

@@ -110,7 +110,9 @@ class Experiment:
         rec = make(m, self.budget, seed)
         curve: List[dict] = []
         t = time.perf_counter()
-        if hasattr(rec, "history"):  # a JTM variant: test metrics after every training (Figure 2)
+        from ..jtm import JTM
+
+        if isinstance(rec, JTM):  # a JTM variant: test metrics after every training (Figure 2)
             eval_time = [0.0]
 
             def on_round(record) -> None:

@@ -1,0 +1,135 @@
+"""Hierarchical softmax (HSM, Morin & Bengio 2005) over the same tree as JTM's initial tree.
+
+``p(item | u) = Π_l softmax over the live children of b_{l-1}(item) of u · w_node``: the user
+tower is the YouTube product-DNN's (window averages + MLP), every tree node has an output
+vector, training is the cross-entropy of the target's child at every level of its path.
+Retrieval is a beam search that ranks nodes by their accumulated path log-probability (the
+probability of the subtree, which HSM models exactly), top-M leaves at the end. Passes stop on
+validation recall as in :mod:`._torch`.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._core import Tree
+from ..cooccurrence import cooccurrence_embeddings
+from ..data import PAD, Split
+from ..exceptions import InvalidInputError
+from ..model import TreeGeometry, default_device
+from ._torch import train_with_validation, validation_users
+from .base import Recommender
+from .youtube_dnn import TwoTower
+
+
+class HSM(Recommender):
+    name = "hsm"
+
+    def __init__(
+        self,
+        arity: int = 2,
+        embedding_dim: int = 24,
+        hidden: Sequence[int] = (128, 64, 24),
+        beam_size: Optional[int] = None,
+        max_epochs: int = 20,
+        patience: int = 2,
+        batch_size: int = 512,
+        learning_rate: float = 2e-3,
+        validation_m: int = 200,
+        validation_users: int = 2000,
+        seed: int = 0,
+        device=None,
+        n_threads: Optional[int] = None,
+    ):
+        self.arity, self.embedding_dim, self.hidden = arity, embedding_dim, tuple(hidden)
+        self.beam_size = beam_size
+        self.max_epochs, self.patience, self.batch_size = max_epochs, patience, batch_size
+        self.learning_rate, self.validation_m, self.validation_users = learning_rate, validation_m, validation_users
+        self.seed = seed
+        self.device = torch.device(device) if device is not None else default_device()
+        if n_threads is not None:
+            torch.set_num_threads(n_threads)
+        self.n_threads = n_threads
+
+    def fit(self, split: Split, *, show_progress: bool = True, tree: Optional[Tree] = None) -> "HSM":
+        torch.manual_seed(self.seed)
+        rng = np.random.default_rng(self.seed)
+        parts = (split.train, split.validation, split.test)
+        items = np.unique(np.concatenate([p.items for p in parts]))
+        if tree is None:  # JTM's default initial tree when the data has no categories
+            emb = cooccurrence_embeddings(split.train, items, dim=self.embedding_dim, seed=self.seed)
+            tree = Tree.from_embeddings(items, emb, arity=self.arity, seed=self.seed, n_threads=self.n_threads)
+        self.tree = tree
+        n_items = int(items.max(initial=-1)) + 1
+        self.model = model = TwoTower(n_items, self.embedding_dim, self.hidden).to(self.device)
+        model.nodes = nn.Embedding(tree.n_nodes, self.hidden[-1]).to(self.device)
+        nn.init.normal_(model.nodes.weight, std=0.05)
+        self.geometry = TreeGeometry.of(tree, self.device)
+        self.live = torch.from_numpy(tree.is_live(np.arange(tree.n_nodes))).to(self.device)
+        windows = split.train.training_windows()
+        if len(windows) == 0:
+            raise InvalidInputError("no training examples")
+        feats = torch.from_numpy(windows.behaviours(np.arange(len(windows)))).to(self.device)
+        leaves = torch.from_numpy(tree.leaves(windows.targets)).to(self.device)
+        L, b = tree.leaf_level, tree.arity
+        levels = torch.arange(1, L + 1, device=self.device)
+        offsets = torch.arange(1, b + 1, device=self.device)
+
+        def batch_loss(rows: torch.Tensor) -> torch.Tensor:
+            u = model.user(feats[rows])  # [B, h]
+            path = self.geometry.ancestors(leaves[rows, None], levels[None, :])  # [B, L] levels 1..L
+            parent = (path - 1) // b
+            children = parent[..., None] * b + offsets  # [B, L, b]
+            logits = torch.einsum("bh,blch->blc", u, model.nodes(children))
+            logits = logits.masked_fill(~self.live[children], float("-inf"))
+            target = path - children[..., 0]  # which child is on the path
+            return F.cross_entropy(logits.reshape(-1, b), target.reshape(-1)) * L
+
+        self.history = train_with_validation(
+            self.name, model, len(windows), batch_loss, self.retrieve,
+            validation_users(split, self.validation_users, rng), rng=rng, device=self.device,
+            learning_rate=self.learning_rate, batch_size=self.batch_size, max_epochs=self.max_epochs,
+            patience=self.patience, validation_m=self.validation_m, show_progress=show_progress,
+        )
+        return self
+
+    @torch.no_grad()
+    def retrieve(self, features: np.ndarray, M: int, batch_size: int = 512) -> Tuple[np.ndarray, np.ndarray]:
+        tree, model = self.tree, self.model
+        model.eval()
+        M = min(M, tree.n_items)
+        k = max(M, self.beam_size or M)
+        b = tree.arity
+        offsets = torch.arange(1, b + 1, device=self.device)
+        f = np.asarray(features, dtype=np.int64)
+        f = np.where(f < model.n_items, f, PAD)
+        ids, scores = [], []
+        for s in range(0, len(f), batch_size):
+            u = model.user(torch.from_numpy(f[s : s + batch_size]).to(self.device))
+            n = len(u)
+            beam = torch.zeros(n, 1, dtype=torch.long, device=self.device)  # the root
+            logp = torch.zeros(n, 1, device=self.device)
+            for _ in range(tree.leaf_level):
+                children = beam[..., None] * b + offsets  # [n, K, b]
+                live = self.live[children] & torch.isfinite(logp)[..., None]
+                logits = torch.einsum("nh,nkch->nkc", u, model.nodes(children)).masked_fill(~live, float("-inf"))
+                child_logp = (logp[..., None] + torch.log_softmax(logits, dim=-1)).masked_fill(~live, float("-inf"))
+                flat = child_logp.reshape(n, -1)
+                top, idx = torch.topk(flat, min(k, flat.shape[1]), dim=1)
+                beam, logp = children.reshape(n, -1).gather(1, idx), top
+            top, idx = torch.topk(logp, min(M, logp.shape[1]), dim=1)
+            leaves = beam.gather(1, idx).cpu().numpy()
+            got = np.where(np.isfinite(top.cpu().numpy()), tree.items_at(leaves.reshape(-1)).reshape(leaves.shape), -1)
+            if got.shape[1] < M:
+                got = np.pad(got, ((0, 0), (0, M - got.shape[1])), constant_values=-1)
+                top = F.pad(top, (0, M - top.shape[1]), value=float("-inf"))
+            ids.append(got.astype(np.int64))
+            scores.append(top.float().cpu().numpy())
+        if not ids:
+            return np.zeros((0, M), np.int64), np.zeros((0, M), np.float32)
+        return np.concatenate(ids), np.concatenate(scores)

@@ -1,0 +1,126 @@
+"""YouTube product-DNN (Covington et al., RecSys 2016), the paper's two-tower baseline.
+
+User tower: the same 10 time-window averages of behaviour embeddings as the JTM model, then an
+MLP (128-64-24, PReLU) to a 24-d user vector. Item tower: a 24-d output embedding per item.
+Trained with sampled softmax (the target against ``negatives`` items drawn uniformly per
+batch, shared by the batch, accidental hits masked), one pass = every training example once.
+Epochs stop when validation recall@M stops improving (the best epoch's weights are kept), so
+the budget is chosen on validation users. Retrieval is exact: the inner product with every
+item, then top-M.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from ..data import PAD, Split
+from ..exceptions import InvalidInputError
+from ..model import TIME_WINDOWS, _WindowPool, default_device
+from ._torch import train_with_validation, validation_users
+from .base import Recommender
+
+
+class TwoTower(nn.Module):
+    def __init__(self, n_items: int, dim: int = 24, hidden: Sequence[int] = (128, 64, 24), windows=TIME_WINDOWS):
+        super().__init__()
+        self.n_items = n_items
+        self.input = nn.Embedding(n_items + 1, dim, padding_idx=n_items)
+        self.output = nn.Embedding(n_items, hidden[-1])
+        nn.init.normal_(self.input.weight, std=0.05)
+        nn.init.normal_(self.output.weight, std=0.05)
+        with torch.no_grad():
+            self.input.weight[n_items].zero_()
+        self.pool = _WindowPool(windows)
+        layers: list[nn.Module] = []
+        width = len(windows) * dim
+        for j, h in enumerate(hidden):
+            layers.append(nn.Linear(width, h))
+            if j < len(hidden) - 1:
+                layers.append(nn.PReLU())
+            width = h
+        self.mlp = nn.Sequential(*layers)
+
+    def user(self, behaviours: torch.Tensor) -> torch.Tensor:
+        beh = behaviours[:, : self.pool.width]
+        mask = (beh >= 0).to(self.input.weight.dtype)
+        vec = self.input(torch.where(beh >= 0, beh, self.n_items))
+        return self.mlp(self.pool(vec, mask))
+
+
+class YouTubeDNN(Recommender):
+    name = "youtube-dnn"
+
+    def __init__(
+        self,
+        embedding_dim: int = 24,
+        hidden: Sequence[int] = (128, 64, 24),
+        max_epochs: int = 20,
+        patience: int = 2,
+        batch_size: int = 512,
+        negatives: int = 1000,
+        learning_rate: float = 2e-3,
+        validation_m: int = 200,
+        validation_users: int = 2000,
+        seed: int = 0,
+        device=None,
+        n_threads: Optional[int] = None,
+    ):
+        if max_epochs < 1 or batch_size < 1 or negatives < 1:
+            raise InvalidInputError("max_epochs, batch_size and negatives must be at least 1")
+        self.embedding_dim, self.hidden = embedding_dim, tuple(hidden)
+        self.max_epochs, self.patience = max_epochs, patience
+        self.batch_size, self.negatives, self.learning_rate = batch_size, negatives, learning_rate
+        self.validation_m, self.validation_users = validation_m, validation_users
+        self.seed = seed
+        self.device = torch.device(device) if device is not None else default_device()
+        if n_threads is not None:
+            torch.set_num_threads(n_threads)
+        self.history: list = []
+
+    def fit(self, split: Split, *, show_progress: bool = True) -> "YouTubeDNN":
+        torch.manual_seed(self.seed)
+        rng = np.random.default_rng(self.seed)
+        n_items = int(max(p.item.max(initial=-1) for p in (split.train, split.validation, split.test))) + 1
+        self.model = model = TwoTower(n_items, self.embedding_dim, self.hidden).to(self.device)
+        windows = split.train.training_windows()
+        if len(windows) == 0:
+            raise InvalidInputError("no training examples")
+        feats = torch.from_numpy(windows.behaviours(np.arange(len(windows)))).to(self.device)
+        targets = torch.from_numpy(windows.targets).to(self.device)
+
+        def batch_loss(b: torch.Tensor) -> torch.Tensor:
+            u = model.user(feats[b])
+            neg = torch.from_numpy(rng.integers(0, n_items, self.negatives)).to(self.device)
+            pos_logit = (u * model.output(targets[b])).sum(1, keepdim=True)
+            neg_logit = (u @ model.output(neg).T).masked_fill(neg[None, :] == targets[b, None], float("-inf"))
+            logits = torch.cat([pos_logit, neg_logit], dim=1)
+            return F.cross_entropy(logits, torch.zeros(len(b), dtype=torch.long, device=self.device))
+
+        self.history = train_with_validation(
+            self.name, model, len(windows), batch_loss, self.retrieve,
+            validation_users(split, self.validation_users, rng), rng=rng, device=self.device,
+            learning_rate=self.learning_rate, batch_size=self.batch_size, max_epochs=self.max_epochs,
+            patience=self.patience, validation_m=self.validation_m, show_progress=show_progress,
+        )
+        return self
+
+    @torch.no_grad()
+    def retrieve(self, features: np.ndarray, M: int, batch_size: int = 1024) -> Tuple[np.ndarray, np.ndarray]:
+        self.model.eval()
+        items = self.model.output.weight
+        M = min(M, len(items))
+        f = np.asarray(features, dtype=np.int64)
+        f = np.where(f < self.model.n_items, f, PAD)
+        ids, scores = [], []
+        for s in range(0, len(f), batch_size):
+            u = self.model.user(torch.from_numpy(f[s : s + batch_size]).to(self.device))
+            v, i = torch.topk(u @ items.T, M, dim=1)
+            ids.append(i.cpu().numpy())
+            scores.append(v.float().cpu().numpy())
+        if not ids:
+            return np.zeros((0, M), np.int64), np.zeros((0, M), np.float32)
+        return np.concatenate(ids).astype(np.int64), np.concatenate(scores)
