@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import time
 
 import numpy as np
@@ -33,6 +32,26 @@ def write(path: str, rows: int, seed: int = 0) -> None:
             f.write("\n")
 
 
+def _load_in_child(path: str) -> dict:
+    """Loads in a fresh process so its peak RSS is the loader's (plus the imports')."""
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json, resource, time\n"
+        "from jtm_rs.datasets import load_user_behavior\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "t = time.perf_counter()\n"
+        f"d = load_user_behavior({path!r}, show_progress=False)\n"
+        "s = time.perf_counter() - t\n"
+        "print(json.dumps({'seconds': s, 'rows': len(d), 'users': d.n_users, 'items': d.n_items,"
+        " 'base_gb': base / 1e6, 'peak_gb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=10_000_000)
@@ -42,23 +61,23 @@ def main() -> None:
     if not os.path.exists(a.path) or sum(1 for _ in open(a.path)) != a.rows:
         print(f"writing {a.rows} rows to {a.path} ...", flush=True)
         write(a.path, a.rows)
-    from jtm_rs.datasets import load_user_behavior
-
     mb = os.path.getsize(a.path) / 1e6
-    ours, ref = [], []
+    runs, ref = [], []
     for _ in range(a.repeat):
-        t = time.perf_counter()
-        d = load_user_behavior(a.path, show_progress=False)
-        ours.append(time.perf_counter() - t)
+        runs.append(_load_in_child(a.path))
         t = time.perf_counter()
         pacsv.read_csv(a.path, read_options=pacsv.ReadOptions(autogenerate_column_names=True))
         ref.append(time.perf_counter() - t)
+    ours = [r["seconds"] for r in runs]
     ratio = np.array(ours) / np.array(ref)
+    r = runs[0]
     print(f"{a.rows} rows, {mb:.0f} MB: loader min {min(ours):.1f} s / median {np.median(ours):.1f} s "
           f"({a.rows / min(ours) / 1e6:.2f} M rows/s, {mb / min(ours):.0f} MB/s); "
           f"pyarrow read_csv min {min(ref):.1f} s; ratio loader/read_csv min {ratio.min():.2f} median {np.median(ratio):.2f}")
-    print(f"kept {len(d)} rows, {d.n_users} users, {d.n_items} items; peak RSS "
-          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.1f} GB")
+    per_row = (r["peak_gb"] - r["base_gb"]) * 1e9 / a.rows
+    print(f"kept {r['rows']} rows, {r['users']} users, {r['items']} items; peak RSS {r['peak_gb']:.2f} GB "
+          f"(after imports {r['base_gb']:.2f} GB): {per_row:.0f} bytes/row, so 100 M rows need about "
+          f"{r['base_gb'] + per_row * 1e8 / 1e9:.1f} GB")
 
 
 if __name__ == "__main__":

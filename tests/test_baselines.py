@@ -106,3 +106,33 @@ def test_the_datas_ids_round_trip_through_fit_recommend_save_load(to_id, tmp_pat
     with pytest.raises(UnknownItemError):
         back.recommend([["never seen"] if isinstance(history[0], str) else [12345]], 10)
     assert back.recommend([["never seen"] if isinstance(history[0], str) else [12345]], 10, on_unknown="ignore")[0].shape == (1, 10)
+
+
+def test_hsm_beam_search_is_exact_when_the_beam_holds_every_node():
+    import torch
+
+    from jtm_rs.baselines import HSM
+
+    gen = synthetic.generate(64, 120, seed=5).interactions.filter_users(10)
+    split = gen.split(0.1, 0.1, seed=0)
+    hsm = HSM(max_epochs=1, seed=0, device="cpu").fit(split, show_progress=False)
+    feats = split.test.evaluation_users().features[:4]
+    tree = hsm.tree
+    ids, scores = HSM.retrieve(hsm, feats, tree.n_items)
+    # Brute force: the path log-probability of every item, from the same model.
+    with torch.no_grad():
+        u = hsm.model.user(torch.from_numpy(feats))
+        items = tree.items
+        leaves = torch.from_numpy(tree.leaves(items))
+        total = torch.zeros(len(feats), len(items))
+        b = tree.arity
+        for level in range(1, tree.leaf_level + 1):
+            node = hsm.geometry.ancestors(leaves, level)
+            parent = (node - 1) // b
+            sib = parent[:, None] * b + torch.arange(1, b + 1)
+            logits = torch.einsum("uh,ich->uic", u, hsm.model.nodes(sib)).masked_fill(~hsm.live[sib], float("-inf"))
+            logp = torch.log_softmax(logits, dim=-1)
+            total += logp.gather(2, (node - sib[:, 0]).expand(len(feats), -1)[..., None]).squeeze(-1)
+    best = np.argsort(-total.numpy(), axis=1, kind="stable")
+    assert np.allclose(np.sort(scores, axis=1), np.sort(total.numpy(), axis=1), atol=1e-4)
+    assert set(ids[0, :5].tolist()) == set(items[best[0, :5]].tolist())

@@ -174,3 +174,23 @@ def test_fit_and_recommend_on_cuda(generated):
     m = JTM(iterations=1, max_examples_per_epoch=4000, validation_users=50, device="cuda").fit(split, show_progress=False)
     r = m.evaluate(split.test, M)
     assert r["recall"] > 5 * M / m.tree.n_items
+
+
+def test_cli_speaks_the_datas_string_ids(tmp_path, capsys):
+    gen = synthetic.generate(200, 200, seed=4).interactions
+    p = tmp_path / "s.csv"
+    rows = [f"u{u:04d},ASIN{i:06d}X,2024-01-01T00:{t // 60 % 60:02d}:{t % 60:02d}"
+            for u, i, t in zip(gen.user, gen.item, np.arange(len(gen.user)))]
+    p.write_text("user,item,timestamp\n" + "\n".join(rows) + "\n")
+    run = tmp_path / "run"
+    args = ["--iterations", "0", "--examples-per-epoch", "1000", "--m", "10", "--quiet", "--device", "cpu"]
+    assert cli.main(["train", str(p), "--out", str(run), *args]) == 0
+    assert (run / "item_ids.npz").exists()
+    user = f"u{gen.user[0]:04d}"
+    assert cli.main(["recommend", str(p), "--model", str(run), "--users", user, "--m", "5"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    name, items = line.split("\t")
+    assert name == user and len(items.split()) == 5
+    assert all(tok.startswith("ASIN") and tok.split(":")[0].endswith("X") for tok in items.split())
+    assert cli.main(["recommend", str(p), "--model", str(run), "--users", "nobody"]) == 2
+    assert "unknown user" in capsys.readouterr().err

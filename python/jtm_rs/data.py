@@ -35,6 +35,14 @@ def _int_column(values, name: str) -> np.ndarray:
     return a.astype(np.int64, copy=False)
 
 
+def _sorted_by_user_time(user: np.ndarray, ts: np.ndarray) -> bool:
+    """Whether rows are already in (user, timestamp) order: one vectorised pass, no sort."""
+    if len(user) < 2:
+        return True
+    du = np.diff(user)
+    return bool((du >= 0).all() and (ts[1:][du == 0] >= ts[:-1][du == 0]).all())
+
+
 @dataclass(frozen=True)
 class Interactions:
     """Time-ordered user behaviours: ``user[i]`` acted on ``item[i]`` at ``timestamp[i]``.
@@ -77,8 +85,8 @@ class Interactions:
         for name, col in (("item", item), ("timestamp", ts), ("category", cat)):
             if col is not None and len(col) != n:
                 raise InvalidInputError(f"{name} has {len(col)} rows, user has {n}")
-        order = np.lexsort((ts, user))
-        if not np.array_equal(order, np.arange(n)):
+        if not _sorted_by_user_time(user, ts):
+            order = np.lexsort((ts, user))
             user, item, ts = user[order], item[order], ts[order]
             cat = None if cat is None else cat[order]
         object.__setattr__(self, "user", user)
