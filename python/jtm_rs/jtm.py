@@ -41,7 +41,6 @@ from ._core import Tree
 from .cooccurrence import cooccurrence_embeddings
 from .data import MAX_BEHAVIOURS, PAD, EvaluationUsers, Interactions, Split
 from .exceptions import InvalidInputError, UnknownItemError
-from .metrics import precision_recall_f
 from .model import JTMModel, default_device
 from .retrieval import beam_search, brute_force, model_score_fn
 from .training import BehaviourLeaves, default_negatives, objective, train_epoch

@@ -6,15 +6,64 @@ validation users, never on test users."""
 from __future__ import annotations
 
 import time
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..data import EvaluationUsers, Split
+from ..data import EvaluationUsers, Split, Windows
+from ..exceptions import InvalidInputError
 from ..metrics import precision_recall_f
+from ..model import default_device
+from .base import Recommender
+
+
+class TorchRecommender(Recommender):
+    """What the torch baselines share: the user tower's sizes, the validated training loop's
+    options, the device and torch's thread count."""
+
+    def __init__(
+        self,
+        embedding_dim: int = 24,
+        hidden: Sequence[int] = (128, 64, 24),
+        max_epochs: int = 20,
+        patience: int = 2,
+        batch_size: int = 512,
+        learning_rate: float = 2e-3,
+        validation_m: int = 200,
+        validation_users: int = 2000,
+        seed: int = 0,
+        device=None,
+        n_threads: Optional[int] = None,
+    ):
+        if max_epochs < 1 or batch_size < 1:
+            raise InvalidInputError("max_epochs and batch_size must be at least 1")
+        self.embedding_dim, self.hidden = embedding_dim, tuple(hidden)
+        self.max_epochs, self.patience, self.batch_size = max_epochs, patience, batch_size
+        self.learning_rate, self.validation_m, self.validation_users = learning_rate, validation_m, validation_users
+        self.seed, self.n_threads = seed, n_threads
+        self.device = torch.device(device) if device is not None else default_device()
+        if n_threads is not None:
+            torch.set_num_threads(n_threads)
+        self.history: List[dict] = []
+
+    def _examples(self, split: Split) -> "tuple[Windows, torch.Tensor]":
+        """The training examples and their behaviour matrix on the device."""
+        torch.manual_seed(self.seed)
+        windows = split.train.training_windows()
+        if len(windows) == 0:
+            raise InvalidInputError("no training examples: the training users have no behaviour with one before it")
+        return windows, torch.from_numpy(windows.behaviours(np.arange(len(windows)))).to(self.device)
+
+    def _train(self, split: Split, model: nn.Module, n_examples: int, batch_loss, rng, show_progress: bool) -> None:
+        self.history = train_with_validation(
+            self.name, model, n_examples, batch_loss, self.retrieve,
+            validation_users(split, self.validation_users, rng), rng=rng, device=self.device,
+            learning_rate=self.learning_rate, batch_size=self.batch_size, max_epochs=self.max_epochs,
+            patience=self.patience, validation_m=self.validation_m, show_progress=show_progress,
+        )
 
 
 def validation_users(split: Split, n: int, rng: np.random.Generator) -> Optional[EvaluationUsers]:

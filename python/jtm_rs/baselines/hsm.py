@@ -10,7 +10,7 @@ validation recall as in :mod:`._torch`.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
@@ -20,61 +20,33 @@ from torch import nn
 from .._core import Tree
 from ..cooccurrence import cooccurrence_embeddings
 from ..data import PAD, Split
-from ..exceptions import InvalidInputError
-from ..model import TreeGeometry, default_device
-from ._torch import train_with_validation, validation_users
-from .base import Recommender
+from ..model import TreeGeometry
+from ._torch import TorchRecommender
 from .youtube_dnn import TwoTower
 
 
-class HSM(Recommender):
+class HSM(TorchRecommender):
     name = "hsm"
 
-    def __init__(
-        self,
-        arity: int = 2,
-        embedding_dim: int = 24,
-        hidden: Sequence[int] = (128, 64, 24),
-        beam_size: Optional[int] = None,
-        max_epochs: int = 20,
-        patience: int = 2,
-        batch_size: int = 512,
-        learning_rate: float = 2e-3,
-        validation_m: int = 200,
-        validation_users: int = 2000,
-        seed: int = 0,
-        device=None,
-        n_threads: Optional[int] = None,
-    ):
-        self.arity, self.embedding_dim, self.hidden = arity, embedding_dim, tuple(hidden)
-        self.beam_size = beam_size
-        self.max_epochs, self.patience, self.batch_size = max_epochs, patience, batch_size
-        self.learning_rate, self.validation_m, self.validation_users = learning_rate, validation_m, validation_users
-        self.seed = seed
-        self.device = torch.device(device) if device is not None else default_device()
-        if n_threads is not None:
-            torch.set_num_threads(n_threads)
-        self.n_threads = n_threads
+    def __init__(self, arity: int = 2, beam_size: Optional[int] = None, **kwargs):
+        """``arity`` of the tree built when :meth:`fit` gets none; ``beam_size`` (default M)
+        of retrieval; the other options are :class:`TorchRecommender`'s."""
+        super().__init__(**kwargs)
+        self.arity, self.beam_size = arity, beam_size
 
     def fit(self, split: Split, *, show_progress: bool = True, tree: Optional[Tree] = None) -> "HSM":
-        torch.manual_seed(self.seed)
         rng = np.random.default_rng(self.seed)
-        parts = (split.train, split.validation, split.test)
-        items = np.unique(np.concatenate([p.items for p in parts]))
+        windows, feats = self._examples(split)
+        items = np.unique(np.concatenate([p.items for p in (split.train, split.validation, split.test)]))
         if tree is None:  # JTM's default initial tree when the data has no categories
             emb = cooccurrence_embeddings(split.train, items, dim=self.embedding_dim, seed=self.seed)
             tree = Tree.from_embeddings(items, emb, arity=self.arity, seed=self.seed, n_threads=self.n_threads)
         self.tree = tree
-        n_items = int(items.max(initial=-1)) + 1
-        self.model = model = TwoTower(n_items, self.embedding_dim, self.hidden).to(self.device)
+        self.model = model = TwoTower(int(items.max(initial=-1)) + 1, self.embedding_dim, self.hidden).to(self.device)
         model.nodes = nn.Embedding(tree.n_nodes, self.hidden[-1]).to(self.device)
         nn.init.normal_(model.nodes.weight, std=0.05)
         self.geometry = TreeGeometry.of(tree, self.device)
         self.live = torch.from_numpy(tree.is_live(np.arange(tree.n_nodes))).to(self.device)
-        windows = split.train.training_windows()
-        if len(windows) == 0:
-            raise InvalidInputError("no training examples")
-        feats = torch.from_numpy(windows.behaviours(np.arange(len(windows)))).to(self.device)
         leaves = torch.from_numpy(tree.leaves(windows.targets)).to(self.device)
         L, b = tree.leaf_level, tree.arity
         levels = torch.arange(1, L + 1, device=self.device)
@@ -90,12 +62,7 @@ class HSM(Recommender):
             target = path - children[..., 0]  # which child is on the path
             return F.cross_entropy(logits.reshape(-1, b), target.reshape(-1)) * L
 
-        self.history = train_with_validation(
-            self.name, model, len(windows), batch_loss, self.retrieve,
-            validation_users(split, self.validation_users, rng), rng=rng, device=self.device,
-            learning_rate=self.learning_rate, batch_size=self.batch_size, max_epochs=self.max_epochs,
-            patience=self.patience, validation_m=self.validation_m, show_progress=show_progress,
-        )
+        self._train(split, model, len(windows), batch_loss, rng, show_progress)
         return self
 
     @torch.no_grad()

@@ -11,7 +11,7 @@ item, then top-M.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import numpy as np
 import torch
@@ -19,9 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 from ..data import PAD, Split
 from ..exceptions import InvalidInputError
-from ..model import TIME_WINDOWS, _WindowPool, default_device
-from ._torch import train_with_validation, validation_users
-from .base import Recommender
+from ..model import TIME_WINDOWS, _WindowPool
+from ._torch import TorchRecommender
 
 
 class TwoTower(nn.Module):
@@ -51,45 +50,22 @@ class TwoTower(nn.Module):
         return self.mlp(self.pool(vec, mask))
 
 
-class YouTubeDNN(Recommender):
+class YouTubeDNN(TorchRecommender):
     name = "youtube-dnn"
 
-    def __init__(
-        self,
-        embedding_dim: int = 24,
-        hidden: Sequence[int] = (128, 64, 24),
-        max_epochs: int = 20,
-        patience: int = 2,
-        batch_size: int = 512,
-        negatives: int = 1000,
-        learning_rate: float = 2e-3,
-        validation_m: int = 200,
-        validation_users: int = 2000,
-        seed: int = 0,
-        device=None,
-        n_threads: Optional[int] = None,
-    ):
-        if max_epochs < 1 or batch_size < 1 or negatives < 1:
-            raise InvalidInputError("max_epochs, batch_size and negatives must be at least 1")
-        self.embedding_dim, self.hidden = embedding_dim, tuple(hidden)
-        self.max_epochs, self.patience = max_epochs, patience
-        self.batch_size, self.negatives, self.learning_rate = batch_size, negatives, learning_rate
-        self.validation_m, self.validation_users = validation_m, validation_users
-        self.seed = seed
-        self.device = torch.device(device) if device is not None else default_device()
-        if n_threads is not None:
-            torch.set_num_threads(n_threads)
-        self.history: list = []
+    def __init__(self, negatives: int = 1000, **kwargs):
+        """``negatives``: items drawn per batch for the sampled softmax; the other options are
+        :class:`TorchRecommender`'s."""
+        super().__init__(**kwargs)
+        if negatives < 1:
+            raise InvalidInputError("negatives must be at least 1")
+        self.negatives = negatives
 
     def fit(self, split: Split, *, show_progress: bool = True) -> "YouTubeDNN":
-        torch.manual_seed(self.seed)
         rng = np.random.default_rng(self.seed)
+        windows, feats = self._examples(split)
         n_items = int(max(p.item.max(initial=-1) for p in (split.train, split.validation, split.test))) + 1
         self.model = model = TwoTower(n_items, self.embedding_dim, self.hidden).to(self.device)
-        windows = split.train.training_windows()
-        if len(windows) == 0:
-            raise InvalidInputError("no training examples")
-        feats = torch.from_numpy(windows.behaviours(np.arange(len(windows)))).to(self.device)
         targets = torch.from_numpy(windows.targets).to(self.device)
 
         def batch_loss(b: torch.Tensor) -> torch.Tensor:
@@ -100,12 +76,7 @@ class YouTubeDNN(Recommender):
             logits = torch.cat([pos_logit, neg_logit], dim=1)
             return F.cross_entropy(logits, torch.zeros(len(b), dtype=torch.long, device=self.device))
 
-        self.history = train_with_validation(
-            self.name, model, len(windows), batch_loss, self.retrieve,
-            validation_users(split, self.validation_users, rng), rng=rng, device=self.device,
-            learning_rate=self.learning_rate, batch_size=self.batch_size, max_epochs=self.max_epochs,
-            patience=self.patience, validation_m=self.validation_m, show_progress=show_progress,
-        )
+        self._train(split, model, len(windows), batch_loss, rng, show_progress)
         return self
 
     @torch.no_grad()
