@@ -249,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--iterations", type=int, default=3)
     x.add_argument("--epochs", type=int, default=1)
     x.add_argument("--examples-per-epoch", type=int, default=None)
-    x.add_argument("--itemcf-window", type=int, default=10)
+    x.add_argument("--itemcf-window", type=int, default=None, help="default: chosen on validation users")
     x.add_argument("--validation", type=float, default=0.1)
     x.add_argument("--test", type=float, default=0.1)
     _runtime_args(x)

@@ -41,7 +41,8 @@ class Budget:
     max_examples_per_epoch: Optional[int] = None
     n_threads: Optional[int] = None
     device: Optional[str] = None
-    itemcf_window: int = 10
+    #: Item-CF's co-occurrence window; None: chosen on validation users.
+    itemcf_window: Optional[int] = None
 
 
 def make(name: str, budget: Budget, seed: int):

@@ -94,6 +94,7 @@ class Experiment:
                     "method": m, "seed": seed, "M": self.M, "test": metrics,
                     "fit_seconds": fit_s, "evaluate_seconds": eval_s,
                     "curve": curve if m != "dnn" else [],
+                    "params": getattr(rec, "params", {}) if m != "dnn" else {},
                 }
                 _write_json(self.result_path(m, seed), result)
                 _log(f"[seed {seed}] {m}: fit {fit_s:.1f} s, evaluate {eval_s:.1f} s: "
