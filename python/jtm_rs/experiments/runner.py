@@ -205,7 +205,7 @@ def write_figure(results: Dict[str, List[dict]], out: Path, M: int, name: str) -
         for ax, key, label in zip(axes, ("precision", "recall", "f_measure"), ("Precision", "Recall", "F-measure")):
             v = np.array([[100 * c[i][key] for i in range(n)] for c in curves])
             ax.errorbar(np.arange(n), v.mean(0), yerr=v.std(0) if len(v) > 1 else None, marker="o", capsize=3, label=m)
-            ax.set_xlabel("joint iteration (trainings − 1)")
+            ax.set_xlabel("joint iteration (tree learnings before this training)")
             ax.set_ylabel(f"{label}@{M} (%)")
             ax.set_xticks(np.arange(n))
         drawn = True
