@@ -236,3 +236,13 @@ def test_movielens_100k_loads_with_mapped_columns(ml100k):
     d = datasets.load_table(ml100k, user="user_id:token", item="item_id:token", timestamp="timestamp:float", show_progress=False)
     assert len(d) == 100_000 and d.n_users == 943 and d.n_items == 1682
     assert d.report.bad_rows_skipped == 0
+
+
+def test_runner_smoke_on_movielens_100k(ml100k, tmp_path):
+    from jtm_rs.experiments import Experiment
+
+    d = datasets.load_table(ml100k, user="user_id:token", item="item_id:token", timestamp="timestamp:float", show_progress=False)
+    res = Experiment(d, tmp_path, methods=["popularity", "itemcf"], M=50, show_progress=False, data_name="ml-100k").run()
+    pop, cf = res["popularity"][0]["test"], res["itemcf"][0]["test"]
+    assert pop["n_users"] > 80 and 0 < pop["recall"] < 1 and 0 < cf["recall"] < 1
+    assert "| itemcf |" in (tmp_path / "table.md").read_text()
