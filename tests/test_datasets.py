@@ -156,6 +156,14 @@ def test_table_bad_files(tmp_path, text, kwargs, match):
         datasets.load_table(p, show_progress=False, **kwargs)
 
 
+def test_too_few_columns_everywhere(tmp_path):
+    p = _write(tmp_path, "three.csv", "1,2,3\n4,5,6\n")
+    with pytest.raises(DataFormatError, match="three.csv, line 1: expected at least 5 fields, found 3"):
+        datasets.load_user_behavior(p, show_progress=False)
+    with pytest.raises(DataFormatError, match="line 1: expected at least 4 fields, found 3"):
+        datasets.load_amazon_ratings(p, show_progress=False)
+
+
 def test_missing_file_is_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError):
         datasets.load(tmp_path / "nope.csv")

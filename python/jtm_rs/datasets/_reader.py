@@ -169,12 +169,18 @@ def read_delimited(
         try:
             reader = pacsv.open_csv(stream, read_options=read_opts, parse_options=parse_opts, convert_options=conv_opts)
         except pa.ArrowInvalid as e:
-            if "Empty CSV file" in str(e):
-                reader = None
-            else:
+            if "Empty CSV file" not in str(e):
                 raise DataFormatError(f"{path}: {e}", path=path) from None
-        if reader is not None and reader.schema.names and len(reader.schema.names) < len(include):
-            raise DataFormatError(f"{path}: the file has fewer than {ncols} columns", path=path)
+            reader = None
+        except (pa.ArrowKeyError, KeyError):  # a wanted column beyond the first line's fields
+            with _open_text(path) as f:
+                for _ in range(2 if header else 1):
+                    first = f.readline()
+            found = len(next(csv.reader([first], delimiter=delimiter), []))
+            line = 2 if header else 1
+            raise DataFormatError(
+                f"{path}, line {line}: expected at least {ncols} fields, found {found}", path=path, line=line
+            ) from None
         n_bad_seen = 0
         while reader is not None:
             try:
