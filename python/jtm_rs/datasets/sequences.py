@@ -56,7 +56,7 @@ def load_user_sequences(
         keep = ~blank & (n_tok >= 2)
         flat = pc.list_flatten(tokens.filter(pa.array(keep)))
         lens = n_tok[keep]
-        starts = np.concatenate(([0], np.cumsum(lens)[:-1])).astype(np.int64)
+        starts = (np.cumsum(lens) - lens).astype(np.int64)
         is_user = np.zeros(len(flat), dtype=bool)
         is_user[starts] = True
         line_users = pc.filter(flat, pa.array(is_user)).to_pylist()
