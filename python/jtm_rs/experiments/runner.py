@@ -166,7 +166,7 @@ def _summary(rows: List[dict], key: str):
 def write_table(results: Dict[str, List[dict]], out: Path, M: int, name: str) -> None:
     """Table 1: P/R/F@M in % (mean ± std over seeds), test users, wall time per method."""
     lines = [
-        f"Table 1 on {name}: test users, @M = {M}, mean ± std over seeds",
+        f"Table 1 on {name}: test users, @M = {M}, mean ± std over seeds (no ± where one seed ran)",
         "",
         f"| method | Precision@{M} (%) | Recall@{M} (%) | F-measure@{M} (%) | seeds | test users | fit (s) | evaluate (s) |",
         "|---|---|---|---|---|---|---|---|",
@@ -178,8 +178,9 @@ def write_table(results: Dict[str, List[dict]], out: Path, M: int, name: str) ->
         ev = np.mean([x["evaluate_seconds"] for x in rows])
         users = int(np.mean([x["test"]["n_users"] for x in rows]))
         fit_note = " (the jtm fit)" if m == "dnn" else ""
+        pm = (lambda v: f"{v[0]:.2f} ± {v[1]:.2f}") if len(rows) > 1 else (lambda v: f"{v[0]:.2f}")  # no std of one seed
         lines.append(
-            f"| {m} | {p[0]:.2f} ± {p[1]:.2f} | {r[0]:.2f} ± {r[1]:.2f} | {f[0]:.2f} ± {f[1]:.2f} | "
+            f"| {m} | {pm(p)} | {pm(r)} | {pm(f)} | "
             f"{len(rows)} | {users} | {fit:.0f}{fit_note} | {ev:.1f} |"
         )
         csv.append(f"{m},{p[0]:.4f},{p[1]:.4f},{r[0]:.4f},{r[1]:.4f},{f[0]:.4f},{f[1]:.4f},{len(rows)},{users},{fit:.1f},{ev:.2f}")
