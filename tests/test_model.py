@@ -89,3 +89,21 @@ def test_any_module_with_the_call_convention_plugs_in():
     with torch.no_grad():
         g = score_grid(m, beh, nodes)
         assert torch.allclose(g[1], m(beh[1].expand(5, -1), nodes[1]))
+
+
+def test_attention_fast_path_matches_forward_in_value_and_gradient(monkeypatch):
+    import jtm_rs.model as model_mod
+
+    monkeypatch.setattr(model_mod, "FORWARD_CHUNK", 3)  # several chunks
+    torch.manual_seed(2)
+    m = JTMModel(n_nodes=40, attention=True)
+    beh = torch.randint(-1, 40, (5, 69))
+    rows = torch.tensor([0, 1, 1, 4, 2, 2, 2, 3])
+    nodes = torch.randint(0, 40, (8,))
+    fast = score_pairs(m, beh, rows, nodes)
+    g_fast = torch.autograd.grad(fast.square().sum(), list(m.parameters()), allow_unused=True)
+    slow = m(beh[rows], nodes)
+    g_slow = torch.autograd.grad(slow.square().sum(), list(m.parameters()), allow_unused=True)
+    assert torch.allclose(fast, slow, atol=1e-5)
+    for a, b in zip(g_fast, g_slow):
+        assert (a is None and b is None) or torch.allclose(a, b, atol=1e-5)
