@@ -64,6 +64,12 @@ def test_rerun_after_crash_runs_only_what_is_missing(tiny, tmp_path, monkeypatch
     exp.run()
     assert calls == ["itemcf"]
     assert json.loads(exp.result_path("popularity", 0).read_text()) == first
+    # Report only: tables from the cache, nothing fitted, missing runs named.
+    calls.clear()
+    (tmp_path / "table.md").unlink()
+    more = _experiment(tiny, tmp_path, ["popularity", "itemcf", "youtube-dnn"])
+    assert set(more.report()) == {"popularity", "itemcf"} and calls == []
+    assert "| itemcf |" in (tmp_path / "table.md").read_text()
 
 
 def test_unknown_method_is_refused(tiny, tmp_path):

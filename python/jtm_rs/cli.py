@@ -177,7 +177,7 @@ def cmd_experiment(a: argparse.Namespace) -> None:
         show_progress=False if a.quiet else None,
         data_name=a.name or Path(a.data).stem,
     )
-    exp.run()
+    exp.report() if a.report_only else exp.run()
     print((Path(a.out) / "table.md").read_text())
 
 
@@ -252,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--itemcf-window", type=int, default=None, help="default: chosen on validation users")
     x.add_argument("--validation", type=float, default=0.1)
     x.add_argument("--test", type=float, default=0.1)
+    x.add_argument("--report-only", action="store_true", help="only rewrite table and figure from the cached results")
     _runtime_args(x)
     x.set_defaults(fn=cmd_experiment)
     return p

@@ -100,11 +100,20 @@ class Experiment:
                 _log(f"[seed {seed}] {m}: fit {fit_s:.1f} s, evaluate {eval_s:.1f} s: "
                      f"P/R/F@{self.M} {100 * metrics['precision']:.2f}/{100 * metrics['recall']:.2f}/"
                      f"{100 * metrics['f_measure']:.2f} % on {metrics['n_users']} test users")
+        results = self.report()
+        _log(f"({time.perf_counter() - t0:.0f} s in all)")
+        return results
+
+    def report(self) -> Dict[str, List[dict]]:
+        """Writes ``table.md``, ``table.csv`` and ``figure2.png`` from the cached results only
+        (nothing is fitted); returns them by method."""
         results = self.collect()
+        self.out.mkdir(parents=True, exist_ok=True)
         write_table(results, self.out, self.M, self.data_name)
         write_figure(results, self.out, self.M, self.data_name)
-        _log(f"wrote {self.out / 'table.md'}, {self.out / 'table.csv'}, {self.out / 'figure2.png'} "
-             f"({time.perf_counter() - t0:.0f} s in all)")
+        missing = [f"{m}-seed{s}" for m in self.methods for s in self.seeds if not self.result_path(m, s).exists()]
+        _log(f"wrote {self.out / 'table.md'}, {self.out / 'table.csv'}, {self.out / 'figure2.png'}"
+             + (f"; not run yet: {', '.join(missing)}" if missing else ""))
         return results
 
     def _fit(self, m: str, split, seed: int, test_users):
