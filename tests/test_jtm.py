@@ -116,17 +116,17 @@ def test_bad_input_at_fit():
     with pytest.raises(UnknownItemError, match="lacks"):
         JTM(device="cpu").fit(data, tree=jtm_rs.Tree.random([0, 1, 2]), show_progress=False)
     with pytest.raises(InvalidInputError, match="on_tree_change"):
-        JTM(on_tree_change="keep")
+        JTM(on_tree_change="reset")
 
 
-def test_warm_and_fresh_model_on_tree_change_and_callback_stop(generated):
+def test_every_tree_change_mode_and_callback_stop(generated):
     _, split = generated
     seen = []
-    for mode in ("fresh", "warm"):
+    for mode in ("fresh", "warm", "carry", "keep"):
         m = JTM(iterations=2, max_examples_per_epoch=2000, on_tree_change=mode, validation_users=50, device="cpu")
         m.fit(split, show_progress=False, callback=lambda r: seen.append(r.iteration) or r.iteration < 1)
         assert len(m.history) == 2  # stopped by the callback after round 1's training
-    assert seen == [0, 1, 0, 1]
+    assert seen == [0, 1] * 4
 
 
 def test_attention_and_jtm_j_variants_run(generated):

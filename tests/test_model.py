@@ -91,13 +91,21 @@ def test_any_module_with_the_call_convention_plugs_in():
         assert torch.allclose(g[1], m(beh[1].expand(5, -1), nodes[1]))
 
 
-def test_attention_fast_path_matches_forward_in_value_and_gradient(monkeypatch):
+def _dense(g):
+    return None if g is None else (g.to_dense() if g.is_sparse else g)
+
+
+@pytest.mark.parametrize("attention", [False, True])
+def test_fast_path_matches_forward_in_value_and_gradient(monkeypatch, attention):
+    """score_pairs (shared user rows, one embedding lookup, embedding_bag, the fast PReLU)
+    equals the reference forward, in value and in every gradient (sparse ones densified)."""
     import jtm_rs.model as model_mod
 
     monkeypatch.setattr(model_mod, "FORWARD_CHUNK", 3)  # several chunks
     torch.manual_seed(2)
-    m = JTMModel(n_nodes=40, attention=True)
+    m = JTMModel(n_nodes=40, attention=attention)
     beh = torch.randint(-1, 40, (5, 69))
+    beh[3] = -1  # a user with no behaviour at all: every window empty
     rows = torch.tensor([0, 1, 1, 4, 2, 2, 2, 3])
     nodes = torch.randint(0, 40, (8,))
     fast = score_pairs(m, beh, rows, nodes)
@@ -105,5 +113,70 @@ def test_attention_fast_path_matches_forward_in_value_and_gradient(monkeypatch):
     slow = m(beh[rows], nodes)
     g_slow = torch.autograd.grad(slow.square().sum(), list(m.parameters()), allow_unused=True)
     assert torch.allclose(fast, slow, atol=1e-5)
-    for a, b in zip(g_fast, g_slow):
+    for a, b in zip(map(_dense, g_fast), map(_dense, g_slow)):
         assert (a is None and b is None) or torch.allclose(a, b, atol=1e-5)
+    # The padding row never moves.
+    assert _dense(g_fast[0])[40].abs().sum() == 0
+
+
+def test_prelu_matches_torch_in_value_and_gradient():
+    from jtm_rs.model import PReLU
+
+    torch.manual_seed(3)
+    ours, ref = PReLU(), nn.PReLU()
+    with torch.no_grad():
+        ours.weight.fill_(0.1)
+        ref.weight.fill_(0.1)
+    x = torch.randn(50, 7, requires_grad=True)
+    y1, y2 = ours(x), ref(x)
+    g = torch.randn_like(y1)
+    gx1, ga1 = torch.autograd.grad(y1, [x, ours.weight], g)
+    gx2, ga2 = torch.autograd.grad(y2, [x, ref.weight], g)
+    assert torch.allclose(y1, y2) and torch.allclose(gx1, gx2) and torch.allclose(ga1, ga2, atol=1e-5)
+    assert set(ours.state_dict()) == set(ref.state_dict())
+
+
+def test_sparse_model_trains_with_sparse_adam():
+    from jtm_rs.training import make_optimizer
+
+    m = JTMModel(n_nodes=30)
+    opt = make_optimizer(m, 1e-2)
+    assert {type(o).__name__ for o in opt.optimizers} == {"SparseAdam", "Adam"}
+    before = m.embedding.weight.detach().clone()
+    beh = torch.randint(-1, 5, (4, 69))  # only rows 0..4 are behaviours
+    nodes = torch.tensor([5, 6, 7, 8])
+    loss = score_pairs(m, beh, torch.arange(4), nodes).sum()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    moved = (m.embedding.weight.detach() != before).any(1)
+    assert moved[:9].any() and not moved[9:].any()  # lazy: untouched rows stay
+    dense = make_optimizer(JTMModel(n_nodes=30, sparse=False), 1e-2)
+    assert isinstance(dense, torch.optim.Adam)
+
+
+def test_carry_node_embeddings_follows_items_and_averages_levels():
+    from jtm_rs import Tree
+    from jtm_rs.model import carry_node_embeddings
+
+    items = np.array([10, 11, 12, 13, 14])
+    old = Tree.from_order(items, arity=2)  # 3 levels below the root, 8 leaf slots
+    new = Tree.from_order(items[::-1].copy(), arity=2)
+    torch.manual_seed(0)
+    table = torch.randn(old.n_nodes + 1, 4)
+    before = table.clone()
+    carry_node_embeddings(table, old, new)
+    # Leaves follow their items.
+    assert torch.equal(table[new.leaves(items)], before[old.leaves(items)])
+    # An internal node: the mean of its items' old rows at its level.
+    for level in range(1, new.leaf_level):
+        for node in np.unique(new.item_ancestors(items, level)):
+            below = items[new.item_ancestors(items, level) == node]
+            expect = before[old.item_ancestors(below, level)].mean(0)
+            assert torch.allclose(table[node], expect)
+    assert torch.equal(table[0], before[0]) and torch.equal(table[-1], before[-1])  # root, padding
+    empty = np.setdiff1d(np.arange(new.n_nodes), np.concatenate(
+        [new.item_ancestors(items, lv) for lv in range(new.n_levels)]))
+    assert torch.equal(table[empty], before[empty])
+    with pytest.raises(ValueError, match="arity or depth"):
+        carry_node_embeddings(table, old, Tree.from_order(items, arity=3))

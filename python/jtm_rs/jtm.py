@@ -16,9 +16,11 @@ Precision/Recall/F@M and the time of each phase; after every tree learning, the 
 the new tree with the model unchanged (tree learning maximises exactly that, so it drops).
 
 **When the tree changes** the node ids keep their positions but not their items, so what the
-node embeddings learned no longer applies. ``on_tree_change="warm"`` (default) keeps the MLP
-(and attention) weights and re-initialises the node embeddings; ``"fresh"`` starts a new model.
-The README reports both, measured.
+node embeddings learned no longer applies where it is. ``on_tree_change="carry"`` (default)
+keeps the MLP (and attention) weights and carries the node embeddings over to the new tree
+(:func:`jtm_rs.model.carry_node_embeddings`: leaves follow their items, internal nodes take
+the mean of their items' old rows at their level); ``"warm"`` keeps the MLP and re-initialises
+the node embeddings; ``"fresh"`` starts a new model. The README reports them, measured.
 """
 
 from __future__ import annotations
@@ -41,9 +43,9 @@ from ._core import Tree
 from .cooccurrence import cooccurrence_embeddings
 from .data import MAX_BEHAVIOURS, PAD, EvaluationUsers, Interactions, Split
 from .exceptions import InvalidInputError, UnknownItemError
-from .model import JTMModel, default_device
+from .model import JTMModel, carry_node_embeddings, default_device
 from .retrieval import beam_search, brute_force, model_score_fn
-from .training import BehaviourLeaves, default_negatives, objective, train_epoch
+from .training import BehaviourLeaves, default_negatives, make_optimizer, objective, train_epoch
 from .tree_learning import learn_tree
 from .tree_weights import model_weights_fn
 from .baselines.base import Recommender
@@ -52,6 +54,7 @@ from .ids import IdMap
 FORMAT_VERSION = 1
 INITIAL_TREES = ("auto", "category", "kmeans", "random")
 TREE_LEARNINGS = ("jtm", "clustering", "none")
+TREE_CHANGES = ("keep", "carry", "warm", "fresh")
 
 
 @dataclass
@@ -83,8 +86,10 @@ class JTMConfig:
     #: Between trainings: "jtm" (paper Algorithm 2), "clustering" (TDM: k-means over the
     #: learned leaf embeddings) or "none" (the tree stays the initial one, as JTM-H).
     tree_learning: str = "jtm"
+    #: "keep": the model goes on unchanged, node embeddings stay with their node ids (what
+    #: tree learning assumed); "carry": keep the MLP, move node embeddings with their items;
     #: "warm": keep the MLP, re-initialise node embeddings; "fresh": new model.
-    on_tree_change: str = "warm"
+    on_tree_change: str = "carry"
     max_behaviours: int = MAX_BEHAVIOURS
     #: Examples in the fixed sample on which the objective is tracked.
     objective_examples: int = 4000
@@ -102,8 +107,8 @@ class JTMConfig:
             raise InvalidInputError(f"initial_tree must be one of {INITIAL_TREES}, got {self.initial_tree!r}")
         if self.tree_learning not in TREE_LEARNINGS:
             raise InvalidInputError(f"tree_learning must be one of {TREE_LEARNINGS}, got {self.tree_learning!r}")
-        if self.on_tree_change not in ("warm", "fresh"):
-            raise InvalidInputError(f"on_tree_change must be 'warm' or 'fresh', got {self.on_tree_change!r}")
+        if self.on_tree_change not in TREE_CHANGES:
+            raise InvalidInputError(f"on_tree_change must be one of {TREE_CHANGES}, got {self.on_tree_change!r}")
         self.hidden = tuple(self.hidden)
 
 
@@ -256,8 +261,8 @@ class JTM(Recommender):
             if show_progress:
                 tqdm.write(f"round {it}: tree learned in {seconds['learn_tree']:.1f} s, objective "
                            f"{record.objective:.3f} -> {record.objective_after_tree_learning:.3f}")
-            self.tree = new_tree
-            self._on_tree_change(it + 1)
+            old_tree, self.tree = self.tree, new_tree
+            self._on_tree_change(old_tree, it + 1)
         return self
 
     def learn_tree(self, train: Interactions, *, d: Optional[int] = None, show_progress: bool = True) -> Tree:
@@ -321,16 +326,24 @@ class JTM(Recommender):
         n = getattr(model, "n_nodes", None)
         if n is not None and n < tree.n_nodes:
             raise InvalidInputError(f"the model embeds {n} nodes but the tree has {tree.n_nodes}")
-        self._optimizer = torch.optim.Adam(model.parameters(), lr=self.config.learning_rate)
+        self._optimizer = make_optimizer(model, self.config.learning_rate)
         return model
 
-    def _on_tree_change(self, iteration: int) -> None:
-        if self.config.on_tree_change == "fresh" or not hasattr(self.model, "reset_embeddings"):
+    def _on_tree_change(self, old_tree: Tree, iteration: int) -> None:
+        mode = self.config.on_tree_change
+        if mode == "keep":
+            return  # θ goes on as it is (and so do Adam's moments): the paper's alternation
+        table = getattr(getattr(self.model, "embedding", None), "weight", None)
+        if mode == "carry" and isinstance(table, torch.Tensor):
+            carry_node_embeddings(table.data, old_tree, self.tree)
+        elif mode == "fresh" or not hasattr(self.model, "reset_embeddings"):
             self.model = self._new_model(self.tree, seed=self.config.seed + iteration)
+            return
         else:
             torch.manual_seed(self.config.seed + iteration)
             self.model.reset_embeddings()
-            self._optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.learning_rate)
+        # The optimiser's moments belong to the old placement.
+        self._optimizer = make_optimizer(self.model, self.config.learning_rate)
 
     def _train(self, leaves: BehaviourLeaves, rng: np.random.Generator, iteration: int, show_progress: bool) -> float:
         cfg = self.config

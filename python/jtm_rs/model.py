@@ -15,9 +15,11 @@ also offer ``score_pairs(behaviours[G, W], rows[P], nodes[P]) -> [P]``, equal to
 
 from __future__ import annotations
 
+import itertools
 from typing import Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ._core import Tree
@@ -95,6 +97,35 @@ class _WindowPool(nn.Module):
         return (sums / counts[..., None]).flatten(1)
 
 
+class _SharedSlopePReLUFunction(torch.autograd.Function):
+    """PReLU with one slope, through the leaky-ReLU kernels: torch's CPU PReLU backward is
+    written for per-channel slopes and took 15 % of a training step (4x this)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
+        a = float(slope)
+        ctx.save_for_backward(x)
+        ctx.a = a
+        return F.leaky_relu(x, a)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        grad_x = torch.ops.aten.leaky_relu_backward(grad, x, ctx.a, False)
+        grad_slope = torch.dot(grad.reshape(-1), x.clamp(max=0).reshape(-1)).reshape(1)
+        return grad_x, grad_slope
+
+
+class PReLU(nn.PReLU):
+    """``nn.PReLU`` (same parameters and state dict), faster on CPU for a single shared slope.
+    On other devices, where reading the slope would synchronise, it is torch's own."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.weight.numel() != 1 or x.device.type != "cpu":
+            return super().forward(x)
+        return _SharedSlopePReLUFunction.apply(x, self.weight)
+
+
 class JTMModel(nn.Module):
     """The paper's model: one embedding table over all node ids (leaves and internal nodes),
     10 time-window averages of the behaviour embeddings, concatenated with the node embedding
@@ -102,6 +133,11 @@ class JTMModel(nn.Module):
 
     With ``attention=True`` each behaviour is first weighted by a DIN activation unit
     ``a(e_i, e_node)`` (MLP over ``[e_i, e_node, e_i * e_node, e_i - e_node]``), the TDM model.
+
+    ``sparse=True`` (default) gives the node-embedding table sparse gradients: a batch touches
+    a few thousand of its rows, and a dense gradient plus dense Adam over the whole table was
+    40 % of a training step. Train it with :func:`jtm_rs.training.make_optimizer` (SparseAdam
+    for the table, Adam for the rest).
     """
 
     def __init__(
@@ -113,18 +149,21 @@ class JTMModel(nn.Module):
         attention: bool = False,
         attention_hidden: int = 36,
         batch_norm: bool = False,
+        sparse: bool = True,
     ):
         super().__init__()
         self.n_nodes = n_nodes
         self.embedding_dim = embedding_dim
         self.window_sizes = tuple(windows)
-        self.embedding = nn.Embedding(n_nodes + 1, embedding_dim, padding_idx=n_nodes)  # last row: padding
+        self.embedding = nn.Embedding(n_nodes + 1, embedding_dim, padding_idx=n_nodes, sparse=sparse)  # last row: padding
         nn.init.normal_(self.embedding.weight, std=0.05)
         with torch.no_grad():
             self.embedding.weight[n_nodes].zero_()
         self.pool = _WindowPool(windows)
+        starts = [0, *itertools.accumulate(self.window_sizes)][:-1]
+        self.register_buffer("window_starts", torch.tensor(starts, dtype=torch.int64), persistent=False)
         self.attention = (
-            nn.Sequential(nn.Linear(4 * embedding_dim, attention_hidden), nn.PReLU(), nn.Linear(attention_hidden, 1))
+            nn.Sequential(nn.Linear(4 * embedding_dim, attention_hidden), PReLU(), nn.Linear(attention_hidden, 1))
             if attention
             else None
         )
@@ -134,7 +173,7 @@ class JTMModel(nn.Module):
             layers.append(nn.Linear(width, h))
             if batch_norm:
                 layers.append(nn.BatchNorm1d(h))
-            layers.append(nn.PReLU())
+            layers.append(PReLU())
             width = h
         layers.append(nn.Linear(width, 1))
         self.mlp = nn.Sequential(*layers)
@@ -177,11 +216,31 @@ class JTMModel(nn.Module):
             return _forward_in_chunks(self, behaviours, rows, nodes)
         if self.attention is not None:
             return self._attention_pairs(behaviours, rows, nodes)
+        beh, table, local, pad = self._local_table(behaviours, nodes)
+        g, width = beh.shape
+        offsets = (torch.arange(g, device=beh.device)[:, None] * width + self.window_starts).reshape(-1)
+        user = F.embedding_bag(local[: g * width], table, offsets, mode="mean", padding_idx=pad).view(g, -1)
         d_user = len(self.window_sizes) * self.embedding_dim
-        h_user = torch.addmm(first.bias, self.user_vector(behaviours), first.weight[:, :d_user].T)
-        h = h_user[rows] + self._embed(nodes) @ first.weight[:, d_user:].T
+        h_user = torch.addmm(first.bias, user, first.weight[:, :d_user].T)
+        h = torch.addmm(h_user[rows], table[local[g * width :]], first.weight[:, d_user:].T)
         return self.mlp[1:](h).squeeze(-1)
 
+    def _local_table(self, behaviours: torch.Tensor, nodes: torch.Tensor):
+        """The embedding rows a batch uses, looked up once: ``(behaviours [G, width], table
+        [U, D], local ids, padding's row in table or None)``, where ``local`` indexes ``table``
+        for the flattened behaviours then the nodes. One lookup (one sparse gradient of U unique
+        rows) instead of one per use; the window averages are an ``embedding_bag`` over it."""
+        width = self.pool.width
+        beh = behaviours[:, :width]
+        if beh.shape[1] < width:
+            beh = F.pad(beh, (0, width - beh.shape[1]), value=-1)
+        flat = torch.cat([beh.reshape(-1), nodes.reshape(-1)])
+        flat = torch.where(flat >= 0, flat, self.n_nodes)
+        unique, local = torch.unique(flat, return_inverse=True)
+        table = F.embedding(unique, self.embedding.weight, padding_idx=self.n_nodes, sparse=self.embedding.sparse)
+        # The padding row sorts last; embedding_bag must skip it (means over real behaviours).
+        pad = len(unique) - 1 if len(unique) and int(unique[-1]) == self.n_nodes else None
+        return beh, table, local, pad
 
     def _attention_pairs(self, behaviours: torch.Tensor, rows: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
         """The attention model's pairs, with the activation unit's first layer split by its
@@ -205,6 +264,32 @@ class JTMModel(nn.Module):
             user = self.pool(v * weights, mask[r])
             parts.append(self.mlp(torch.cat([user, n], dim=1)).squeeze(1))
         return torch.cat(parts) if parts else vec.new_zeros(0)
+
+
+@torch.no_grad()
+def carry_node_embeddings(table: torch.Tensor, old: Tree, new: Tree) -> None:
+    """Moves what a node-embedding table learned under ``old`` to the numbering of ``new``, in
+    place: each leaf row follows its item, and each internal node of ``new`` at level ``l``
+    becomes the mean of the level-``l`` rows (under ``old``) of the items now below it — the
+    rows those items' behaviours and paths used at that level. Nodes with no item and the root
+    keep their rows. Rows past ``new``'s nodes (e.g. padding) are untouched."""
+    if (old.arity, old.leaf_level) != (new.arity, new.leaf_level):
+        raise ValueError("the trees differ in arity or depth: node embeddings cannot be carried over")
+    device = table.device
+    geometry = TreeGeometry.of(new, device)
+    items = new.items
+    old_leaf = torch.from_numpy(old.leaves(items)).to(device)
+    new_leaf = torch.from_numpy(new.leaves(items)).to(device)
+    before = table[: new.n_nodes].clone()
+    for level in range(1, new.leaf_level + 1):
+        src = geometry.ancestors(old_leaf, level)
+        dst = geometry.ancestors(new_leaf, level)
+        sums = torch.zeros_like(before).index_add_(0, dst, before[src])
+        counts = torch.zeros(len(before), device=device, dtype=before.dtype).index_add_(
+            0, dst, torch.ones(len(dst), device=device, dtype=before.dtype)
+        )
+        hit = torch.unique(dst)
+        table[hit] = sums[hit] / counts[hit, None]
 
 
 def score_pairs(model: nn.Module, behaviours: torch.Tensor, rows: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:

@@ -52,6 +52,39 @@ def default_negatives(leaf_level: int, total: int, arity: int = 2) -> List[int]:
     return [int(x) for x in np.minimum(raw, cap)]
 
 
+class CombinedOptimizer:
+    """Several optimisers stepped as one (``zero_grad``/``step``/``param_groups``)."""
+
+    def __init__(self, optimizers: Sequence[torch.optim.Optimizer]):
+        self.optimizers = list(optimizers)
+
+    @property
+    def param_groups(self) -> list:
+        return [g for o in self.optimizers for g in o.param_groups]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for o in self.optimizers:
+            o.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for o in self.optimizers:
+            o.step()
+
+
+def make_optimizer(model: nn.Module, learning_rate: float):
+    """Adam, with ``SparseAdam`` for the tables of embeddings built with ``sparse=True`` (lazy
+    Adam: only the rows a batch touched move, as in large-scale recommenders)."""
+    sparse = [m.weight for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse]
+    ids = {id(p) for p in sparse}
+    dense = [p for p in model.parameters() if id(p) not in ids]
+    if not sparse:
+        return torch.optim.Adam(dense, lr=learning_rate)
+    parts = [torch.optim.SparseAdam(sparse, lr=learning_rate)]
+    if dense:
+        parts.append(torch.optim.Adam(dense, lr=learning_rate))
+    return CombinedOptimizer(parts)
+
+
 def user_levels(geometry: TreeGeometry, leaves: torch.Tensor, hierarchical: bool) -> torch.Tensor:
     """Each user's representation at every level 1..L, ``[E, W] -> [E * L, W]`` (row
     ``e * L + (l - 1)`` is user ``e`` at level ``l``); without the hierarchical representation
@@ -73,7 +106,7 @@ def pair_rows(n_users: int, levels: torch.Tensor, leaf_level: int, hierarchical:
 
 def train_epoch(
     model: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer,
     tree: Tree,
     leaves: BehaviourLeaves,
     examples: np.ndarray,

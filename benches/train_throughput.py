@@ -1,0 +1,168 @@
+"""Training throughput of the default model: examples per second, against the arithmetic limit.
+
+An *example* is one (user window, target item) pair with its samples on every level: the
+target's ancestors (label 1) and the default 60 negatives (label 0), i.e. one row of paper eq. 2.
+The data are generated: 20 000 items (a 15-level tree), 10 000 users, ~300 000 behaviours.
+
+The **arithmetic limit** is what the model's multiply-adds would allow at the speed this
+machine multiplies matrices of the MLP's shape (a GEMM measured here, same threads): forward
+and backward of every linear layer, counted per example from the model's shapes. Training
+cannot beat it; the gap to it is gathers, activations, the optimiser and Python.
+
+Each configuration runs in its own process, repeated and interleaved, so that a busy machine
+slows them alike; the table gives examples/s (min and median over repeats) and the ratio to
+the first configuration measured in the same round.
+
+Run:
+    python benches/train_throughput.py                       # 1 and 2 threads
+    python benches/train_throughput.py --busy 2              # while 2 processes spin
+    python benches/train_throughput.py --reference /old/python   # another checkout's package
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _flops_per_example(model, leaf_level: int, pairs: int) -> float:
+    """Forward + backward (3x forward) multiply-adds of the linear layers, as FLOPs."""
+    import torch
+
+    first = model.mlp[0]
+    d_user = len(model.window_sizes) * model.embedding_dim
+    macs = leaf_level * d_user * first.out_features  # user share of layer 1, once per level
+    macs += pairs * (first.in_features - d_user) * first.out_features  # node share, per pair
+    for layer in list(model.mlp)[1:]:
+        if isinstance(layer, torch.nn.Linear):
+            macs += pairs * layer.in_features * layer.out_features
+    return 2.0 * 3.0 * macs
+
+
+def _gemm_flops_per_s(threads: int) -> float:
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(8192, 128), torch.randn(128, 64)
+    best = 0.0
+    for _ in range(5):
+        t = time.perf_counter()
+        for _ in range(50):
+            a @ b
+        best = max(best, 50 * 2 * 8192 * 128 * 64 / (time.perf_counter() - t))
+    return best
+
+
+def child(args: argparse.Namespace) -> None:
+    """One measurement, in this process: prints a JSON line."""
+    args.threads = args.threads[0]
+    os.environ["RAYON_NUM_THREADS"] = str(args.threads)
+    import numpy as np
+    import torch
+
+    import jtm_rs
+    from jtm_rs import synthetic
+    from jtm_rs.jtm import JTM, JTMConfig
+    from jtm_rs.training import BehaviourLeaves, default_negatives, train_epoch
+
+    torch.set_num_threads(args.threads)
+    data = synthetic.generate(n_items=args.items, n_users=args.users, seed=0).interactions
+    cfg = JTMConfig() if args.batch_size is None else JTMConfig(batch_size=args.batch_size)
+    tree = jtm_rs.Tree.random(np.unique(data.items), arity=cfg.arity, seed=0)
+    jtm = JTM(cfg, device="cpu", n_threads=args.threads)
+    jtm.tree = tree
+    model = jtm._new_model(tree, seed=0)
+    windows = data.training_windows()
+    leaves = BehaviourLeaves(windows, tree, torch.device("cpu"))
+    negatives = default_negatives(tree.leaf_level, cfg.negatives, tree.arity)
+    rng = np.random.default_rng(args.seed)
+    warm = rng.permutation(len(windows))[:1000]
+    train_epoch(model, jtm._optimizer, tree, leaves, warm, negatives, hierarchical=True,
+                batch_size=cfg.batch_size, seed=0)
+    examples = rng.permutation(len(windows))[: args.examples]
+    t = time.perf_counter()
+    train_epoch(model, jtm._optimizer, tree, leaves, examples, negatives, hierarchical=True,
+                batch_size=cfg.batch_size, seed=1)
+    rate = len(examples) / (time.perf_counter() - t)
+    pairs = sum(negatives[1:]) + tree.leaf_level
+    flops = _flops_per_example(model, tree.leaf_level, pairs)
+    gemm = _gemm_flops_per_s(args.threads)
+    print(json.dumps(dict(rate=rate, flops=flops, gemm=gemm, limit=gemm / flops, leaf_level=tree.leaf_level,
+                          pairs=pairs, batch_size=cfg.batch_size)))
+
+
+def _spin() -> None:
+    while True:
+        pass
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch and rayon threads (default: 1 2)")
+    p.add_argument("--items", type=int, default=20000)
+    p.add_argument("--users", type=int, default=10000)
+    p.add_argument("--examples", type=int, default=10000, help="examples timed per measurement (default 10000)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--batch-size", type=int, help="samples per optimiser step (default: JTMConfig's)")
+    p.add_argument("--busy", type=int, default=0, help="spinning processes kept running meanwhile (default 0)")
+    p.add_argument("--reference", help="a python/ source dir of another jtm_rs to compare with (same _core)")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        child(args)
+        return
+    configs = [(None, t) for t in args.threads]
+    if args.reference:
+        configs += [(args.reference, t) for t in args.threads]
+    spinners = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(args.busy)]
+    for s in spinners:
+        s.start()
+    results = {c: [] for c in configs}
+    try:
+        for r in range(args.repeats):
+            for ref, threads in configs:
+                env = dict(os.environ)
+                if ref:
+                    env["PYTHONPATH"] = ref
+                cmd = [sys.executable, __file__, "--child", "--threads", str(threads), "--items", str(args.items),
+                       "--users", str(args.users), "--examples", str(args.examples), "--seed", str(r)]
+                if args.batch_size:
+                    cmd += ["--batch-size", str(args.batch_size)]
+                run = subprocess.run(cmd, env=env, capture_output=True, text=True)
+                if run.returncode:
+                    sys.exit(f"measurement failed:\n{run.stderr[-3000:]}")
+                out = run.stdout
+                results[(ref, threads)].append(json.loads(out.strip().splitlines()[-1]))
+                print(f"round {r + 1}: {'reference' if ref else 'this'} x{threads}: "
+                      f"{results[(ref, threads)][-1]['rate']:.0f} examples/s", flush=True)
+    finally:
+        for s in spinners:
+            s.terminate()
+    first = results[configs[0]]
+    info = first[0]
+    print(f"\n{args.items} items (leaf level {info['leaf_level']}), {info['pairs']} samples per example, "
+          f"batch {info['batch_size']} samples, {args.busy} busy process(es), {os.cpu_count()} cores")
+    print(f"model: {info['flops'] / 1e6:.1f} MFLOP per example (forward + backward of the linear layers)")
+    print("| code | threads | examples/s min | median | × first row (median of per-round ratios) | GEMM GFLOP/s | arithmetic limit, examples/s | share of limit |")
+    print("|---|---|---|---|---|---|---|---|")
+    for ref, threads in configs:
+        rs = results[(ref, threads)]
+        rates = [x["rate"] for x in rs]
+        ratio = sorted(x["rate"] / f["rate"] for x, f in zip(rs, first))[len(rs) // 2]
+        gemm = max(x["gemm"] for x in rs)
+        limit = gemm / rs[0]["flops"]
+        med = sorted(rates)[len(rates) // 2]
+        print(f"| {'reference' if ref else 'this'} | {threads} | {min(rates):.0f} | {med:.0f} | {ratio:.2f} | "
+              f"{gemm / 1e9:.0f} | {limit:.0f} | {med / limit:.0%} |")
+
+
+if __name__ == "__main__":
+    main()
