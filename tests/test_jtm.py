@@ -194,3 +194,29 @@ def test_cli_speaks_the_datas_string_ids(tmp_path, capsys):
     assert all(tok.startswith("ASIN") and tok.split(":")[0].endswith("X") for tok in items.split())
     assert cli.main(["recommend", str(p), "--model", str(run), "--users", "nobody"]) == 2
     assert "unknown user" in capsys.readouterr().err
+
+
+def test_torch_threads_default_to_one_inside_fit_and_are_restored(generated, monkeypatch):
+    _, split = generated
+    before = torch.get_num_threads()
+    inside = []
+    m = JTM(iterations=0, max_examples_per_epoch=200, validation_users=10, device="cpu")
+    m.fit(split, show_progress=False, callback=lambda r: inside.append(torch.get_num_threads()))
+    assert inside == [1] and torch.get_num_threads() == before
+    monkeypatch.setenv("JTM_TORCH_THREADS", "2")
+    m.fit(split, show_progress=False, callback=lambda r: inside.append(torch.get_num_threads()))
+    JTM(iterations=0, max_examples_per_epoch=200, validation_users=10, device="cpu", n_threads=3).fit(
+        split, show_progress=False, callback=lambda r: inside.append(torch.get_num_threads()))
+    assert inside == [1, 2, 3] and torch.get_num_threads() == before
+
+
+def test_objective_by_level_sums_to_the_recorded_objective(generated):
+    _, split = generated
+    m = JTM(iterations=1, max_examples_per_epoch=1000, validation_users=20, device="cpu", objective_examples=300)
+    m.fit(split, show_progress=False)
+    first = m.history[0]
+    assert len(first.objective_by_level) == m.tree.leaf_level
+    assert all(v > 0 for v in first.objective_by_level)
+    assert np.isclose(sum(first.objective_by_level), first.objective)
+    assert np.isclose(sum(first.objective_by_level_after_tree_learning), first.objective_after_tree_learning)
+    assert m.history[-1].objective_by_level_after_tree_learning == []

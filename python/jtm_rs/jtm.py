@@ -45,11 +45,12 @@ from .data import MAX_BEHAVIOURS, PAD, EvaluationUsers, Interactions, Split
 from .exceptions import InvalidInputError, UnknownItemError
 from .model import JTMModel, carry_node_embeddings, default_device
 from .retrieval import beam_search, brute_force, model_score_fn
-from .training import BehaviourLeaves, default_negatives, make_optimizer, objective, train_epoch
+from .training import BehaviourLeaves, default_negatives, make_optimizer, objective_by_level, train_epoch
 from .tree_learning import learn_tree
 from .tree_weights import model_weights_fn
 from .baselines.base import Recommender
 from .ids import IdMap
+from .threads import uses_torch_threads
 
 FORMAT_VERSION = 1
 INITIAL_TREES = ("auto", "category", "kmeans", "random")
@@ -122,6 +123,9 @@ class IterationRecord:
     objective: float
     #: Same, after the tree was re-learned with the model fixed (None after the last training).
     objective_after_tree_learning: Optional[float] = None
+    #: The two objectives level by level (entry j-1: level j), to see which segment moved.
+    objective_by_level: List[float] = field(default_factory=list)
+    objective_by_level_after_tree_learning: List[float] = field(default_factory=list)
     validation: Dict[str, float] = field(default_factory=dict)
     seconds: Dict[str, float] = field(default_factory=dict)
 
@@ -146,7 +150,8 @@ class JTM(Recommender):
     device
         torch device; default CUDA when available, else CPU.
     n_threads
-        Threads for the Rust core (rayon) and, when given, torch's intra-op pool.
+        Threads for the Rust core (rayon) and torch's intra-op pool; default: every core for
+        rayon, one torch thread (:mod:`jtm_rs.threads` says why).
     """
 
     def __init__(
@@ -163,8 +168,6 @@ class JTM(Recommender):
         self.model_factory = model_factory or default_model_factory
         self.device = torch.device(device) if device is not None else default_device()
         self.n_threads = n_threads
-        if n_threads is not None:
-            torch.set_num_threads(n_threads)
         self.tree: Optional[Tree] = None
         self.model: Optional[nn.Module] = None
         self.history: List[IterationRecord] = []
@@ -177,6 +180,7 @@ class JTM(Recommender):
 
     # --- fitting ------------------------------------------------------------------------------
 
+    @uses_torch_threads
     def fit(
         self,
         data: Union[Split, Interactions],
@@ -232,8 +236,8 @@ class JTM(Recommender):
             leaves = BehaviourLeaves(windows, self.tree, self.device)
             loss = self._train(leaves, rng, it, show_progress)
             seconds["train"] = time.perf_counter() - t0
-            obj = objective(self.model, self.tree, leaves, fixed, hierarchical=cfg.hierarchical)
-            record = IterationRecord(it, loss, obj, seconds=seconds)
+            by_level = objective_by_level(self.model, self.tree, leaves, fixed, hierarchical=cfg.hierarchical)
+            record = IterationRecord(it, loss, float(by_level.sum()), seconds=seconds, objective_by_level=by_level.tolist())
             if eval_users is not None:
                 t0 = time.perf_counter()
                 record.validation = self.evaluate(eval_users, cfg.validation_m, on_unknown="ignore")
@@ -255,9 +259,9 @@ class JTM(Recommender):
             else:
                 new_tree = self._learn_tree(leaves, cfg.d, cfg.seed + it, show_progress)
             seconds["learn_tree"] = time.perf_counter() - t0
-            record.objective_after_tree_learning = objective(
-                self.model, new_tree, leaves, fixed, hierarchical=cfg.hierarchical
-            )
+            after = objective_by_level(self.model, new_tree, leaves, fixed, hierarchical=cfg.hierarchical)
+            record.objective_after_tree_learning = float(after.sum())
+            record.objective_by_level_after_tree_learning = after.tolist()
             if show_progress:
                 tqdm.write(f"round {it}: tree learned in {seconds['learn_tree']:.1f} s, objective "
                            f"{record.objective:.3f} -> {record.objective_after_tree_learning:.3f}")
@@ -265,6 +269,7 @@ class JTM(Recommender):
             self._on_tree_change(old_tree, it + 1)
         return self
 
+    @uses_torch_threads
     def learn_tree(self, train: Interactions, *, d: Optional[int] = None, show_progress: bool = True) -> Tree:
         """Paper Algorithm 2 with the current model fixed: a new tree learned from the training
         examples of ``train`` (``self.tree`` is left unchanged)."""
@@ -500,6 +505,7 @@ class JTM(Recommender):
             out = np.pad(out, ((0, 0), (0, W - out.shape[1])), constant_values=PAD)
         return out
 
+    @uses_torch_threads
     def retrieve(
         self,
         features: np.ndarray,

@@ -157,7 +157,7 @@ def train_epoch(
 
 
 @torch.no_grad()
-def objective(
+def objective_by_level(
     model: nn.Module,
     tree: Tree,
     leaves: BehaviourLeaves,
@@ -165,10 +165,12 @@ def objective(
     *,
     hierarchical: bool,
     batch_size: int = 1 << 15,
-) -> float:
-    """Paper eq. 2 per example: ``−Σ_{j=1..L} log p̂(b_j(π(c)) | u)``, averaged over ``examples``
-    (a fixed sample, so values are comparable across joint iterations). The targets' paths come
-    from ``tree``, the user features from ``leaves`` (which may be under another tree)."""
+) -> np.ndarray:
+    """Paper eq. 2 per example, level by level: ``[L]``, entry ``j - 1`` the mean over
+    ``examples`` of ``−log p̂(b_j(π(c)) | u)`` (a fixed sample, so values are comparable across
+    joint iterations). The targets' paths come from ``tree``, the user features from ``leaves``
+    (which may be under another tree). Split by level it shows which of Algorithm 2's segments
+    gained or lost."""
     model.eval()
     device = leaves.device
     geometry = TreeGeometry.of(tree, device)
@@ -176,12 +178,21 @@ def objective(
     target_leaf = torch.from_numpy(tree.leaves(leaves.windows.targets[examples])).to(device)
     ex = torch.from_numpy(np.ascontiguousarray(examples, dtype=np.int64)).to(device)
     levels = torch.arange(1, L + 1, device=device)
-    total = 0.0
+    total = torch.zeros(L, dtype=torch.float64, device=device)
     per_batch = max(1, batch_size // max(L, 1))
     for lo in range(0, len(ex), per_batch):
         rows_ex = ex[lo : lo + per_batch]
         beh = user_levels(geometry, leaves(rows_ex), hierarchical)
         path = geometry.ancestors(target_leaf[lo : lo + per_batch, None], levels[None, :]).reshape(-1)
         rows = pair_rows(len(rows_ex), levels, L, hierarchical)
-        total -= float(F.logsigmoid(score_pairs(model, beh, rows, path).float()).sum())
-    return total / max(len(ex), 1)
+        logp = F.logsigmoid(score_pairs(model, beh, rows, path).double()).view(-1, L)
+        total -= logp.sum(0)
+    return (total / max(len(ex), 1)).cpu().numpy()
+
+
+def objective(model: nn.Module, tree: Tree, leaves: BehaviourLeaves, examples: np.ndarray, *,
+              hierarchical: bool, batch_size: int = 1 << 15) -> float:
+    """Paper eq. 2 per example, ``−Σ_{j=1..L} log p̂(b_j(π(c)) | u)``: the sum of
+    :func:`objective_by_level`."""
+    return float(objective_by_level(model, tree, leaves, examples, hierarchical=hierarchical,
+                                    batch_size=batch_size).sum())

@@ -45,8 +45,6 @@ class TorchRecommender(Recommender):
         self.learning_rate, self.validation_m, self.validation_users = learning_rate, validation_m, validation_users
         self.seed, self.n_threads = seed, n_threads
         self.device = torch.device(device) if device is not None else default_device()
-        if n_threads is not None:
-            torch.set_num_threads(n_threads)
         self.history: List[dict] = []
 
     def _examples(self, split: Split) -> "tuple[Windows, torch.Tensor]":

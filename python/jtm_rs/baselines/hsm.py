@@ -21,6 +21,7 @@ from .._core import Tree
 from ..cooccurrence import cooccurrence_embeddings
 from ..data import PAD, Split
 from ..model import TreeGeometry
+from ..threads import uses_torch_threads
 from ._torch import TorchRecommender
 from .youtube_dnn import TwoTower
 
@@ -34,6 +35,7 @@ class HSM(TorchRecommender):
         super().__init__(**kwargs)
         self.arity, self.beam_size = arity, beam_size
 
+    @uses_torch_threads
     def fit(self, split: Split, *, show_progress: bool = True, tree: Optional[Tree] = None) -> "HSM":
         rng = np.random.default_rng(self.seed)
         windows, feats = self._examples(split)
@@ -66,6 +68,7 @@ class HSM(TorchRecommender):
         return self
 
     @torch.no_grad()
+    @uses_torch_threads
     def retrieve(self, features: np.ndarray, M: int, batch_size: int = 512) -> Tuple[np.ndarray, np.ndarray]:
         tree, model = self.tree, self.model
         model.eval()

@@ -20,6 +20,7 @@ from torch import nn
 from ..data import PAD, Split
 from ..exceptions import InvalidInputError
 from ..model import TIME_WINDOWS, _WindowPool
+from ..threads import uses_torch_threads
 from ._torch import TorchRecommender
 
 
@@ -61,6 +62,7 @@ class YouTubeDNN(TorchRecommender):
             raise InvalidInputError("negatives must be at least 1")
         self.negatives = negatives
 
+    @uses_torch_threads
     def fit(self, split: Split, *, show_progress: bool = True) -> "YouTubeDNN":
         rng = np.random.default_rng(self.seed)
         windows, feats = self._examples(split)
@@ -80,6 +82,7 @@ class YouTubeDNN(TorchRecommender):
         return self
 
     @torch.no_grad()
+    @uses_torch_threads
     def retrieve(self, features: np.ndarray, M: int, batch_size: int = 1024) -> Tuple[np.ndarray, np.ndarray]:
         self.model.eval()
         items = self.model.output.weight

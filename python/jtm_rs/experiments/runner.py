@@ -138,6 +138,8 @@ class Experiment:
             fit_s = time.perf_counter() - t - eval_time[0]
             for c, h in zip(curve, rec.history):  # fill in what tree learning measured later
                 c["objective_after_tree_learning"] = h.objective_after_tree_learning
+                c["objective_by_level"] = h.objective_by_level
+                c["objective_by_level_after_tree_learning"] = h.objective_by_level_after_tree_learning
                 c["seconds"] = dict(h.seconds)
         else:
             rec.fit(split, show_progress=self.show_progress)
