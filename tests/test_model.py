@@ -50,7 +50,10 @@ def test_window_averages_by_hand():
 
 
 @pytest.mark.parametrize("attention", [False, True])
-def test_score_pairs_and_grid_equal_forward(attention):
+def test_score_pairs_and_grid_equal_forward(attention, monkeypatch):
+    import jtm_rs.model as model_mod
+
+    monkeypatch.setattr(model_mod, "GRID_BLOCK", 8)  # the grid in blocks of two users
     torch.manual_seed(1)
     m = JTMModel(n_nodes=50, attention=attention).eval()
     beh = torch.randint(-1, 50, (6, 69))

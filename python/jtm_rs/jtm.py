@@ -16,8 +16,10 @@ Precision/Recall/F@M and the time of each phase; after every tree learning, the 
 the new tree with the model unchanged (tree learning maximises exactly that, so it drops).
 
 **When the tree changes** the node ids keep their positions but not their items, so what the
-node embeddings learned no longer applies where it is. ``on_tree_change="carry"`` (default)
-keeps the MLP (and attention) weights and carries the node embeddings over to the new tree
+node embeddings learned no longer applies where it is. ``on_tree_change="keep"`` (default)
+is the paper's alternation: the model goes on unchanged, as tree learning assumed when it
+placed items under the nodes whose (old) embeddings suit their users. ``"carry"`` keeps the MLP
+(and attention) weights and carries the node embeddings over to the new tree
 (:func:`jtm_rs.model.carry_node_embeddings`: leaves follow their items, internal nodes take
 the mean of their items' old rows at their level); ``"warm"`` keeps the MLP and re-initialises
 the node embeddings; ``"fresh"`` starts a new model. The README reports them, measured.
@@ -90,7 +92,7 @@ class JTMConfig:
     #: "keep": the model goes on unchanged, node embeddings stay with their node ids (what
     #: tree learning assumed); "carry": keep the MLP, move node embeddings with their items;
     #: "warm": keep the MLP, re-initialise node embeddings; "fresh": new model.
-    on_tree_change: str = "carry"
+    on_tree_change: str = "keep"
     max_behaviours: int = MAX_BEHAVIOURS
     #: Examples in the fixed sample on which the objective is tracked.
     objective_examples: int = 4000

@@ -225,6 +225,29 @@ class JTMModel(nn.Module):
         h = torch.addmm(h_user[rows], table[local[g * width :]], first.weight[:, d_user:].T)
         return self.mlp[1:](h).squeeze(-1)
 
+    def score_grid(self, behaviours: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
+        """``[S, W], [S, C] -> [S, C]`` (tree learning's and beam search's shape): as
+        :meth:`score_pairs`, with the user's share of the first layer broadcast over its ``C``
+        nodes instead of gathered per pair, in cache-sized blocks of users."""
+        first = self.mlp[0]
+        if self.attention is not None or not isinstance(first, nn.Linear) or nodes.dim() != 2:
+            s, c = nodes.shape
+            rows = torch.arange(s, device=nodes.device).repeat_interleave(c)
+            return self.score_pairs(behaviours, rows, nodes.reshape(-1)).view(s, c)
+        s, c = nodes.shape
+        step = max(1, GRID_BLOCK // max(c, 1))
+        d_user = len(self.window_sizes) * self.embedding_dim
+        parts = []
+        for lo in range(0, s, step):
+            beh, table, local, pad = self._local_table(behaviours[lo : lo + step], nodes[lo : lo + step])
+            g, width = beh.shape
+            offsets = (torch.arange(g, device=beh.device)[:, None] * width + self.window_starts).reshape(-1)
+            user = F.embedding_bag(local[: g * width], table, offsets, mode="mean", padding_idx=pad).view(g, -1)
+            h_user = torch.addmm(first.bias, user, first.weight[:, :d_user].T)
+            h = (table[local[g * width :]] @ first.weight[:, d_user:].T).view(g, c, -1) + h_user[:, None, :]
+            parts.append(self.mlp[1:](h.view(g * c, -1)).view(g, c))
+        return torch.cat(parts) if parts else nodes.new_zeros((0, c), dtype=self.embedding.weight.dtype)
+
     def _local_table(self, behaviours: torch.Tensor, nodes: torch.Tensor):
         """The embedding rows a batch uses, looked up once: ``(behaviours [G, width], table
         [U, D], local ids, padding's row in table or None)``, where ``local`` indexes ``table``
@@ -313,8 +336,15 @@ def _forward_in_chunks(model: nn.Module, behaviours: torch.Tensor, rows: torch.T
     return torch.cat(parts)
 
 
+#: Pairs per block of :meth:`JTMModel.score_grid`: its [pairs, 128] activations stay in cache.
+GRID_BLOCK = 1 << 15
+
+
 def score_grid(model: nn.Module, behaviours: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
     """``[S, W], [S, C] -> [S, C]``: each row's user against each of its nodes."""
+    fn = getattr(model, "score_grid", None)
+    if fn is not None:
+        return fn(behaviours, nodes)
     s, c = nodes.shape
     rows = torch.arange(s, device=nodes.device).repeat_interleave(c)
     return score_pairs(model, behaviours, rows, nodes.reshape(-1)).view(s, c)
