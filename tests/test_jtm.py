@@ -122,11 +122,11 @@ def test_bad_input_at_fit():
 def test_every_tree_change_mode_and_callback_stop(generated):
     _, split = generated
     seen = []
-    for mode in ("fresh", "warm", "carry", "keep"):
+    for mode in ("fresh", "warm", "carry", "keep", "auto"):
         m = JTM(iterations=2, max_examples_per_epoch=2000, on_tree_change=mode, validation_users=50, device="cpu")
         m.fit(split, show_progress=False, callback=lambda r: seen.append(r.iteration) or r.iteration < 1)
         assert len(m.history) == 2  # stopped by the callback after round 1's training
-    assert seen == [0, 1] * 4
+    assert seen == [0, 1] * 5
 
 
 def test_attention_and_jtm_j_variants_run(generated):

@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iterations", type=int, default=3, help="tree learnings in the joint loop")
     p.add_argument("--examples-per-epoch", type=int, default=60000, help="training examples per model training")
     p.add_argument("--m", type=int, default=50, help="M of Precision/Recall/F@M (paper: 200)")
-    p.add_argument("--on-tree-change", choices=["keep", "carry", "warm", "fresh"], default="keep")
+    p.add_argument("--on-tree-change", choices=["auto", "keep", "carry", "warm", "fresh"], default="auto")
     p.add_argument("--no-ablation", action="store_true", help="skip the JTM-J and planted-tree runs")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
     p.add_argument("--threads", type=int, default=None, help="rayon and torch threads")

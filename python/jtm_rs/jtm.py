@@ -16,8 +16,8 @@ Precision/Recall/F@M and the time of each phase; after every tree learning, the 
 the new tree with the model unchanged (tree learning maximises exactly that, so it drops).
 
 **When the tree changes** the node ids keep their positions but not their items, so what the
-node embeddings learned no longer applies where it is. ``on_tree_change="keep"`` (default)
-is the paper's alternation: the model goes on unchanged, as tree learning assumed when it
+node embeddings learned no longer applies where it is. ``on_tree_change="keep"`` (the
+default after Algorithm 2; after TDM's clustering it is ``"carry"``) is the paper's alternation: the model goes on unchanged, as tree learning assumed when it
 placed items under the nodes whose (old) embeddings suit their users. ``"carry"`` keeps the MLP
 (and attention) weights and carries the node embeddings over to the new tree
 (:func:`jtm_rs.model.carry_node_embeddings`: leaves follow their items, internal nodes take
@@ -57,7 +57,7 @@ from .threads import uses_torch_threads
 FORMAT_VERSION = 1
 INITIAL_TREES = ("auto", "category", "kmeans", "random")
 TREE_LEARNINGS = ("jtm", "clustering", "none")
-TREE_CHANGES = ("keep", "carry", "warm", "fresh")
+TREE_CHANGES = ("auto", "keep", "carry", "warm", "fresh")
 
 
 @dataclass
@@ -91,8 +91,9 @@ class JTMConfig:
     tree_learning: str = "jtm"
     #: "keep": the model goes on unchanged, node embeddings stay with their node ids (what
     #: tree learning assumed); "carry": keep the MLP, move node embeddings with their items;
-    #: "warm": keep the MLP, re-initialise node embeddings; "fresh": new model.
-    on_tree_change: str = "keep"
+    #: "warm": keep the MLP, re-initialise node embeddings; "fresh": new model; "auto": keep
+    #: after Algorithm 2, carry after TDM's clustering (which placed items by their leaf rows).
+    on_tree_change: str = "auto"
     max_behaviours: int = MAX_BEHAVIOURS
     #: Examples in the fixed sample on which the objective is tracked.
     objective_examples: int = 4000
@@ -338,6 +339,8 @@ class JTM(Recommender):
 
     def _on_tree_change(self, old_tree: Tree, iteration: int) -> None:
         mode = self.config.on_tree_change
+        if mode == "auto":
+            mode = "carry" if self.config.tree_learning == "clustering" else "keep"
         if mode == "keep":
             return  # θ goes on as it is (and so do Adam's moments): the paper's alternation
         table = getattr(getattr(self.model, "embedding", None), "weight", None)
