@@ -22,6 +22,11 @@
 //! at the same relative position under `p` as its old ancestor had under its old ancestor at
 //! level `s−1`, so such items keep their old relative place.
 //!
+//! With `keep_better` (default) a parent whose items all sat under it in the old tree keeps
+//! its old placement when that has the larger total weight: the greedy is not optimal where
+//! capacities are tight, and a segment should never lose weight it had. (The old placement is
+//! feasible exactly then; for other parents there is nothing to compare with.)
+//!
 //! The learner is a step machine — `begin_segment`, then `next_chunk`/`request`/
 //! `accept_weights` until the segment's weights are in, then `assign` — so the Python binding
 //! can call `weights_fn` with the GIL held and run every parallel step with it released.
@@ -47,6 +52,8 @@ pub struct LearnConfig {
     /// Passes of pairwise-exchange improvement after the greedy, in groups small enough for a
     /// dense weight table (0: the greedy alone).
     pub improve_passes: usize,
+    /// Keep a parent's old placement when it weighs more than the new one (see module doc).
+    pub keep_better: bool,
 }
 
 impl Default for LearnConfig {
@@ -58,6 +65,7 @@ impl Default for LearnConfig {
             chunk_items: usize::MAX,
             rebalance: Rebalance::Regret,
             improve_passes: 8,
+            keep_better: true,
         }
     }
 }
@@ -151,6 +159,8 @@ struct SegmentState {
     stays: Vec<bool>,
     /// `k` preferences per position of `order`, best first.
     prefs: Vec<Pref>,
+    /// The weight of each position's home candidate (kept even when not among its best).
+    home_weight: Vec<f32>,
     filled: usize,
 }
 
@@ -253,6 +263,7 @@ impl<'t> TreeLearner<'t> {
                 p.resize(order.len() * k, Pref::default());
                 p
             },
+            home_weight: vec![0.0; order.len()],
             order,
             groups,
             home,
@@ -323,6 +334,13 @@ impl<'t> TreeLearner<'t> {
         }
         let order = &st.order[rows.clone()];
         let home = &st.home[rows.clone()];
+        for ((hw, &h), row) in st.home_weight[rows.clone()]
+            .iter_mut()
+            .zip(home)
+            .zip(weights.chunks(n_cand))
+        {
+            *hw = row[h as usize].to_f32();
+        }
         st.prefs[rows.start * k..rows.end * k]
             .par_chunks_mut(k)
             .zip(weights.par_chunks(n_cand))
@@ -378,6 +396,9 @@ impl<'t> TreeLearner<'t> {
             };
             assign_group(&input, out);
             improve_group(&input, out, self.cfg.improve_passes);
+            if self.cfg.keep_better {
+                keep_better(&input, &st.home_weight[g.clone()], out);
+            }
         });
         for (&i, &c) in st.order.iter().zip(&chosen) {
             let parent = self.node[i as usize];
@@ -634,6 +655,32 @@ fn improve_group(g: &GroupInput, choice: &mut [u32], passes: usize) {
     }
 }
 
+/// Puts every item of the group back home when all of them were under this parent before
+/// (so the old placement is feasible) and the old placement's total weight is larger. A
+/// choice outside an item's kept preferences (a fallback placement) counts at its `k`-th best
+/// weight, an upper bound, so the old placement wins only when it surely weighs more.
+fn keep_better(g: &GroupInput, home_weight: &[f32], choice: &mut [u32]) {
+    if !g.stays.iter().all(|&s| s) {
+        return;
+    }
+    let new: f64 = choice
+        .iter()
+        .enumerate()
+        .map(|(r, &c)| {
+            let prefs = &g.prefs[r * g.k..(r + 1) * g.k];
+            let w = prefs
+                .iter()
+                .find(|p| p.cand == c)
+                .unwrap_or(&prefs[g.k - 1]);
+            w.weight as f64
+        })
+        .sum();
+    let old: f64 = home_weight.iter().map(|&w| w as f64).sum();
+    if old > new {
+        choice.copy_from_slice(g.home);
+    }
+}
+
 /// The unprocessed candidate sharing the deepest ancestor with `favourite`, then the closest
 /// by index. One always exists: a processed candidate is full, and the group fits.
 fn nearest_unprocessed(favourite: u32, processed: &[bool], arity: u32) -> usize {
@@ -783,6 +830,36 @@ mod tests {
                 assert_eq!(learned, planted, "d = {d}");
             }
         }
+    }
+
+    #[test]
+    fn keep_better_restores_the_old_placement_only_when_it_weighs_more_and_is_feasible() {
+        let p = |cand, weight| Pref { cand, weight };
+        let prefs = [p(0, 1.0), p(1, 0.5), p(1, 1.0), p(0, 0.2)];
+        let (home, stays) = ([1u32, 0], [true, true]);
+        let g = GroupInput {
+            prefs: &prefs,
+            k: 2,
+            home: &home,
+            stays: &stays,
+            n_cand: 2,
+            arity: 2,
+            capacity: 1,
+            rebalance: Rebalance::Regret,
+        };
+        let mut choice = [0u32, 1];
+        keep_better(&g, &[0.5, 0.2], &mut choice); // old 0.7 < new 2.0
+        assert_eq!(choice, [0, 1]);
+        keep_better(&g, &[1.5, 0.6], &mut choice); // old 2.1 > new 2.0
+        assert_eq!(choice, [1, 0]);
+        let moved_in = [true, false]; // item 1 came from another parent: no old placement here
+        let g = GroupInput {
+            stays: &moved_in,
+            ..g
+        };
+        let mut choice = [0u32, 1];
+        keep_better(&g, &[1.5, 0.6], &mut choice);
+        assert_eq!(choice, [0, 1]);
     }
 
     #[test]

@@ -53,3 +53,28 @@ def test_weights_agree_with_direct_scoring(hierarchical, arity, start):
                         total += float(F.logsigmoid(model(torch.from_numpy(beh), torch.from_numpy(node))))
                 expect = total * (scale[k] if len(mine) else 0.0)
                 assert got[i, c] == pytest.approx(expect, rel=1e-4, abs=1e-4), (item, c)
+
+
+def test_stay_bonus_lands_on_the_old_place_only():
+    data = synthetic.generate(80, 30, seed=1, min_length=3, mean_length=6).interactions
+    tree = jtm_rs.Tree.random(data.items, arity=2, seed=2)
+    w = data.training_windows()
+    model = JTMModel(tree.n_nodes).eval()
+    leaves = BehaviourLeaves(w, tree, torch.device("cpu"))
+    plain = model_weights_fn(model, tree, leaves, max_samples_per_item=3)
+    bonus = model_weights_fn(model, tree, leaves, max_samples_per_item=3, stay_bonus=2.0)
+    items = tree.items
+    start, end = 2, tree.leaf_level - 1
+    parents = tree.item_ancestors(items, start - 1)
+    parents[0] = tree.item_ancestors(items[-1:], start - 1)[0] if parents[0] != parents[-1] else parents[0]
+    diff = bonus(items, parents, start, end) - plain(items, parents, start, end)
+    counts = {i: int((w.targets == i).sum()) for i in items}
+    for r, item in enumerate(items):
+        stays = tree.item_ancestors(items[r : r + 1], start - 1)[0] == parents[r]
+        expect = np.zeros(diff.shape[1])
+        if stays and counts[item]:
+            home = tree.descendants(parents[r : r + 1], end)[0].tolist().index(tree.item_ancestors(items[r : r + 1], end)[0])
+            expect[home] = 2.0 * counts[item]
+        assert np.allclose(diff[r], expect, atol=1e-6), item
+    last = tree.leaf_level  # no deeper levels: no bonus
+    assert np.allclose(bonus(items, parents, start, last), plain(items, parents, start, last))

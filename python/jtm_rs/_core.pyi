@@ -94,4 +94,5 @@ def learn_tree(
     progress: Optional[Callable[[int, int, int, int], object]] = None,
     rebalance: str = "regret",
     improve_passes: int = 8,
+    keep_better: bool = True,
 ) -> Tree: ...

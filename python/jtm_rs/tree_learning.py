@@ -24,6 +24,7 @@ def learn_tree(
     n_threads: Optional[int] = None,
     rebalance: Literal["regret", "weight"] = "regret",
     improve_passes: int = 8,
+    keep_better: bool = True,
     show_progress: bool = True,
     callback: Optional[ProgressCallback] = None,
 ) -> Tree:
@@ -63,6 +64,9 @@ def learn_tree(
     improve_passes
         Passes of pairwise-exchange improvement after the greedy (0 disables), applied where a
         parent's items x candidates table is small (the levels near the leaves).
+    keep_better
+        A parent whose items were all under it before keeps their old placement when that
+        has the larger total weight, so no such parent loses weight (default True).
     show_progress
         Show a tqdm bar.
     callback
@@ -107,6 +111,7 @@ def learn_tree(
             progress=progress if (bar is not None or callback is not None) else None,
             rebalance=rebalance,
             improve_passes=improve_passes,
+            keep_better=keep_better,
         )
     finally:
         if bar is not None:

@@ -55,6 +55,17 @@ def item_samples(targets: np.ndarray, max_per_item: Optional[int], seed: int = 0
     return keys, indptr, order.astype(np.int64), counts / np.maximum(kept, 1)
 
 
+def _home_candidates(tree: Tree, items: np.ndarray, parents: np.ndarray, start: int, end: int):
+    """Per item: the column of its old place among ``parents``' descendants at ``end``, and
+    whether it has one (its parent is its old ancestor at ``start - 1``)."""
+    old_end = tree.item_ancestors(items, end)
+    old_parent = tree.item_ancestors(items, start - 1)
+    b = tree.arity
+    first_at = lambda level: (b**level - 1) // (b - 1)  # noqa: E731
+    first = first_at(end) + (np.asarray(parents, dtype=np.int64) - first_at(start - 1)) * b ** (end - start + 1)
+    return (old_end - first).astype(np.int64), old_parent == parents
+
+
 def model_weights_fn(
     model: nn.Module,
     tree: Tree,
@@ -64,10 +75,16 @@ def model_weights_fn(
     max_samples_per_item: Optional[int] = 8,
     batch_pairs: int = 1 << 20,
     seed: int = 0,
+    stay_bonus: float = 0.0,
 ) -> WeightsFn:
     """Builds ``weights_fn(items, parents, start_level, end_level)`` for :func:`jtm_rs.learn_tree`
     from ``model`` and the training examples behind ``leaves`` (leaves under ``tree``, the tree
-    the model was trained on)."""
+    the model was trained on).
+
+    ``stay_bonus`` (nats per training example of the item) is added to the weight of the
+    item's old place (its "home" candidate, when its parent is still its old ancestor) in
+    every segment but the last: an item that leaves its subtree loses the deeper levels' fit,
+    which this segment's weights do not see (0: the paper's weights)."""
     device = leaves.device
     geometry = TreeGeometry.of(tree, device)
     b = tree.arity
@@ -102,6 +119,11 @@ def model_weights_fn(
                 acc += logp.repeat_interleave(b ** (end - j), dim=1)
             out.index_add_(0, own, acc.double())
         weight = np.where(known, scale[np.minimum(k, len(keys) - 1)], 0.0)
-        return (out * torch.from_numpy(weight).to(device)[:, None]).cpu().numpy()
+        out = (out * torch.from_numpy(weight).to(device)[:, None]).cpu().numpy()
+        if stay_bonus and end < tree.leaf_level:  # the last segment has no deeper levels to lose
+            home, stays = _home_candidates(tree, items, parents, start, end)
+            rows = np.flatnonzero(stays & known)
+            out[rows, home[rows]] += stay_bonus * (n[rows] * weight[rows])
+        return out
 
     return weights

@@ -12,7 +12,7 @@ use pyo3::prelude::*;
 /// Paper Algorithm 2 on `tree` with the model's `weights_fn`; returns a new tree (the input
 /// is never changed). `progress(segment, n_segments, done, total)` is called after each chunk.
 #[pyfunction]
-#[pyo3(signature = (weights_fn, tree, d=7, max_candidates=Some(32), chunk_size=None, n_threads=None, progress=None, rebalance="regret", improve_passes=8))]
+#[pyo3(signature = (weights_fn, tree, d=7, max_candidates=Some(32), chunk_size=None, n_threads=None, progress=None, rebalance="regret", improve_passes=8, keep_better=true))]
 #[allow(clippy::too_many_arguments)]
 pub fn learn_tree(
     py: Python<'_>,
@@ -25,6 +25,7 @@ pub fn learn_tree(
     progress: Option<&Bound<'_, PyAny>>,
     rebalance: &str,
     improve_passes: usize,
+    keep_better: bool,
 ) -> PyResult<PyTree> {
     let rebalance = match rebalance {
         "regret" => Rebalance::Regret,
@@ -47,6 +48,7 @@ pub fn learn_tree(
         chunk_items: chunk_size.unwrap_or(usize::MAX),
         rebalance,
         improve_passes,
+        keep_better,
         ..LearnConfig::default()
     };
     let mut learner = TreeLearner::new(tree, cfg)?;
