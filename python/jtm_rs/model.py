@@ -216,13 +216,8 @@ class JTMModel(nn.Module):
             return _forward_in_chunks(self, behaviours, rows, nodes)
         if self.attention is not None:
             return self._attention_pairs(behaviours, rows, nodes)
-        beh, table, local, pad = self._local_table(behaviours, nodes)
-        g, width = beh.shape
-        offsets = (torch.arange(g, device=beh.device)[:, None] * width + self.window_starts).reshape(-1)
-        user = F.embedding_bag(local[: g * width], table, offsets, mode="mean", padding_idx=pad).view(g, -1)
-        d_user = len(self.window_sizes) * self.embedding_dim
-        h_user = torch.addmm(first.bias, user, first.weight[:, :d_user].T)
-        h = torch.addmm(h_user[rows], table[local[g * width :]], first.weight[:, d_user:].T)
+        h_user, node_vec, w_node = self._first_layer_parts(behaviours, nodes)
+        h = torch.addmm(h_user[rows], node_vec, w_node.T)
         return self.mlp[1:](h).squeeze(-1)
 
     def score_grid(self, behaviours: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
@@ -236,17 +231,26 @@ class JTMModel(nn.Module):
             return self.score_pairs(behaviours, rows, nodes.reshape(-1)).view(s, c)
         s, c = nodes.shape
         step = max(1, GRID_BLOCK // max(c, 1))
-        d_user = len(self.window_sizes) * self.embedding_dim
         parts = []
         for lo in range(0, s, step):
-            beh, table, local, pad = self._local_table(behaviours[lo : lo + step], nodes[lo : lo + step])
-            g, width = beh.shape
-            offsets = (torch.arange(g, device=beh.device)[:, None] * width + self.window_starts).reshape(-1)
-            user = F.embedding_bag(local[: g * width], table, offsets, mode="mean", padding_idx=pad).view(g, -1)
-            h_user = torch.addmm(first.bias, user, first.weight[:, :d_user].T)
-            h = (table[local[g * width :]] @ first.weight[:, d_user:].T).view(g, c, -1) + h_user[:, None, :]
+            h_user, node_vec, w_node = self._first_layer_parts(behaviours[lo : lo + step], nodes[lo : lo + step])
+            g = len(h_user)
+            h = (node_vec @ w_node.T).view(g, c, -1) + h_user[:, None, :]
             parts.append(self.mlp[1:](h.view(g * c, -1)).view(g, c))
         return torch.cat(parts) if parts else nodes.new_zeros((0, c), dtype=self.embedding.weight.dtype)
+
+    def _first_layer_parts(self, behaviours: torch.Tensor, nodes: torch.Tensor):
+        """The first layer split by its inputs: ``(user share with bias [G, H], node
+        embeddings [P, D], the node share's weight [H, D])``; a pair's pre-activation is
+        ``user_share[row] + node @ weight.T``."""
+        first = self.mlp[0]
+        beh, table, local, pad = self._local_table(behaviours, nodes)
+        g, width = beh.shape
+        offsets = (torch.arange(g, device=beh.device)[:, None] * width + self.window_starts).reshape(-1)
+        user = F.embedding_bag(local[: g * width], table, offsets, mode="mean", padding_idx=pad).view(g, -1)
+        d_user = len(self.window_sizes) * self.embedding_dim
+        h_user = torch.addmm(first.bias, user, first.weight[:, :d_user].T)
+        return h_user, table[local[g * width :]], first.weight[:, d_user:]
 
     def _local_table(self, behaviours: torch.Tensor, nodes: torch.Tensor):
         """The embedding rows a batch uses, looked up once: ``(behaviours [G, width], table
