@@ -123,6 +123,22 @@ pub fn load(path: &Path) -> Result<Tree> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_header_claiming_a_huge_tree_is_refused_not_allocated() {
+        // Valid magic, version and checksum; leaf_level 2^32-1 (issue: 34 GB allocated first).
+        let mut body = MAGIC.to_vec();
+        body.extend(VERSION.to_le_bytes());
+        body.extend(2u64.to_le_bytes());
+        body.extend(u32::MAX.to_le_bytes());
+        body.extend(1u64.to_le_bytes());
+        body.extend(0i64.to_le_bytes());
+        body.extend(1u64.to_le_bytes());
+        let crc = crc32fast::hash(&body);
+        body.extend(crc.to_le_bytes());
+        let err = from_bytes(&body).unwrap_err().to_string();
+        assert!(err.contains("int64"), "{err}");
+    }
+
     fn tree() -> Tree {
         Tree::random(&[-5, 3, 8, 13, 21, 34, 55], 3, None, 9).unwrap()
     }

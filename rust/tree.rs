@@ -10,6 +10,9 @@ use crate::rng::SplitMix64;
 
 /// Largest node id we hand out must fit an int64 on the Python side.
 const MAX_NODE_ID: u128 = i64::MAX as u128;
+/// Largest array of node ids one call returns (2^32 ids, 32 GiB): beyond it the request is
+/// refused with its size rather than left to abort the process in the allocator.
+pub const MAX_OUTPUT_ELEMENTS: u128 = 1 << 32;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tree {
@@ -54,9 +57,11 @@ fn check_shape(n_items: usize, arity: u64, leaf_level: u32) -> Result<Vec<u64>> 
     if leaf_level == 0 {
         return invalid!("leaf_level must be at least 1");
     }
-    let mut starts = Vec::with_capacity(leaf_level as usize + 2);
+    // A level past 63 cannot be numbered in int64 whatever the arity: the loop below refuses
+    // it within 65 steps, so reserve no more than that (a file may claim leaf_level = 2^32-1).
+    let mut starts = Vec::with_capacity((leaf_level as usize).min(64) + 2);
     let (mut start, mut width) = (0u128, 1u128);
-    for _ in 0..=leaf_level + 1 {
+    for _ in 0..leaf_level as u64 + 2 {
         // The last start pushed is the node count, so every id stays below it.
         if start > MAX_NODE_ID + 1 {
             return invalid!("a tree of arity {arity} with leaf level {leaf_level} has more nodes than int64 can number");
@@ -159,7 +164,10 @@ impl Tree {
             let n = hi - lo;
             let (base, extra) = (n / arity as usize, n % arity as usize);
             let mut start = lo;
-            for c in 0..arity as usize {
+            // With fewer items than children only the first `n` parts are non-empty: do not
+            // walk the other (up to 2^63) children.
+            let parts = if base == 0 { extra } else { arity as usize };
+            for c in 0..parts {
                 let len = base + usize::from(c < extra);
                 if len > 0 {
                     stack.push((node * arity + 1 + c as u64, level + 1, start, start + len));
@@ -295,6 +303,19 @@ impl Tree {
         Ok(self.descendant_range(node, level - own))
     }
 
+    /// `rows` ranges of `width` nodes each, as one array: refused (with the size) when it could
+    /// not be allocated, instead of aborting the process.
+    pub fn check_output_len(rows: usize, width: u64) -> Result<usize> {
+        let total = rows as u128 * width as u128;
+        if total > MAX_OUTPUT_ELEMENTS {
+            return invalid!(
+                "the result would hold {total} node ids ({rows} x {width}, {} GiB); at most {MAX_OUTPUT_ELEMENTS} are allowed",
+                total * 8 >> 30
+            );
+        }
+        Ok(total as usize)
+    }
+
     /// Descendants `depth` levels below `node` (no checks: callers know the levels).
     pub(crate) fn descendant_range(&self, node: u64, depth: u32) -> std::ops::Range<u64> {
         let width = self.arity.pow(depth);
@@ -407,6 +428,24 @@ impl Tree {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn huge_arity_builds_at_once_and_huge_outputs_are_refused() {
+        // Two items under a root with 2^40 children: only the two non-empty parts are walked.
+        let t = Tree::from_order(&[0, 1], 1 << 40, None).unwrap();
+        assert_eq!(t.leaf_level(), 1);
+        t.validate().unwrap();
+        assert_eq!(Tree::check_output_len(3, 1 << 20).unwrap(), 3 << 20);
+        let err = Tree::check_output_len(4, 1 << 62).unwrap_err().to_string();
+        assert!(err.contains("18446744073709551616 node ids"), "{err}");
+    }
+
+    #[test]
+    fn absurd_leaf_levels_are_refused_before_allocating() {
+        for level in [63, 64, 1000, u32::MAX] {
+            assert!(Tree::from_leaves(&[0], &[1], 2, level).is_err());
+        }
+    }
 
     fn count_under(t: &Tree, node: u64) -> usize {
         let depth = t.leaf_level() - t.level_of(node);

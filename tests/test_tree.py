@@ -168,3 +168,21 @@ def test_exception_hierarchy():
     assert issubclass(jtm_rs.InvalidInputError, ValueError)
     assert issubclass(jtm_rs.CorruptTreeError, jtm_rs.JtmError)
     assert issubclass(jtm_rs.JtmInternalError, RuntimeError)
+
+
+def test_hostile_sizes_raise_instead_of_aborting_or_hanging():
+    """Issue "Reliability" findings 1, 4 and 5: each of these aborted, panicked or hung."""
+    import struct
+    import zlib
+
+    from jtm_rs import CorruptTreeError, InvalidInputError
+
+    body = b"JTMTREE\0" + struct.pack("<IQIQ", 1, 2, 2**32 - 1, 1) + struct.pack("<q", 0) + struct.pack("<Q", 1)
+    with pytest.raises(CorruptTreeError, match="int64"):
+        jtm_rs.Tree.from_bytes(body + struct.pack("<I", zlib.crc32(body)))
+    with pytest.raises(InvalidInputError, match="node ids"):
+        jtm_rs.Tree.from_leaves([0], [1], arity=2**62).children([0])
+    with pytest.raises(InvalidInputError, match="node ids"):
+        jtm_rs.Tree.from_order([0, 1], leaf_level=62).descendants([0], 62)
+    wide = jtm_rs.Tree.from_order([0, 1], arity=2**40)  # hung: walked 2^40 empty children
+    assert wide.leaf_level == 1 and sorted(wide.items.tolist()) == [0, 1]

@@ -358,7 +358,11 @@ impl PyTree {
         nodes: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyArray2<i64>>> {
         let nodes = int_vec(nodes, "nodes")?;
-        let mut out = Vec::with_capacity(nodes.len() * self.inner.arity() as usize);
+        let total = Tree::check_output_len(nodes.len(), self.inner.arity())?;
+        let mut out = Vec::new();
+        out.try_reserve_exact(total).map_err(|_| {
+            JtmError::InvalidArgument(format!("cannot allocate {total} node ids for children"))
+        })?;
         for &n in &nodes {
             out.extend(self.inner.children(self.node(n)?)?.map(|c| c as i64));
         }
@@ -379,6 +383,14 @@ impl PyTree {
         let mut width = None;
         for &n in &nodes {
             let r = self.inner.descendants(self.node(n)?, level)?;
+            if width.is_none() {
+                let total = Tree::check_output_len(nodes.len(), r.end - r.start)?;
+                out.try_reserve_exact(total).map_err(|_| {
+                    JtmError::InvalidArgument(format!(
+                        "cannot allocate {total} node ids for descendants"
+                    ))
+                })?;
+            }
             if *width.get_or_insert(r.end - r.start) != r.end - r.start {
                 return Err(JtmError::InvalidArgument(
                     "descendants: all nodes must sit at the same level".into(),
