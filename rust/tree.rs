@@ -310,7 +310,7 @@ impl Tree {
         if total > MAX_OUTPUT_ELEMENTS {
             return invalid!(
                 "the result would hold {total} node ids ({rows} x {width}, {} GiB); at most {MAX_OUTPUT_ELEMENTS} are allowed",
-                total * 8 >> 30
+                (total * 8) >> 30
             );
         }
         Ok(total as usize)
