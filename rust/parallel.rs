@@ -2,21 +2,29 @@
 //!
 //! `n_threads = None` uses rayon's global pool (sized by `RAYON_NUM_THREADS` or the core
 //! count); `Some(n)` uses a pool of exactly n threads, built once and cached, so repeated calls
-//! (one beam search per batch) do not pay for thread start-up. Every parallel section runs
+//! (one beam search per batch) do not pay for thread start-up. The cache keeps the
+//! [`MAX_CACHED_POOLS`] most recently used sizes; an older pool's threads end once no call
+//! holds it, so a program cycling through thread counts does not run out of threads. Every parallel section runs
 //! under `catch_unwind`: a panic becomes `JtmError::Internal` instead of aborting the caller.
 
 use crate::error::{JtmError, Result};
 use rayon::{ThreadPool, ThreadPoolBuilder};
-use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, OnceLock};
 
+/// Thread pools of distinct sizes kept alive between calls.
+pub const MAX_CACHED_POOLS: usize = 4;
+
 fn cached_pool(n_threads: usize) -> Result<Arc<ThreadPool>> {
-    static POOLS: OnceLock<Mutex<HashMap<usize, Arc<ThreadPool>>>> = OnceLock::new();
-    let pools = POOLS.get_or_init(|| Mutex::new(HashMap::new()));
+    // Most recently used last.
+    static POOLS: OnceLock<Mutex<Vec<(usize, Arc<ThreadPool>)>>> = OnceLock::new();
+    let pools = POOLS.get_or_init(|| Mutex::new(Vec::new()));
     let mut pools = pools.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(p) = pools.get(&n_threads) {
-        return Ok(p.clone());
+    if let Some(i) = pools.iter().position(|(n, _)| *n == n_threads) {
+        let hit = pools.remove(i);
+        let pool = hit.1.clone();
+        pools.push(hit);
+        return Ok(pool);
     }
     let pool = ThreadPoolBuilder::new()
         .num_threads(n_threads)
@@ -26,7 +34,10 @@ fn cached_pool(n_threads: usize) -> Result<Arc<ThreadPool>> {
             JtmError::Internal(format!("cannot start a pool of {n_threads} threads: {e}"))
         })?;
     let pool = Arc::new(pool);
-    pools.insert(n_threads, pool.clone());
+    if pools.len() == MAX_CACHED_POOLS {
+        pools.remove(0);
+    }
+    pools.push((n_threads, pool.clone()));
     Ok(pool)
 }
 
@@ -68,6 +79,20 @@ mod tests {
             run(Some(1), || Ok(rayon::current_num_threads())).unwrap(),
             1
         );
+    }
+
+    #[test]
+    fn cycling_through_thread_counts_does_not_exhaust_threads() {
+        // Each distinct size used to keep its pool (and threads) forever.
+        for round in 0..2 {
+            for n in 1..=64 {
+                assert_eq!(
+                    run(Some(n), || Ok(rayon::current_num_threads())).unwrap(),
+                    n,
+                    "round {round}"
+                );
+            }
+        }
     }
 
     #[test]
