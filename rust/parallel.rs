@@ -15,9 +15,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 /// Thread pools of distinct sizes kept alive between calls.
 pub const MAX_CACHED_POOLS: usize = 4;
 
+/// (size, pool), most recently used last.
+type PoolCache = Mutex<Vec<(usize, Arc<ThreadPool>)>>;
+
 fn cached_pool(n_threads: usize) -> Result<Arc<ThreadPool>> {
-    // Most recently used last.
-    static POOLS: OnceLock<Mutex<Vec<(usize, Arc<ThreadPool>)>>> = OnceLock::new();
+    static POOLS: OnceLock<PoolCache> = OnceLock::new();
     let pools = POOLS.get_or_init(|| Mutex::new(Vec::new()));
     let mut pools = pools.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(i) = pools.iter().position(|(n, _)| *n == n_threads) {
