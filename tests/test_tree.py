@@ -186,3 +186,12 @@ def test_hostile_sizes_raise_instead_of_aborting_or_hanging():
         jtm_rs.Tree.from_order([0, 1], leaf_level=62).descendants([0], 62)
     wide = jtm_rs.Tree.from_order([0, 1], arity=2**40)  # hung: walked 2^40 empty children
     assert wide.leaf_level == 1 and sorted(wide.items.tolist()) == [0, 1]
+
+
+def test_many_distinct_thread_counts_do_not_exhaust_threads():
+    """Issue "Reliability" finding 9: every distinct n_threads kept a pool forever."""
+    items = np.arange(64)
+    emb = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
+    first = jtm_rs.Tree.from_embeddings(items, emb, arity=2, seed=1, n_threads=1)
+    for n in range(1, 65):
+        assert jtm_rs.Tree.from_embeddings(items, emb, arity=2, seed=1, n_threads=n) == first
