@@ -81,6 +81,8 @@ def test_torch_model_scores():
         (lambda n: np.zeros(n, dtype=np.int32), "dtype"),
         (lambda n: np.full(n, np.nan, dtype=np.float32), "NaN"),
         (lambda n: [0.0] * n, "numpy array"),
+        # Reliability finding 11: float64 beyond float32's range used to become +inf, order lost.
+        (lambda n: np.arange(n, dtype=np.float64) * 1e38, "float32's range"),
     ],
 )
 def test_bad_scores(bad, match):

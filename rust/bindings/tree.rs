@@ -497,7 +497,19 @@ impl PyTree {
                     py.detach(|| parallel::run(n_threads, || search.select(s)))?
                 }
                 Floats::F64(s) => {
-                    let s: Vec<f32> = s.as_slice()?.iter().map(|&x| x as f32).collect();
+                    let s = s.as_slice()?;
+                    // Beam search ranks float32: larger finite values would all become
+                    // infinity and lose their order, silently.
+                    if let Some(x) = s
+                        .iter()
+                        .find(|x| x.is_finite() && x.abs() > f32::MAX as f64)
+                    {
+                        return Err(JtmError::Callback(format!(
+                            "score_fn returned {x:e}, beyond float32's range: beam search ranks float32 scores, so such values would tie at infinity; rescale them (e.g. logits or log-probabilities)"
+                        ))
+                        .into());
+                    }
+                    let s: Vec<f32> = s.iter().map(|&x| x as f32).collect();
                     py.detach(|| parallel::run(n_threads, || search.select(&s)))?
                 }
             }
