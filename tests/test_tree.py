@@ -195,3 +195,15 @@ def test_many_distinct_thread_counts_do_not_exhaust_threads():
     first = jtm_rs.Tree.from_embeddings(items, emb, arity=2, seed=1, n_threads=1)
     for n in range(1, 65):
         assert jtm_rs.Tree.from_embeddings(items, emb, arity=2, seed=1, n_threads=n) == first
+
+
+def test_ids_outside_int64_and_2d_id_lists_are_refused():
+    """Issue "Reliability" finding 10: these were silently wrong ids."""
+    with pytest.raises(InvalidInputError, match="int64"):
+        Tree.random(np.array([2**63, 1], dtype=np.uint64))
+    tree = Tree.random(np.array([5, 1], dtype=np.uint64))  # uint64 within range is fine
+    assert sorted(tree.items.tolist()) == [1, 5]
+    with pytest.raises(InvalidInputError, match="int64"):
+        tree.hierarchical_features(np.array([[2**64 - 1]], dtype=np.uint64), 1)
+    with pytest.raises(InvalidInputError, match="1-D"):
+        Tree.random(np.arange(4).reshape(2, 2))

@@ -32,6 +32,17 @@ pub fn int_array<'py>(
         ))
         .into());
     }
+    // uint64 ids past int64's range would wrap to negative (padding-like) ids: refuse them.
+    if kind == "u" && size > 0 {
+        let max = arr.call_method0("max")?;
+        if max.gt(i64::MAX)? {
+            return Err(JtmError::InvalidArgument(format!(
+                "{what} must fit in int64, got {}",
+                max.str()?
+            ))
+            .into());
+        }
+    }
     let kw = PyDict::new(py);
     kw.set_item("dtype", "int64")?;
     let arr = np.call_method("ascontiguousarray", (arr,), Some(&kw))?;
@@ -66,8 +77,17 @@ pub fn float_matrix<'py>(
     Ok(arr.cast_into::<numpy::PyArray2<f32>>()?.readonly())
 }
 
+/// A 1-D (or scalar) id list; a 2-D array is refused rather than silently flattened.
 pub fn int_vec(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<i64>> {
-    Ok(int_array(obj, what)?.as_slice()?.to_vec())
+    let arr = int_array(obj, what)?;
+    if arr.ndim() > 1 {
+        return Err(JtmError::InvalidArgument(format!(
+            "{what} must be a 1-D array, got shape {:?}",
+            arr.shape()
+        ))
+        .into());
+    }
+    Ok(arr.as_slice()?.to_vec())
 }
 
 /// A float32 or float64 array returned by a callback, checked against `shape`.
