@@ -220,3 +220,23 @@ def test_objective_by_level_sums_to_the_recorded_objective(generated):
     assert np.isclose(sum(first.objective_by_level), first.objective)
     assert np.isclose(sum(first.objective_by_level_after_tree_learning), first.objective_after_tree_learning)
     assert m.history[-1].objective_by_level_after_tree_learning == []
+
+
+def test_truncated_json_of_a_saved_model_names_the_file(generated, tmp_path):
+    """Issue "Reliability" finding 12: these raised json.JSONDecodeError."""
+    from jtm_rs import CorruptModelError, JtmError
+
+    _, split = generated
+    m = JTM(iterations=0, max_examples_per_epoch=200, validation_users=10, device="cpu").fit(split, show_progress=False)
+    m.save(tmp_path / "run")
+    for name in ("config.json", "history.json"):
+        d = tmp_path / name
+        m.save(d)
+        text = (d / name).read_text()
+        (d / name).write_text(text[: len(text) // 2])
+        with pytest.raises(CorruptModelError, match=name) as err:
+            JTM.load(d)
+        assert isinstance(err.value, JtmError)
+    (tmp_path / "run" / "config.json").write_text('{"format_version": 1, "config": {"arity": 1}}')
+    with pytest.raises(CorruptModelError, match="config.json"):
+        JTM.load(tmp_path / "run")

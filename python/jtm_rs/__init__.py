@@ -16,6 +16,7 @@ from . import exceptions
 from ._core import Tree, __version__
 from .exceptions import (
     CallbackError,
+    CorruptModelError,
     CorruptTreeError,
     DataFormatError,
     InvalidInputError,

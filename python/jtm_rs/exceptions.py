@@ -39,6 +39,11 @@ class CorruptTreeError(JtmError, ValueError):
     """A tree file or byte string that is truncated, corrupted or of an unknown format version."""
 
 
+class CorruptModelError(JtmError, ValueError):
+    """A saved model directory with an unreadable part (truncated or malformed JSON, a
+    config that does not describe a model); the message names the file."""
+
+
 class JtmInternalError(JtmError, RuntimeError):
     """A broken invariant inside jtm_rs: a bug, please report it."""
 
@@ -50,5 +55,6 @@ __all__ = [
     "DataFormatError",
     "CallbackError",
     "CorruptTreeError",
+    "CorruptModelError",
     "JtmInternalError",
 ]

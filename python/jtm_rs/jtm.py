@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 from ._core import Tree
 from .cooccurrence import cooccurrence_embeddings
 from .data import MAX_BEHAVIOURS, PAD, EvaluationUsers, Interactions, Split
-from .exceptions import InvalidInputError, UnknownItemError
+from .exceptions import CorruptModelError, InvalidInputError, UnknownItemError
 from .model import JTMModel, carry_node_embeddings, default_device
 from .retrieval import beam_search, brute_force, model_score_fn
 from .training import BehaviourLeaves, default_negatives, make_optimizer, objective_by_level, train_epoch
@@ -597,14 +597,17 @@ class JTM(Recommender):
         the model state is read with ``torch.load(weights_only=True)``. A model saved from a
         custom ``model_factory`` needs the same factory here."""
         d = Path(path)
-        try:
-            meta = json.loads((d / "config.json").read_text())
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{d} holds no saved JTM (config.json missing)") from None
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise InvalidInputError(f"{d}: unknown format version {meta.get('format_version')}")
+        if not (d / "config.json").exists():
+            raise FileNotFoundError(f"{d} holds no saved JTM (config.json missing)")
+        meta = _read_json(d / "config.json")
+        if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+            version = meta.get("format_version") if isinstance(meta, dict) else None
+            raise InvalidInputError(f"{d}: unknown format version {version}")
         fields = {f.name for f in dataclasses.fields(JTMConfig)}
-        config = JTMConfig(**{k: v for k, v in meta["config"].items() if k in fields})
+        try:
+            config = JTMConfig(**{k: v for k, v in meta["config"].items() if k in fields})
+        except (KeyError, AttributeError, TypeError, InvalidInputError) as e:
+            raise CorruptModelError(f"{d / 'config.json'}: not a JTM configuration ({e})") from None
         self = cls(config, model_factory=model_factory, device=device, n_threads=n_threads)
         self.tree = Tree.load(d / "tree.jtm")
         self.model = self._new_model(self.tree, seed=config.seed)
@@ -615,7 +618,10 @@ class JTM(Recommender):
             self.item_ids = IdMap.load(d / "item_ids.npz")
         hist = d / "history.json"
         if hist.exists():
-            self.history = [IterationRecord(**r) for r in json.loads(hist.read_text())]
+            try:
+                self.history = [IterationRecord(**r) for r in _read_json(hist)]
+            except TypeError as e:
+                raise CorruptModelError(f"{hist}: not a training history ({e})") from None
         return self
 
 
@@ -624,6 +630,13 @@ def _subset(ev: EvaluationUsers, idx: np.ndarray) -> EvaluationUsers:
     indptr = np.concatenate(([0], np.cumsum([len(p) for p in parts]))).astype(np.int64)
     items = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
     return EvaluationUsers(ev.users[idx], ev.features[idx], indptr, items)
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CorruptModelError(f"{path}: unreadable JSON ({e}); the save was interrupted or the file damaged") from None
 
 
 def _describe(r: IterationRecord) -> str:
