@@ -207,3 +207,25 @@ def test_ids_outside_int64_and_2d_id_lists_are_refused():
         tree.hierarchical_features(np.array([[2**64 - 1]], dtype=np.uint64), 1)
     with pytest.raises(InvalidInputError, match="1-D"):
         Tree.random(np.arange(4).reshape(2, 2))
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda t: t.beam_search(lambda u, n, l: np.zeros(len(n), np.float32), -1, 4),
+        lambda t: t.beam_search(lambda u, n, l: np.zeros(len(n), np.float32), 2, -4),
+        lambda t: t.beam_search(lambda u, n, l: np.zeros(len(n), np.float32), 2, 4, n_threads=-1),
+        lambda t: Tree.random(t.items, seed=-1),
+        lambda t: Tree.random(t.items, seed=2**64),
+        lambda t: jtm_rs.learn_tree(lambda i, p, s, e: np.zeros((len(i), 2 ** (e - s + 1))), d=10**30, tree=t,
+                                    show_progress=False, n_threads=-2),
+        lambda t: jtm_rs.learn_tree(lambda i, p, s, e: np.zeros((len(i), 2 ** (e - s + 1))), tree=t,
+                                    show_progress=False, chunk_size=0),
+        lambda t: t.generate_samples(t.items[:2], [1] * t.n_levels, seed=-5),
+    ],
+)
+def test_out_of_range_integer_arguments_raise_invalid_input(call):
+    """Issue "Reliability" finding 12: these raised OverflowError (or panicked)."""
+    tree = Tree.random(np.arange(20), seed=0)
+    with pytest.raises(InvalidInputError):
+        call(tree)

@@ -133,3 +133,41 @@ pub fn callback_floats<'py>(
         )))
     }
 }
+
+/// A non-negative count argument (`n_users`, `k`, `n_threads`, …). Python ints out of range
+/// raise `InvalidInputError` naming the value, not PyO3's `OverflowError`.
+#[derive(Clone, Copy, Debug)]
+pub struct Count(pub usize);
+
+/// A seed: any int in `0..2^64`.
+#[derive(Clone, Copy, Debug)]
+pub struct Seed(pub u64);
+
+fn bounded_int(obj: Borrowed<'_, '_, PyAny>, max: u64, what: &str) -> PyResult<u64> {
+    if obj.lt(0)? || obj.gt(max)? {
+        return Err(JtmError::InvalidArgument(format!(
+            "{what} must be an integer from 0 to {max}, got {}",
+            obj.str()?
+        ))
+        .into());
+    }
+    obj.extract::<u64>()
+}
+
+impl FromPyObject<'_, '_> for Count {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'_, '_, PyAny>) -> Result<Self, Self::Error> {
+        Ok(Count(
+            bounded_int(obj, isize::MAX as u64, "a count")? as usize
+        ))
+    }
+}
+
+impl FromPyObject<'_, '_> for Seed {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'_, '_, PyAny>) -> Result<Self, Self::Error> {
+        Ok(Seed(bounded_int(obj, u64::MAX, "a seed")?))
+    }
+}

@@ -1,7 +1,7 @@
 //! `learn_tree`: drives [`TreeLearner`] step by step, calling `weights_fn` on this thread with
 //! the GIL held and running every parallel step with it released.
 
-use super::convert::{callback_floats, Floats};
+use super::convert::{callback_floats, Count, Floats};
 use super::tree::PyTree;
 use crate::error::JtmError;
 use crate::parallel::run;
@@ -12,21 +12,25 @@ use pyo3::prelude::*;
 /// Paper Algorithm 2 on `tree` with the model's `weights_fn`; returns a new tree (the input
 /// is never changed). `progress(segment, n_segments, done, total)` is called after each chunk.
 #[pyfunction]
-#[pyo3(signature = (weights_fn, tree, d=7, max_candidates=Some(32), chunk_size=None, n_threads=None, progress=None, rebalance="regret", improve_passes=8, keep_better=true))]
+#[pyo3(signature = (weights_fn, tree, d=Count(7), max_candidates=Some(Count(32)), chunk_size=None, n_threads=None, progress=None, rebalance="regret", improve_passes=Count(8), keep_better=true))]
 #[allow(clippy::too_many_arguments)]
 pub fn learn_tree(
     py: Python<'_>,
     weights_fn: &Bound<'_, PyAny>,
     tree: &Bound<'_, PyTree>,
-    d: i64,
-    max_candidates: Option<usize>,
-    chunk_size: Option<usize>,
-    n_threads: Option<usize>,
+    d: Count,
+    max_candidates: Option<Count>,
+    chunk_size: Option<Count>,
+    n_threads: Option<Count>,
     progress: Option<&Bound<'_, PyAny>>,
     rebalance: &str,
-    improve_passes: usize,
+    improve_passes: Count,
     keep_better: bool,
 ) -> PyResult<PyTree> {
+    let n_threads = n_threads.map(|c| c.0);
+    let (d, max_candidates, chunk_size) =
+        (d.0, max_candidates.map(|c| c.0), chunk_size.map(|c| c.0));
+    let improve_passes = improve_passes.0;
     let rebalance = match rebalance {
         "regret" => Rebalance::Regret,
         "weight" => Rebalance::Weight,
@@ -40,8 +44,11 @@ pub fn learn_tree(
     if d < 1 {
         return Err(JtmError::InvalidArgument(format!("d must be at least 1, got {d}")).into());
     }
+    if chunk_size == Some(0) {
+        return Err(JtmError::InvalidArgument("chunk_size must be at least 1".into()).into());
+    }
     let tree = &tree.get().inner;
-    let d = d.min(tree.leaf_level() as i64) as u32;
+    let d = d.min(tree.leaf_level() as usize) as u32;
     let cfg = LearnConfig {
         d,
         max_candidates,

@@ -1,7 +1,7 @@
 //! `jtm_rs.Tree`: a frozen Python object over the Rust [`Tree`]. Frozen means immutable and
 //! shareable between Python threads without locks; learning returns a new tree.
 
-use super::convert::{callback_floats, float_matrix, int_array, int_vec, Floats};
+use super::convert::{callback_floats, float_matrix, int_array, int_vec, Count, Floats, Seed};
 use crate::beam_search::BeamSearch;
 use crate::error::JtmError;
 use crate::tree::Tree;
@@ -83,14 +83,15 @@ impl PyTree {
     /// The paper's initial tree: items sorted by (category, seeded random tie-break), split
     /// recursively into `arity` near-equal parts.
     #[staticmethod]
-    #[pyo3(signature = (items, categories, arity=2, leaf_level=None, seed=0))]
+    #[pyo3(signature = (items, categories, arity=2, leaf_level=None, seed=Seed(0)))]
     fn from_categories(
         items: &Bound<'_, PyAny>,
         categories: &Bound<'_, PyAny>,
         arity: i64,
         leaf_level: Option<i64>,
-        seed: u64,
+        seed: Seed,
     ) -> PyResult<Self> {
+        let seed = seed.0;
         let (items, cats) = (int_vec(items, "items")?, int_vec(categories, "categories")?);
         Ok(PyTree {
             inner: Tree::from_categories(
@@ -104,13 +105,14 @@ impl PyTree {
     }
 
     #[staticmethod]
-    #[pyo3(signature = (items, arity=2, leaf_level=None, seed=0))]
+    #[pyo3(signature = (items, arity=2, leaf_level=None, seed=Seed(0)))]
     fn random(
         items: &Bound<'_, PyAny>,
         arity: i64,
         leaf_level: Option<i64>,
-        seed: u64,
+        seed: Seed,
     ) -> PyResult<Self> {
+        let seed = seed.0;
         let items = int_vec(items, "items")?;
         Ok(PyTree {
             inner: Tree::random(&items, arity_arg(arity)?, opt_level(leaf_level)?, seed)?,
@@ -129,7 +131,7 @@ impl PyTree {
     /// TDM's initial tree: recursive balanced k-means over item embeddings
     /// (`float32[n_items, dim]`, row i for `items[i]`), deterministic per seed.
     #[staticmethod]
-    #[pyo3(signature = (items, embeddings, arity=2, leaf_level=None, iterations=10, seed=0, n_threads=None))]
+    #[pyo3(signature = (items, embeddings, arity=2, leaf_level=None, iterations=10, seed=Seed(0), n_threads=None))]
     #[allow(clippy::too_many_arguments)]
     fn from_embeddings(
         py: Python<'_>,
@@ -138,9 +140,11 @@ impl PyTree {
         arity: i64,
         leaf_level: Option<i64>,
         iterations: u32,
-        seed: u64,
-        n_threads: Option<usize>,
+        seed: Seed,
+        n_threads: Option<Count>,
     ) -> PyResult<Self> {
+        let seed = seed.0;
+        let n_threads = n_threads.map(|c| c.0);
         let items = int_vec(items, "items")?;
         let emb = float_matrix(embeddings, "embeddings")?;
         let (rows, dim) = (emb.shape()[0], emb.shape()[1]);
@@ -443,16 +447,18 @@ impl PyTree {
 
     /// Training samples with per-level negatives (DESIGN §4.2). Returns
     /// `(example_index, node, level, label)`.
-    #[pyo3(signature = (targets, negatives, start_level=1, seed=0, n_threads=None))]
+    #[pyo3(signature = (targets, negatives, start_level=1, seed=Seed(0), n_threads=None))]
     fn generate_samples<'py>(
         &self,
         py: Python<'py>,
         targets: &Bound<'py, PyAny>,
         negatives: &Bound<'py, PyAny>,
         start_level: i64,
-        seed: u64,
-        n_threads: Option<usize>,
+        seed: Seed,
+        n_threads: Option<Count>,
     ) -> PyResult<SampleArrays<'py>> {
+        let seed = seed.0;
+        let n_threads = n_threads.map(|c| c.0);
         let start_level = level_arg(&self.inner, start_level)?;
         let targets = int_array(targets, "targets")?;
         let negatives = int_vec(negatives, "negatives")?;
@@ -478,11 +484,13 @@ impl PyTree {
         &self,
         py: Python<'py>,
         score_fn: &Bound<'py, PyAny>,
-        n_users: usize,
-        k: usize,
-        m: Option<usize>,
-        n_threads: Option<usize>,
+        n_users: Count,
+        k: Count,
+        m: Option<Count>,
+        n_threads: Option<Count>,
     ) -> PyResult<SearchResult<'py>> {
+        let n_threads = n_threads.map(|c| c.0);
+        let (n_users, k, m) = (n_users.0, k.0, m.map(|c| c.0));
         let m = m.unwrap_or(k);
         let mut search = BeamSearch::new(&self.inner, n_users, k, m)?;
         while let Some(c) = py.detach(|| parallel::run(n_threads, || Ok(search.expand())))? {
