@@ -103,16 +103,24 @@ pub fn from_bytes(data: &[u8]) -> Result<Tree> {
 
 /// Writes to a temporary file beside `path`, then renames: a crash never leaves half a tree.
 pub fn save(tree: &Tree, path: &Path) -> Result<()> {
+    // A temporary name of this process and call: two saves to one path (threads or
+    // processes) never write or rename each other's file; the last rename wins.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
+    tmp.push(format!(".{}-{call}.tmp", std::process::id()));
     let tmp = std::path::PathBuf::from(tmp);
-    {
+    let written = (|| -> Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(&to_bytes(tree))?;
         f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+    written
 }
 
 pub fn load(path: &Path) -> Result<Tree> {

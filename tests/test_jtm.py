@@ -158,7 +158,8 @@ def test_cli_generate_train_evaluate_learn_tree(tmp_path, capsys):
     run = tmp_path / "run"
     args = ["--iterations", "1", "--examples-per-epoch", "2000", "--m", "10", "--quiet", "--device", "cpu"]
     assert cli.main(["train", str(data), "--out", str(run), *args]) == 0
-    assert (run / "model.pt").exists() and (run / "split.json").exists()
+    assert (run / "manifest.json").exists() and (run / "split.json").exists()
+    assert len(list(run.glob("model-*.pt"))) == 1  # checkpoints replaced each other
     assert cli.main(["evaluate", str(data), "--model", str(run), "--m", "10", "--brute-force"]) == 0
     out = capsys.readouterr().out
     assert "beam: Precision@10" in out and "brute_force: Precision@10" in out
@@ -185,7 +186,7 @@ def test_cli_speaks_the_datas_string_ids(tmp_path, capsys):
     run = tmp_path / "run"
     args = ["--iterations", "0", "--examples-per-epoch", "1000", "--m", "10", "--quiet", "--device", "cpu"]
     assert cli.main(["train", str(p), "--out", str(run), *args]) == 0
-    assert (run / "item_ids.npz").exists()
+    assert len(list(run.glob("item_ids-*.npz"))) == 1
     user = f"u{gen.user[0]:04d}"
     assert cli.main(["recommend", str(p), "--model", str(run), "--users", user, "--m", "5"]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
@@ -222,21 +223,111 @@ def test_objective_by_level_sums_to_the_recorded_objective(generated):
     assert m.history[-1].objective_by_level_after_tree_learning == []
 
 
-def test_truncated_json_of_a_saved_model_names_the_file(generated, tmp_path):
-    """Issue "Reliability" finding 12: these raised json.JSONDecodeError."""
+def test_damaged_parts_of_a_saved_model_are_named(generated, tmp_path):
+    """Issue "Reliability" findings 2 and 12: a damaged part raised JSONDecodeError or loaded
+    silently; now the manifest names it. The pre-manifest layout still loads."""
+    import json as json_mod
+
     from jtm_rs import CorruptModelError, JtmError
 
     _, split = generated
     m = JTM(iterations=0, max_examples_per_epoch=200, validation_users=10, device="cpu").fit(split, show_progress=False)
-    m.save(tmp_path / "run")
-    for name in ("config.json", "history.json"):
-        d = tmp_path / name
+    for kind in ("config", "history", "tree", "model"):
+        d = tmp_path / kind
         m.save(d)
-        text = (d / name).read_text()
-        (d / name).write_text(text[: len(text) // 2])
-        with pytest.raises(CorruptModelError, match=name) as err:
+        entry = json_mod.loads((d / "manifest.json").read_text())["parts"][kind]
+        data = (d / entry["file"]).read_bytes()
+        (d / entry["file"]).write_bytes(data[: len(data) // 2])
+        with pytest.raises(CorruptModelError, match=f"the {kind} part") as err:
             JTM.load(d)
         assert isinstance(err.value, JtmError)
-    (tmp_path / "run" / "config.json").write_text('{"format_version": 1, "config": {"arity": 1}}')
+        (d / entry["file"]).unlink()
+        with pytest.raises(CorruptModelError, match="missing"):
+            JTM.load(d)
+    # The layout before manifests: fixed names, read as they are.
+    legacy = tmp_path / "legacy"
+    m.save(legacy)
+    manifest = json_mod.loads((legacy / "manifest.json").read_text())
+    for kind, entry in manifest["parts"].items():
+        (legacy / entry["file"]).rename(legacy / {"config": "config.json", "tree": "tree.jtm", "model": "model.pt",
+                                                   "history": "history.json", "item_ids": "item_ids.npz"}[kind])
+    (legacy / "manifest.json").unlink()
+    assert JTM.load(legacy).tree == m.tree
+    text = (legacy / "history.json").read_text()
+    (legacy / "history.json").write_text(text[: len(text) // 2])
+    with pytest.raises(CorruptModelError, match="history.json"):
+        JTM.load(legacy)
+    (legacy / "config.json").write_text('{"format_version": 1, "config": {"arity": 1}}')
     with pytest.raises(CorruptModelError, match="config.json"):
-        JTM.load(tmp_path / "run")
+        JTM.load(legacy)
+
+
+_SAVER = """
+import sys, torch
+from jtm_rs import JTM
+a, b, out = JTM.load(sys.argv[1]), JTM.load(sys.argv[2]), sys.argv[3]
+print("ready", flush=True)
+while True:
+    a.save(out)
+    b.save(out)
+"""
+
+
+def test_a_save_killed_at_any_moment_leaves_one_whole_model(generated, tmp_path):
+    """Kill -9 a process saving two different models in turn, 24 times at random moments:
+    every load gives one of the two models whole (config, tree, weights and history agree)."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time as time_mod
+
+    _, split = generated
+    models = []
+    for seed in (0, 1):
+        m = JTM(iterations=0, max_examples_per_epoch=300, validation_users=10, device="cpu", seed=seed)
+        m.fit(split, show_progress=False)
+        m.save(tmp_path / f"m{seed}")
+        models.append(m)
+    out = tmp_path / "out"
+    models[0].save(out)
+    rng = random.Random(0)
+    for _ in range(24):
+        p = subprocess.Popen([sys.executable, "-c", _SAVER, str(tmp_path / "m0"), str(tmp_path / "m1"), str(out)],
+                             stdout=subprocess.PIPE)
+        assert p.stdout.readline().strip() == b"ready"
+        time_mod.sleep(rng.uniform(0.0, 0.3))
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        got = JTM.load(out)
+        ref = models[got.config.seed]
+        assert got.tree == ref.tree
+        assert len(got.history) == len(ref.history) and got.history[0].objective == ref.history[0].objective
+        for x, y in zip(got.model.state_dict().values(), ref.model.state_dict().values()):
+            assert torch.equal(x, y)
+
+
+def test_two_threads_saving_to_one_path_never_fail(generated, tmp_path):
+    """Issue "Reliability" finding 8: both saves used one temporary name."""
+    import threading
+
+    _, split = generated
+    m = JTM(iterations=0, max_examples_per_epoch=200, validation_users=10, device="cpu").fit(split, show_progress=False)
+    errors = []
+
+    def saver():
+        try:
+            for _ in range(8):
+                m.save(tmp_path / "run")
+                m.tree.save(tmp_path / "tree.jtm")
+        except Exception as e:  # noqa: BLE001 - any failure is the finding
+            errors.append(e)
+
+    threads = [threading.Thread(target=saver) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert JTM.load(tmp_path / "run").tree == m.tree and jtm_rs.Tree.load(tmp_path / "tree.jtm") == m.tree
+    assert not list(tmp_path.glob("tree.jtm*.tmp")) and not list((tmp_path / "run").glob("*.tmp"))

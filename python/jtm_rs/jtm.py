@@ -28,8 +28,11 @@ the node embeddings; ``"fresh"`` starts a new model. The README reports them, me
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import os
 import time
+import uuid
 import warnings
 from dataclasses import dataclass, field
 from os import PathLike
@@ -562,27 +565,64 @@ class JTM(Recommender):
     # --- persistence --------------------------------------------------------------------------
 
     def save(self, path: Union[str, PathLike]) -> None:
-        """Writes ``config.json``, ``tree.jtm``, ``model.pt`` (a state dict), ``history.json``
-        and ``item_ids.npz`` (the map back to the data's item ids, when it has one) into the
-        directory ``path`` (created if needed)."""
+        """Saves into the directory ``path`` (created if needed), atomically as a whole.
+
+        Every part — ``config-<token>.json``, ``tree-<token>.jtm``, ``model-<token>.pt`` (a
+        state dict), ``history-<token>.json`` and ``item_ids-<token>.npz`` (the map back to the
+        data's item ids, when it has one) — is written under a token new to this save, then
+        ``manifest.json`` (the token, each part's size and SHA-256) replaces the old manifest
+        in one rename, and only then are the previous save's parts removed. A save killed at
+        any moment leaves the previous model loadable; two saves to one path never collide
+        (the last manifest wins). Other files in the directory (e.g. ``split.json``) stay."""
         tree, model = self._check_fitted()
         d = Path(path)
         d.mkdir(parents=True, exist_ok=True)
+        token = f"{time.time_ns():x}-{os.getpid():x}-{uuid.uuid4().hex[:8]}"
         meta = {
             "format_version": FORMAT_VERSION,
             "config": dataclasses.asdict(self.config),
             "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
         }
-        tree.save(d / "tree.jtm")
-        tmp = d / "model.pt.tmp"
-        torch.save(model.state_dict(), tmp)
-        tmp.replace(d / "model.pt")
-        (d / "history.json").write_text(json.dumps([dataclasses.asdict(r) for r in self.history], indent=1))
+        parts: Dict[str, str] = {}
+
+        def part(kind: str, suffix: str, write: Callable[[Path], None]) -> None:
+            name = f"{kind}-{token}{suffix}"
+            write(d / name)
+            parts[kind] = name
+
+        part("config", ".json", lambda p: _write_synced(p, json.dumps(meta, indent=1).encode()))
+        part("tree", ".jtm", lambda p: tree.save(p))
+        part("model", ".pt", lambda p: torch.save(model.state_dict(), p))
+        history = json.dumps([dataclasses.asdict(r) for r in self.history], indent=1).encode()
+        part("history", ".json", lambda p: _write_synced(p, history))
         if self.item_ids is not None:
-            self.item_ids.save(d / "item_ids.npz")
-        elif (d / "item_ids.npz").exists():
-            (d / "item_ids.npz").unlink()
-        (d / "config.json").write_text(json.dumps(meta, indent=1))
+            part("item_ids", ".npz", lambda p: self.item_ids.save(p))
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "token": token,
+            "parts": {k: {"file": v, "bytes": (d / v).stat().st_size, "sha256": _sha256(d / v)} for k, v in parts.items()},
+        }
+        previous = _read_manifest(d) if (d / MANIFEST).exists() else None
+        tmp = d / f".{MANIFEST}.{token}.tmp"
+        _write_synced(tmp, json.dumps(manifest, indent=1).encode())
+        os.replace(tmp, d / MANIFEST)
+        _fsync_dir(d)
+        # The previous save's parts (and the fixed names of the pre-manifest layout) go last;
+        # so do leftovers of saves killed over an hour ago (a live save is never that old).
+        stale = [p["file"] for p in previous["parts"].values()] if previous else list(LEGACY_PARTS.values())
+        for name in stale:
+            if name not in parts.values():
+                (d / name).unlink(missing_ok=True)
+        cutoff = time.time() - 3600
+        leftovers = list(d.glob(f".{MANIFEST}.*.tmp"))
+        for kind in LEGACY_PARTS:
+            leftovers += d.glob(f"{kind}-*")
+        for p in leftovers:
+            try:
+                if p.name not in parts.values() and p.stat().st_mtime < cutoff:
+                    p.unlink()
+            except FileNotFoundError:  # another save cleaned it first
+                pass
 
     @classmethod
     def load(
@@ -597,9 +637,8 @@ class JTM(Recommender):
         the model state is read with ``torch.load(weights_only=True)``. A model saved from a
         custom ``model_factory`` needs the same factory here."""
         d = Path(path)
-        if not (d / "config.json").exists():
-            raise FileNotFoundError(f"{d} holds no saved JTM (config.json missing)")
-        meta = _read_json(d / "config.json")
+        files = _part_files(d)
+        meta = _read_json(files["config"])
         if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
             version = meta.get("format_version") if isinstance(meta, dict) else None
             raise InvalidInputError(f"{d}: unknown format version {version}")
@@ -607,17 +646,17 @@ class JTM(Recommender):
         try:
             config = JTMConfig(**{k: v for k, v in meta["config"].items() if k in fields})
         except (KeyError, AttributeError, TypeError, InvalidInputError) as e:
-            raise CorruptModelError(f"{d / 'config.json'}: not a JTM configuration ({e})") from None
+            raise CorruptModelError(f"{files['config']}: not a JTM configuration ({e})") from None
         self = cls(config, model_factory=model_factory, device=device, n_threads=n_threads)
-        self.tree = Tree.load(d / "tree.jtm")
+        self.tree = Tree.load(files["tree"])
         self.model = self._new_model(self.tree, seed=config.seed)
-        state = torch.load(d / "model.pt", map_location=self.device, weights_only=True)
+        state = torch.load(files["model"], map_location=self.device, weights_only=True)
         self.model.load_state_dict(state)
         self.model.eval()
-        if (d / "item_ids.npz").exists():
-            self.item_ids = IdMap.load(d / "item_ids.npz")
-        hist = d / "history.json"
-        if hist.exists():
+        if "item_ids" in files and files["item_ids"].exists():
+            self.item_ids = IdMap.load(files["item_ids"])
+        hist = files.get("history")
+        if hist is not None and hist.exists():
             try:
                 self.history = [IterationRecord(**r) for r in _read_json(hist)]
             except TypeError as e:
@@ -630,6 +669,68 @@ def _subset(ev: EvaluationUsers, idx: np.ndarray) -> EvaluationUsers:
     indptr = np.concatenate(([0], np.cumsum([len(p) for p in parts]))).astype(np.int64)
     items = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
     return EvaluationUsers(ev.users[idx], ev.features[idx], indptr, items)
+
+
+MANIFEST = "manifest.json"
+#: The layout before manifests (still read): fixed names, written one by one.
+LEGACY_PARTS = {"config": "config.json", "tree": "tree.jtm", "model": "model.pt",
+                "history": "history.json", "item_ids": "item_ids.npz"}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:  # not every platform opens directories
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _read_manifest(d: Path) -> dict:
+    manifest = _read_json(d / MANIFEST)
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("parts"), dict):
+        raise CorruptModelError(f"{d / MANIFEST}: not a jtm_rs manifest")
+    return manifest
+
+
+def _part_files(d: Path) -> Dict[str, Path]:
+    """The files of the model saved in ``d``, each checked against the manifest (size, then
+    SHA-256): a part that is missing or does not belong to the manifest's save is named."""
+    if not (d / MANIFEST).exists():
+        if not (d / "config.json").exists():
+            raise FileNotFoundError(f"{d} holds no saved JTM (no manifest.json or config.json)")
+        return {k: d / v for k, v in LEGACY_PARTS.items()}
+    files: Dict[str, Path] = {}
+    for kind, entry in _read_manifest(d)["parts"].items():
+        p = d / entry["file"]
+        if not p.exists():
+            raise CorruptModelError(f"{d}: the {kind} part {entry['file']} named by manifest.json is missing")
+        if p.stat().st_size != entry["bytes"] or _sha256(p) != entry["sha256"]:
+            raise CorruptModelError(f"{d}: the {kind} part {entry['file']} does not match manifest.json (changed or damaged)")
+        files[kind] = p
+    for kind in ("config", "tree", "model"):
+        if kind not in files:
+            raise CorruptModelError(f"{d}: manifest.json names no {kind} part")
+    return files
 
 
 def _read_json(path: Path):
