@@ -167,6 +167,10 @@ def test_cli_generate_train_evaluate_learn_tree(tmp_path, capsys):
     assert jtm_rs.Tree.load(tmp_path / "t.jtm").n_items == JTM.load(run).tree.n_items
     assert cli.main(["evaluate", str(tmp_path / "missing.csv"), "--model", str(run)]) == 2
     assert "error" in capsys.readouterr().err
+    # A run's split is on disk from the start; without it, evaluate says what it falls back to.
+    (run / "split.json").unlink()
+    with pytest.warns(UserWarning, match="no split.json"):
+        cli.main(["evaluate", str(data), "--model", str(run), "--m", "10"])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -331,3 +335,21 @@ def test_two_threads_saving_to_one_path_never_fail(generated, tmp_path):
     assert errors == []
     assert JTM.load(tmp_path / "run").tree == m.tree and jtm_rs.Tree.load(tmp_path / "tree.jtm") == m.tree
     assert not list(tmp_path.glob("tree.jtm*.tmp")) and not list((tmp_path / "run").glob("*.tmp"))
+
+
+def test_cli_train_writes_the_split_before_training(tmp_path, monkeypatch):
+    """Issue "Reliability" finding 7: split.json came only at the end, so a killed run's
+    checkpoints were evaluated on the default split."""
+    data = tmp_path / "d.csv"
+    assert cli.main(["generate", str(data), "--items", "200", "--users", "200"]) == 0
+    run = tmp_path / "run"
+    seen = []
+
+    def killed(self, *args, **kwargs):
+        seen.append((run / "split.json").exists())
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(JTM, "fit", killed)
+    with pytest.raises(RuntimeError, match="killed"):
+        cli.main(["train", str(data), "--out", str(run), "--seed", "3", "--quiet", "--device", "cpu"])
+    assert seen == [True] and '"seed": 3' in (run / "split.json").read_text()

@@ -19,6 +19,7 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import List, Optional
 
@@ -91,15 +92,24 @@ def cmd_train(a: argparse.Namespace) -> None:
         validation_m=a.m,
         seed=a.seed,
     )
+    # The split first: a run killed mid-way leaves checkpoints that `evaluate` must judge on
+    # this run's test users, not on the default split's.
+    split_info = {"validation": a.validation, "test": a.test, "seed": a.seed, "min_interactions": a.min_interactions}
+    Path(a.out).mkdir(parents=True, exist_ok=True)
+    tmp = Path(a.out) / ".split.json.tmp"
+    tmp.write_text(json.dumps(split_info))
+    tmp.replace(Path(a.out) / "split.json")
     jtm.fit(split, show_progress=not a.quiet, checkpoint_dir=a.out)
     jtm.save(a.out)
-    split_info = {"validation": a.validation, "test": a.test, "seed": a.seed, "min_interactions": a.min_interactions}
-    (Path(a.out) / "split.json").write_text(json.dumps(split_info))
     print(f"saved to {a.out}")
 
 
 def _saved_split(a: argparse.Namespace):
-    info = json.loads((Path(a.model) / "split.json").read_text()) if (Path(a.model) / "split.json").exists() else {}
+    path = Path(a.model) / "split.json"
+    info = json.loads(path.read_text()) if path.exists() else {}
+    if not path.exists():
+        warnings.warn(f"{a.model} has no split.json: evaluating on the default split (seed 0, 10 %/10 %), "
+                      "whose test users may have been this model's training users", stacklevel=2)
     return _load_split(
         a,
         info.get("min_interactions", a.min_interactions),
