@@ -4,8 +4,14 @@
 //! count); `Some(n)` uses a pool of exactly n threads, built once and cached, so repeated calls
 //! (one beam search per batch) do not pay for thread start-up. The cache keeps the
 //! [`MAX_CACHED_POOLS`] most recently used sizes; an older pool's threads end once no call
-//! holds it, so a program cycling through thread counts does not run out of threads. Every parallel section runs
-//! under `catch_unwind`: a panic becomes `JtmError::Internal` instead of aborting the caller.
+//! holds it, so a program cycling through thread counts does not run out of threads. Every
+//! parallel section runs under `catch_unwind`: a panic becomes `JtmError::Internal` instead of
+//! aborting the caller.
+//!
+//! Thread pools do not survive `fork()`: a forked child inherits the pools' bookkeeping but
+//! none of their threads, and would wait forever for them. Pools remember the process that
+//! built them; a child builds its own (and, instead of rayon's global pool once the parent
+//! has used it, a cached pool of the same size).
 
 use crate::error::{JtmError, Result};
 use rayon::{ThreadPool, ThreadPoolBuilder};
@@ -15,13 +21,21 @@ use std::sync::{Arc, Mutex, OnceLock};
 /// Thread pools of distinct sizes kept alive between calls.
 pub const MAX_CACHED_POOLS: usize = 4;
 
-/// (size, pool), most recently used last.
-type PoolCache = Mutex<Vec<(usize, Arc<ThreadPool>)>>;
+/// The process that built the pools, and (size, pool), most recently used last.
+type PoolCache = Mutex<(u32, Vec<(usize, Arc<ThreadPool>)>)>;
 
 fn cached_pool(n_threads: usize) -> Result<Arc<ThreadPool>> {
     static POOLS: OnceLock<PoolCache> = OnceLock::new();
-    let pools = POOLS.get_or_init(|| Mutex::new(Vec::new()));
-    let mut pools = pools.lock().unwrap_or_else(|p| p.into_inner());
+    let pid = std::process::id();
+    let cache = POOLS.get_or_init(|| Mutex::new((pid, Vec::new())));
+    let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+    if cache.0 != pid {
+        // A forked child: the parent's pools have no threads here. Forget them (dropping one
+        // would signal threads that do not exist) and build new ones.
+        std::mem::forget(std::mem::take(&mut cache.1));
+        cache.0 = pid;
+    }
+    let pools = &mut cache.1;
     if let Some(i) = pools.iter().position(|(n, _)| *n == n_threads) {
         let hit = pools.remove(i);
         let pool = hit.1.clone();
@@ -55,7 +69,16 @@ pub fn run<R: Send>(n_threads: Option<usize>, f: impl FnOnce() -> Result<R> + Se
             let pool = cached_pool(n)?;
             catch_unwind(AssertUnwindSafe(|| pool.install(f)))
         }
-        None => catch_unwind(AssertUnwindSafe(f)),
+        None => {
+            static GLOBAL_POOL_PID: OnceLock<u32> = OnceLock::new();
+            if *GLOBAL_POOL_PID.get_or_init(std::process::id) == std::process::id() {
+                catch_unwind(AssertUnwindSafe(f))
+            } else {
+                // Forked after the parent used rayon's global pool, which cannot be rebuilt.
+                let pool = cached_pool(global_pool_size())?;
+                catch_unwind(AssertUnwindSafe(|| pool.install(f)))
+            }
+        }
     };
     outcome.unwrap_or_else(|panic| {
         let msg = panic
@@ -65,6 +88,15 @@ pub fn run<R: Send>(n_threads: Option<usize>, f: impl FnOnce() -> Result<R> + Se
             .unwrap_or_else(|| "unknown panic".into());
         Err(JtmError::Internal(msg))
     })
+}
+
+/// What rayon's global pool would hold: `RAYON_NUM_THREADS`, else the available cores.
+fn global_pool_size() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 #[cfg(test)]

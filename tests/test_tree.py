@@ -229,3 +229,31 @@ def test_out_of_range_integer_arguments_raise_invalid_input(call):
     tree = Tree.random(np.arange(20), seed=0)
     with pytest.raises(InvalidInputError):
         call(tree)
+
+
+def _forked_job(queue):
+    items = np.arange(256)
+    emb = np.random.default_rng(1).normal(size=(256, 4)).astype(np.float32)
+    a = Tree.from_embeddings(items, emb, arity=2, seed=1)  # rayon's global pool
+    b = Tree.from_embeddings(items, emb, arity=2, seed=1, n_threads=2)  # a cached pool
+    queue.put(a == b)
+
+
+def test_a_forked_child_runs_parallel_calls():
+    """Issue "Reliability" finding 6: a child forked after the parent used the Rust core's
+    thread pools hung forever in its first parallel call."""
+    import multiprocessing
+
+    items = np.arange(256)
+    emb = np.random.default_rng(1).normal(size=(256, 4)).astype(np.float32)
+    Tree.from_embeddings(items, emb, arity=2, seed=1)
+    Tree.from_embeddings(items, emb, arity=2, seed=1, n_threads=2)
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_forked_job, args=(queue,))
+    child.start()
+    child.join(timeout=120)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("the forked child hung in a parallel call")
+    assert child.exitcode == 0 and queue.get(timeout=5) is True
