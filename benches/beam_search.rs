@@ -16,7 +16,7 @@ fn search_once(tree: &Tree, n_users: usize, k: usize, threads: usize) -> Duratio
     let mut search = BeamSearch::new(tree, n_users, k, k).unwrap();
     loop {
         let t = Instant::now();
-        let c = run(Some(threads), || Ok(search.expand())).unwrap();
+        let c = run(Some(threads), || search.expand()).unwrap();
         timed += t.elapsed();
         let Some(c) = c else { break };
         // Trivial scorer (untimed): a hash of (user, node).

@@ -10,8 +10,8 @@
 //! level, the caller scores them (one `score_fn` call per level), `select` keeps the top k per
 //! user in parallel. [`beam_search`] drives it from Rust.
 
-use crate::error::{invalid, JtmError, Result};
-use crate::tree::Tree;
+use crate::error::{invalid, try_vec, JtmError, Result};
+use crate::tree::{Tree, MAX_OUTPUT_ELEMENTS};
 use rayon::prelude::*;
 use std::cmp::Ordering;
 
@@ -69,6 +69,26 @@ impl<'t> BeamSearch<'t> {
             return invalid!("M = {m} exceeds the {} items of the tree", tree.n_items());
         }
         let start = start_level(tree, k);
+        // The widest level bounds every buffer: refuse a search that could never fit before
+        // allocating anything (the Python driver batches users, so only direct calls get here).
+        let widest = (start..=tree.leaf_level())
+            .map(|l| {
+                let live = tree.live_at(l).len() as u128;
+                if l == start {
+                    live
+                } else {
+                    live.min(k as u128 * tree.arity() as u128)
+                }
+            })
+            .max()
+            .unwrap_or(0);
+        let pairs = n_users as u128 * widest.max(m as u128);
+        if pairs > MAX_OUTPUT_ELEMENTS {
+            return invalid!(
+                "beam search of {n_users} users with k = {k} would score up to {pairs} (user, node) pairs at one level ({} GiB); at most {MAX_OUTPUT_ELEMENTS} per call: search fewer users at a time",
+                (pairs * 16) >> 30
+            );
+        }
         Ok(BeamSearch {
             tree,
             n_users,
@@ -88,12 +108,19 @@ impl<'t> BeamSearch<'t> {
         self.start_level
     }
 
-    /// The pairs to score at the next level (None when the search is done).
-    pub fn expand(&mut self) -> Option<Candidates> {
-        let level = self.level?;
+    /// The pairs to score at the next level (None when the search is done); `OutOfMemory`
+    /// when they do not fit.
+    pub fn expand(&mut self) -> Result<Option<Candidates>> {
+        let Some(level) = self.level else {
+            return Ok(None);
+        };
         let tree = self.tree;
         let counts: Vec<usize> = if level == self.start_level {
-            vec![tree.live_at(level).len(); self.n_users]
+            try_vec(
+                self.n_users,
+                tree.live_at(level).len(),
+                "the beam's candidate counts",
+            )?
         } else {
             self.beams
                 .par_iter()
@@ -110,9 +137,16 @@ impl<'t> BeamSearch<'t> {
             self.offsets.push(self.offsets.last().unwrap() + c);
         }
         let total = *self.offsets.last().unwrap();
-        let mut nodes = vec![0i64; total];
-        let mut rows = vec![0i64; total];
-        let mut slices = Vec::with_capacity(self.n_users);
+        let mut nodes = try_vec(total, 0i64, "the beam's candidate nodes")?;
+        let mut rows = try_vec(total, 0i64, "the beam's candidate user rows")?;
+        self.nodes = try_vec(total, 0i64, "the beam's candidate nodes")?;
+        let mut slices = Vec::new();
+        slices.try_reserve_exact(self.n_users).map_err(|_| {
+            JtmError::OutOfMemory(format!(
+                "cannot allocate the beams of {} users",
+                self.n_users
+            ))
+        })?;
         let (mut rest_n, mut rest_r) = (nodes.as_mut_slice(), rows.as_mut_slice());
         for &c in &counts {
             let (hn, tn) = rest_n.split_at_mut(c);
@@ -142,12 +176,12 @@ impl<'t> BeamSearch<'t> {
                     }
                 }
             });
-        self.nodes = nodes.clone();
-        Some(Candidates {
+        self.nodes.copy_from_slice(&nodes);
+        Ok(Some(Candidates {
             user_rows: rows,
             nodes,
             level,
-        })
+        }))
     }
 
     /// Takes the scores of the last expansion (aligned with its pairs) and keeps the top k per
@@ -254,7 +288,7 @@ where
 {
     use crate::parallel::run;
     let mut search = BeamSearch::new(tree, n_users, k, m)?;
-    while let Some(c) = run(n_threads, || Ok(search.expand()))? {
+    while let Some(c) = run(n_threads, || search.expand())? {
         let s = score(&c.user_rows, &c.nodes, c.level)?;
         run(n_threads, || search.select(&s))?;
     }
@@ -283,6 +317,15 @@ mod tests {
                 s
             })
             .collect()
+    }
+
+    #[test]
+    fn refuses_a_search_too_large_to_allocate() {
+        let items: Vec<i64> = (0..50).collect();
+        let tree = Tree::random(&items, 2, None, 1).unwrap();
+        let err = BeamSearch::new(&tree, 1 << 31, 1 << 40, 4).err().unwrap();
+        assert!(matches!(&err, JtmError::InvalidArgument(m) if m.contains("fewer users")));
+        assert!(BeamSearch::new(&tree, 1 << 20, 64, 4).is_ok());
     }
 
     #[test]

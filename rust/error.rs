@@ -16,6 +16,8 @@ pub enum JtmError {
     /// A tree file or byte string that is truncated, corrupted or of an unknown version.
     CorruptTree(String),
     Io(std::io::Error),
+    /// A buffer the request needs could not be allocated (Python `MemoryError`, never an abort).
+    OutOfMemory(String),
     /// A broken invariant or a caught panic: a bug in jtm_rs, never the caller's fault.
     Internal(String),
 }
@@ -33,6 +35,7 @@ impl fmt::Display for JtmError {
             JtmError::Callback(m) => write!(f, "{m}"),
             JtmError::CorruptTree(m) => write!(f, "corrupt tree data: {m}"),
             JtmError::Io(e) => write!(f, "{e}"),
+            JtmError::OutOfMemory(m) => write!(f, "{m}"),
             JtmError::Internal(m) => write!(f, "internal error in jtm_rs (please report): {m}"),
         }
     }
@@ -46,8 +49,35 @@ impl From<std::io::Error> for JtmError {
     }
 }
 
+/// A vector of `len` copies of `fill`, or `OutOfMemory` naming `what` and the bytes it needed:
+/// large buffers sized by the caller go through here so that a request too big for the
+/// machine raises instead of aborting the process.
+pub fn try_vec<T: Clone>(len: usize, fill: T, what: &str) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| {
+        JtmError::OutOfMemory(format!(
+            "cannot allocate {what}: {len} elements ({} MiB)",
+            (len as u128 * std::mem::size_of::<T>() as u128) >> 20
+        ))
+    })?;
+    v.resize(len, fill);
+    Ok(v)
+}
+
 /// `Err(InvalidArgument)` built with `format!` syntax.
 macro_rules! invalid {
     ($($arg:tt)*) => { Err($crate::error::JtmError::InvalidArgument(format!($($arg)*))) };
 }
 pub(crate) use invalid;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn try_vec_refuses_what_cannot_be_allocated() {
+        assert_eq!(try_vec(3, 7u8, "x").unwrap(), vec![7, 7, 7]);
+        let err = try_vec(usize::MAX / 2, 0u64, "the test buffer").unwrap_err();
+        assert!(matches!(&err, JtmError::OutOfMemory(m) if m.contains("the test buffer")));
+    }
+}

@@ -5,6 +5,7 @@
     jtm-rs demo                                   # whole pipeline on generated data, prints a table
     jtm-rs generate data.csv --items 8192         # write generated behaviours as CSV
     jtm-rs train data.csv --out run/              # split users, run the joint loop, save
+    jtm-rs train data.csv --resume run/           # go on with a killed run from its last checkpoint
     jtm-rs evaluate data.csv --model run/         # P/R/F@M on the same split's test users
     jtm-rs learn-tree data.csv --model run/       # one tree learning with the saved model
 
@@ -77,8 +78,27 @@ def cmd_generate(a: argparse.Namespace) -> None:
 
 
 def cmd_train(a: argparse.Namespace) -> None:
-    from .jtm import JTM
+    import dataclasses
 
+    from .jtm import JTM, JTMConfig
+
+    if a.resume is not None:
+        # Everything that defines the run comes from it; only runtime options are new.
+        out = Path(a.resume)
+        path = out / "split.json"
+        if not path.exists():
+            raise InvalidInputError(f"{out} holds no split.json: not a directory of `jtm-rs train`")
+        info = json.loads(path.read_text())
+        if "config" not in info:
+            raise InvalidInputError(f"{path} was written by an older jtm-rs train and has no configuration to resume with")
+        config = JTMConfig(**info["config"])
+        split = _load_split(a, info["min_interactions"], info["validation"], info["test"], info["seed"])
+        jtm = JTM(config, device=a.device, n_threads=a.threads)
+        jtm.fit(split, show_progress=not a.quiet, resume=out)
+        print(f"saved to {out}")
+        return
+    if a.out is None:
+        raise InvalidInputError("train needs --out DIR (or --resume DIR to go on with a killed run)")
     split = _load_split(a, a.min_interactions, a.validation, a.test, a.seed)
     jtm = JTM(
         device=a.device,
@@ -92,15 +112,15 @@ def cmd_train(a: argparse.Namespace) -> None:
         validation_m=a.m,
         seed=a.seed,
     )
-    # The split first: a run killed mid-way leaves checkpoints that `evaluate` must judge on
-    # this run's test users, not on the default split's.
-    split_info = {"validation": a.validation, "test": a.test, "seed": a.seed, "min_interactions": a.min_interactions}
+    # The split (and the configuration) first: a run killed mid-way leaves checkpoints that
+    # `evaluate` must judge on this run's test users, and that `--resume` goes on with.
+    split_info = {"validation": a.validation, "test": a.test, "seed": a.seed, "min_interactions": a.min_interactions,
+                  "config": dataclasses.asdict(jtm.config)}
     Path(a.out).mkdir(parents=True, exist_ok=True)
     tmp = Path(a.out) / ".split.json.tmp"
     tmp.write_text(json.dumps(split_info))
     tmp.replace(Path(a.out) / "split.json")
-    jtm.fit(split, show_progress=not a.quiet, checkpoint_dir=a.out)
-    jtm.save(a.out)
+    jtm.fit(split, show_progress=not a.quiet, checkpoint_dir=a.out)  # the last checkpoint is the model
     print(f"saved to {a.out}")
 
 
@@ -210,7 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="split users, run the joint loop, save the model")
     _data_args(t)
-    t.add_argument("--out", required=True, help="directory to save the model into")
+    t.add_argument("--out", default=None, help="directory to save the model (and a checkpoint after every training) into")
+    t.add_argument("--resume", default=None, metavar="DIR",
+                   help="go on with the killed run in DIR from its last checkpoint (its split and options are reused)")
     t.add_argument("--iterations", type=int, default=3)
     t.add_argument("--epochs", type=int, default=1)
     t.add_argument("--examples-per-epoch", type=int, default=None)

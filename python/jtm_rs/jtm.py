@@ -199,6 +199,7 @@ class JTM(Recommender):
         show_progress: bool = True,
         callback: Optional[Callable[[IterationRecord], object]] = None,
         checkpoint_dir: Union[str, PathLike, None] = None,
+        resume: Union[str, PathLike, None] = None,
     ) -> "JTM":
         """Runs Algorithm 1.
 
@@ -217,7 +218,14 @@ class JTM(Recommender):
             then fills in ``objective_after_tree_learning``); returning ``False`` stops the loop
             there, leaving a matching model and tree.
         checkpoint_dir
-            When given, the model is saved there (:meth:`save`) after every training.
+            When given, the model is saved there (:meth:`save`) after every training, with
+            what a resumed run needs (optimiser moments, random state, the round reached).
+        resume
+            A ``checkpoint_dir`` of an earlier, interrupted ``fit`` with the same data and
+            configuration: the run goes on from its last checkpoint and reaches the same tree,
+            model and history as one that was never interrupted (checkpoints keep going to
+            ``resume`` unless ``checkpoint_dir`` says otherwise). A directory without a
+            checkpoint yet starts from the beginning; a finished run returns at once.
         """
         cfg = self.config
         train, corpus_parts = (data.train, [data.train, data.validation, data.test]) if isinstance(data, Split) else (data, [data])
@@ -239,27 +247,42 @@ class JTM(Recommender):
         fixed = np.sort(rng.choice(len(windows), size=min(cfg.objective_examples, len(windows)), replace=False))
         self.model = self._new_model(self.tree, seed=cfg.seed)
         self.history = []
-        for it in range(cfg.iterations + 1):
-            seconds: Dict[str, float] = {}
-            t0 = time.perf_counter()
-            leaves = BehaviourLeaves(windows, self.tree, self.device)
-            loss = self._train(leaves, rng, it, show_progress)
-            seconds["train"] = time.perf_counter() - t0
-            by_level = objective_by_level(self.model, self.tree, leaves, fixed, hierarchical=cfg.hierarchical)
-            record = IterationRecord(it, loss, float(by_level.sum()), seconds=seconds, objective_by_level=by_level.tolist())
-            if eval_users is not None:
-                t0 = time.perf_counter()
-                record.validation = self.evaluate(eval_users, cfg.validation_m, on_unknown="ignore")
-                seconds["validate"] = time.perf_counter() - t0
-            self.history.append(record)
+        fingerprint = _data_fingerprint(windows, self.tree)
+        if checkpoint_dir is None and resume is not None:
+            checkpoint_dir = resume
+        start = self._resume(resume, rng, fingerprint) if resume is not None else None
+        if start is not None and start >= cfg.iterations:
             if show_progress:
-                tqdm.write(_describe(record))
-            if checkpoint_dir is not None:
-                self.save(checkpoint_dir)
-            if callback is not None and callback(record) is False:
-                break
+                tqdm.write(f"{resume}: the run had finished; nothing to resume")
+            return self
+        for it in range(start if start is not None else 0, cfg.iterations + 1):
+            if it == start:  # resumed: this round's training is in the checkpoint
+                leaves = BehaviourLeaves(windows, self.tree, self.device)
+                record = self.history[it]
+                if show_progress:
+                    tqdm.write(f"resumed from {resume} after round {it}'s training")
+            else:
+                seconds: Dict[str, float] = {}
+                t0 = time.perf_counter()
+                leaves = BehaviourLeaves(windows, self.tree, self.device)
+                loss = self._train(leaves, rng, it, show_progress)
+                seconds["train"] = time.perf_counter() - t0
+                by_level = objective_by_level(self.model, self.tree, leaves, fixed, hierarchical=cfg.hierarchical)
+                record = IterationRecord(it, loss, float(by_level.sum()), seconds=seconds, objective_by_level=by_level.tolist())
+                if eval_users is not None:
+                    t0 = time.perf_counter()
+                    record.validation = self.evaluate(eval_users, cfg.validation_m, on_unknown="ignore")
+                    seconds["validate"] = time.perf_counter() - t0
+                self.history.append(record)
+                if show_progress:
+                    tqdm.write(_describe(record))
+                if checkpoint_dir is not None:
+                    self.save(checkpoint_dir, _training_state=self._training_state(it, rng, fingerprint))
+                if callback is not None and callback(record) is False:
+                    break
             if it == cfg.iterations:
                 break
+            seconds = record.seconds
             if cfg.tree_learning == "none":
                 continue  # JTM-H: the model keeps training on the initial tree
             t0 = time.perf_counter()
@@ -343,6 +366,53 @@ class JTM(Recommender):
             raise InvalidInputError(f"the model embeds {n} nodes but the tree has {tree.n_nodes}")
         self._optimizer = make_optimizer(model, self.config.learning_rate)
         return model
+
+    def _training_state(self, round_: int, rng: np.random.Generator, fingerprint: str) -> dict:
+        """What a resumed ``fit`` needs beyond model, tree and history: saved with a checkpoint."""
+        return {
+            "round": round_,
+            "fingerprint": fingerprint,
+            "rng": rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+            "optimizer": self._optimizer.state_dict(),
+        }
+
+    def _resume(self, path: Union[str, PathLike], rng: np.random.Generator, fingerprint: str) -> Optional[int]:
+        """Restores model, tree, history, optimiser and random state from the checkpoint in
+        ``path``; returns the round whose training it holds (None: no checkpoint there yet)."""
+        d = Path(path)
+        if not (d / MANIFEST).exists() and not (d / LEGACY_PARTS["config"]).exists():
+            return None
+        files = _part_files(d)
+        if "training" not in files:
+            raise InvalidInputError(f"{d}: a saved model, not a checkpoint of fit(): nothing to resume from")
+        saved = JTM.load(d, model_factory=self.model_factory, device=self.device, n_threads=self.n_threads)
+        ours, theirs = dataclasses.asdict(self.config), dataclasses.asdict(saved.config)
+        differ = sorted(k for k in ours if ours[k] != theirs.get(k))
+        if differ:
+            raise InvalidInputError(
+                f"{d}: the checkpoint was made with another configuration ({', '.join(f'{k}={theirs.get(k)!r}' for k in differ)}; "
+                f"this run has {', '.join(f'{k}={ours[k]!r}' for k in differ)})"
+            )
+        try:
+            state = torch.load(files["training"], map_location="cpu", weights_only=True)
+            round_, their_print = int(state["round"]), state["fingerprint"]
+        except Exception as e:
+            raise CorruptModelError(f"{files['training']}: not a training state ({e})") from None
+        if their_print != fingerprint:
+            raise InvalidInputError(f"{d}: the checkpoint was trained on other data (or another initial tree) than this run's")
+        if len(saved.history) != round_ + 1:
+            raise CorruptModelError(f"{d}: the history has {len(saved.history)} rounds, the training state says {round_ + 1}")
+        self.tree, self.model, self.history, self.item_ids = saved.tree, saved.model, saved.history, saved.item_ids
+        self.model.train()
+        self._optimizer = make_optimizer(self.model, self.config.learning_rate)
+        try:
+            self._optimizer.load_state_dict(state["optimizer"])
+            rng.bit_generator.state = state["rng"]
+            torch.set_rng_state(state["torch_rng"])
+        except (KeyError, ValueError, TypeError, RuntimeError) as e:
+            raise CorruptModelError(f"{files['training']}: the training state does not fit this model ({e})") from None
+        return round_
 
     def _on_tree_change(self, old_tree: Tree, iteration: int) -> None:
         mode = self.config.on_tree_change
@@ -564,7 +634,7 @@ class JTM(Recommender):
 
     # --- persistence --------------------------------------------------------------------------
 
-    def save(self, path: Union[str, PathLike]) -> None:
+    def save(self, path: Union[str, PathLike], *, _training_state: Optional[dict] = None) -> None:
         """Saves into the directory ``path`` (created if needed), atomically as a whole.
 
         Every part — ``config-<token>.json``, ``tree-<token>.jtm``, ``model-<token>.pt`` (a
@@ -597,6 +667,8 @@ class JTM(Recommender):
         part("history", ".json", lambda p: _write_synced(p, history))
         if self.item_ids is not None:
             part("item_ids", ".npz", lambda p: self.item_ids.save(p))
+        if _training_state is not None:  # a checkpoint of fit(): what resume needs
+            part("training", ".pt", lambda p: torch.save(_training_state, p))
         manifest = {
             "format_version": FORMAT_VERSION,
             "token": token,
@@ -662,6 +734,14 @@ class JTM(Recommender):
             except TypeError as e:
                 raise CorruptModelError(f"{hist}: not a training history ({e})") from None
         return self
+
+
+def _data_fingerprint(windows, tree: Tree) -> str:
+    """SHA-256 of the training examples and the initial tree: a resumed run must see both again."""
+    h = hashlib.sha256()
+    for a in (windows.items, windows.pos, windows.row_start, tree.items, tree.leaves(tree.items)):
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
 
 
 def _subset(ev: EvaluationUsers, idx: np.ndarray) -> EvaluationUsers:

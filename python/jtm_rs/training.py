@@ -70,6 +70,16 @@ class CombinedOptimizer:
         for o in self.optimizers:
             o.step()
 
+    def state_dict(self) -> dict:
+        return {"optimizers": [o.state_dict() for o in self.optimizers]}
+
+    def load_state_dict(self, state: dict) -> None:
+        parts = state.get("optimizers") if isinstance(state, dict) else None
+        if not isinstance(parts, list) or len(parts) != len(self.optimizers):
+            raise ValueError(f"expected the state of {len(self.optimizers)} optimisers")
+        for o, st in zip(self.optimizers, parts):
+            o.load_state_dict(st)
+
 
 def make_optimizer(model: nn.Module, learning_rate: float):
     """Adam, with ``SparseAdam`` for the tables of embeddings built with ``sparse=True`` (lazy

@@ -139,6 +139,11 @@ pub fn callback_floats<'py>(
 #[derive(Clone, Copy, Debug)]
 pub struct Count(pub usize);
 
+/// A signed argument (a level, an arity, a padding value): any int that fits in int64, else
+/// `InvalidInputError` naming it (PyO3 alone raises `OverflowError`).
+#[derive(Clone, Copy, Debug)]
+pub struct Int(pub i64);
+
 /// A seed: any int in `0..2^64`.
 #[derive(Clone, Copy, Debug)]
 pub struct Seed(pub u64);
@@ -169,5 +174,20 @@ impl FromPyObject<'_, '_> for Seed {
 
     fn extract(obj: Borrowed<'_, '_, PyAny>) -> Result<Self, Self::Error> {
         Ok(Seed(bounded_int(obj, u64::MAX, "a seed")?))
+    }
+}
+
+impl FromPyObject<'_, '_> for Int {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'_, '_, PyAny>) -> Result<Self, Self::Error> {
+        if obj.lt(i64::MIN)? || obj.gt(i64::MAX)? {
+            return Err(JtmError::InvalidArgument(format!(
+                "an integer argument must fit in int64, got {}",
+                obj.str()?
+            ))
+            .into());
+        }
+        Ok(Int(obj.extract::<i64>()?))
     }
 }

@@ -2,7 +2,7 @@
 //! a few Python classes, every message naming its cause).
 
 use crate::error::JtmError;
-use pyo3::exceptions::PyRuntimeError;
+use pyo3::exceptions::{PyMemoryError, PyRuntimeError};
 use pyo3::prelude::*;
 
 fn raise(py: Python<'_>, class: &str, msg: String) -> PyErr {
@@ -25,6 +25,7 @@ impl From<JtmError> for PyErr {
             JtmError::Callback(_) => "CallbackError",
             JtmError::CorruptTree(_) => "CorruptTreeError",
             JtmError::Internal(_) => "JtmInternalError",
+            JtmError::OutOfMemory(m) => return PyMemoryError::new_err(m.clone()),
             JtmError::Io(_) => {
                 let JtmError::Io(io) = e else { unreachable!() };
                 return io.into();

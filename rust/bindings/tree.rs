@@ -1,7 +1,7 @@
 //! `jtm_rs.Tree`: a frozen Python object over the Rust [`Tree`]. Frozen means immutable and
 //! shareable between Python threads without locks; learning returns a new tree.
 
-use super::convert::{callback_floats, float_matrix, int_array, int_vec, Count, Floats, Seed};
+use super::convert::{callback_floats, float_matrix, int_array, int_vec, Count, Floats, Int, Seed};
 use crate::beam_search::BeamSearch;
 use crate::error::JtmError;
 use crate::tree::Tree;
@@ -27,7 +27,8 @@ pub struct PyTree {
     pub inner: Tree,
 }
 
-fn level_arg(tree: &Tree, level: i64) -> PyResult<u32> {
+fn level_arg(tree: &Tree, level: Int) -> PyResult<u32> {
+    let level = level.0;
     if level < 0 || level > tree.leaf_level() as i64 {
         return Err(JtmError::InvalidArgument(format!(
             "level {level} is out of range: this tree has levels 0..={}",
@@ -38,7 +39,8 @@ fn level_arg(tree: &Tree, level: i64) -> PyResult<u32> {
     Ok(level as u32)
 }
 
-fn arity_arg(arity: i64) -> PyResult<u64> {
+fn arity_arg(arity: Int) -> PyResult<u64> {
+    let arity = arity.0;
     if arity < 2 {
         return Err(
             JtmError::InvalidArgument(format!("arity must be at least 2, got {arity}")).into(),
@@ -47,8 +49,8 @@ fn arity_arg(arity: i64) -> PyResult<u64> {
     Ok(arity as u64)
 }
 
-fn opt_level(leaf_level: Option<i64>) -> PyResult<Option<u32>> {
-    match leaf_level {
+fn opt_level(leaf_level: Option<Int>) -> PyResult<Option<u32>> {
+    match leaf_level.map(|l| l.0) {
         Some(l) if !(1..=64).contains(&l) => {
             Err(JtmError::InvalidArgument(format!("leaf_level must be in 1..=64, got {l}")).into())
         }
@@ -83,12 +85,12 @@ impl PyTree {
     /// The paper's initial tree: items sorted by (category, seeded random tie-break), split
     /// recursively into `arity` near-equal parts.
     #[staticmethod]
-    #[pyo3(signature = (items, categories, arity=2, leaf_level=None, seed=Seed(0)))]
+    #[pyo3(signature = (items, categories, arity=Int(2), leaf_level=None, seed=Seed(0)))]
     fn from_categories(
         items: &Bound<'_, PyAny>,
         categories: &Bound<'_, PyAny>,
-        arity: i64,
-        leaf_level: Option<i64>,
+        arity: Int,
+        leaf_level: Option<Int>,
         seed: Seed,
     ) -> PyResult<Self> {
         let seed = seed.0;
@@ -105,11 +107,11 @@ impl PyTree {
     }
 
     #[staticmethod]
-    #[pyo3(signature = (items, arity=2, leaf_level=None, seed=Seed(0)))]
+    #[pyo3(signature = (items, arity=Int(2), leaf_level=None, seed=Seed(0)))]
     fn random(
         items: &Bound<'_, PyAny>,
-        arity: i64,
-        leaf_level: Option<i64>,
+        arity: Int,
+        leaf_level: Option<Int>,
         seed: Seed,
     ) -> PyResult<Self> {
         let seed = seed.0;
@@ -120,8 +122,8 @@ impl PyTree {
     }
 
     #[staticmethod]
-    #[pyo3(signature = (order, arity=2, leaf_level=None))]
-    fn from_order(order: &Bound<'_, PyAny>, arity: i64, leaf_level: Option<i64>) -> PyResult<Self> {
+    #[pyo3(signature = (order, arity=Int(2), leaf_level=None))]
+    fn from_order(order: &Bound<'_, PyAny>, arity: Int, leaf_level: Option<Int>) -> PyResult<Self> {
         let order = int_vec(order, "order")?;
         Ok(PyTree {
             inner: Tree::from_order(&order, arity_arg(arity)?, opt_level(leaf_level)?)?,
@@ -131,18 +133,27 @@ impl PyTree {
     /// TDM's initial tree: recursive balanced k-means over item embeddings
     /// (`float32[n_items, dim]`, row i for `items[i]`), deterministic per seed.
     #[staticmethod]
-    #[pyo3(signature = (items, embeddings, arity=2, leaf_level=None, iterations=10, seed=Seed(0), n_threads=None))]
+    #[pyo3(signature = (items, embeddings, arity=Int(2), leaf_level=None, iterations=Count(10), seed=Seed(0), n_threads=None))]
     #[allow(clippy::too_many_arguments)]
     fn from_embeddings(
         py: Python<'_>,
         items: &Bound<'_, PyAny>,
         embeddings: &Bound<'_, PyAny>,
-        arity: i64,
-        leaf_level: Option<i64>,
-        iterations: u32,
+        arity: Int,
+        leaf_level: Option<Int>,
+        iterations: Count,
         seed: Seed,
         n_threads: Option<Count>,
     ) -> PyResult<Self> {
+        // Lloyd's iterations run without checking for Ctrl-C: bound them.
+        if iterations.0 > 1000 {
+            return Err(JtmError::InvalidArgument(format!(
+                "iterations must be at most 1000, got {}",
+                iterations.0
+            ))
+            .into());
+        }
+        let iterations = iterations.0 as u32;
         let seed = seed.0;
         let n_threads = n_threads.map(|c| c.0);
         let items = int_vec(items, "items")?;
@@ -171,12 +182,12 @@ impl PyTree {
     }
 
     #[staticmethod]
-    #[pyo3(signature = (items, leaves, arity=2, leaf_level=None))]
+    #[pyo3(signature = (items, leaves, arity=Int(2), leaf_level=None))]
     fn from_leaves(
         items: &Bound<'_, PyAny>,
         leaves: &Bound<'_, PyAny>,
-        arity: i64,
-        leaf_level: Option<i64>,
+        arity: Int,
+        leaf_level: Option<Int>,
     ) -> PyResult<Self> {
         let arity = arity_arg(arity)?;
         let items = int_vec(items, "items")?;
@@ -243,7 +254,7 @@ impl PyTree {
         )
     }
 
-    fn capacity(&self, level: i64) -> PyResult<u64> {
+    fn capacity(&self, level: Int) -> PyResult<u64> {
         Ok(self.inner.capacity(level_arg(&self.inner, level)?))
     }
 
@@ -257,12 +268,12 @@ impl PyTree {
     }
 
     /// Item on each leaf; `default` for empty leaves.
-    #[pyo3(signature = (leaves, default=-1))]
+    #[pyo3(signature = (leaves, default=Int(-1)))]
     fn items_at<'py>(
         &self,
         py: Python<'py>,
         leaves: &Bound<'py, PyAny>,
-        default: i64,
+        default: Int,
     ) -> PyResult<Bound<'py, PyArrayDyn<i64>>> {
         let level = self.inner.leaf_level();
         map_ids(py, leaves, "leaves", |n| {
@@ -270,7 +281,7 @@ impl PyTree {
             if self.inner.level_of(node) != level {
                 return Err(JtmError::InvalidNode(format!("node {n} is not a leaf")));
             }
-            Ok(self.inner.item_at(node).unwrap_or(default))
+            Ok(self.inner.item_at(node).unwrap_or(default.0))
         })
     }
 
@@ -279,7 +290,7 @@ impl PyTree {
         &self,
         py: Python<'py>,
         nodes: &Bound<'py, PyAny>,
-        level: i64,
+        level: Int,
     ) -> PyResult<Bound<'py, PyArrayDyn<i64>>> {
         let level = level_arg(&self.inner, level)?;
         map_ids(py, nodes, "nodes", |n| {
@@ -292,7 +303,7 @@ impl PyTree {
         &self,
         py: Python<'py>,
         items: &Bound<'py, PyAny>,
-        level: i64,
+        level: Int,
     ) -> PyResult<Bound<'py, PyArrayDyn<i64>>> {
         let level = level_arg(&self.inner, level)?;
         map_ids(py, items, "items", |i| {
@@ -302,20 +313,23 @@ impl PyTree {
 
     /// Hierarchical user features (paper §3.3): each behaviour item id replaced by its
     /// ancestor node at `level`; entries equal to `padding` stay `padding`. Any shape.
-    #[pyo3(signature = (behaviours, level, padding=-1))]
+    #[pyo3(signature = (behaviours, level, padding=Some(Int(-1))))]
     fn hierarchical_features<'py>(
         &self,
         py: Python<'py>,
         behaviours: &Bound<'py, PyAny>,
-        level: i64,
-        padding: Option<i64>,
+        level: Int,
+        padding: Option<Int>,
     ) -> PyResult<Bound<'py, PyArrayDyn<i64>>> {
         let level = level_arg(&self.inner, level)?;
         let a = int_array(behaviours, "behaviours")?;
         let slice = a.as_slice()?;
         let tree = &self.inner;
-        let out = py
-            .detach(|| parallel::run(None, || tree.hierarchical_features(slice, level, padding)))?;
+        let out = py.detach(|| {
+            parallel::run(None, || {
+                tree.hierarchical_features(slice, level, padding.map(|p| p.0))
+            })
+        })?;
         PyArray1::from_vec(py, out).reshape(a.shape())
     }
 
@@ -346,7 +360,7 @@ impl PyTree {
     }
 
     /// Live node ids of `level`, ascending.
-    fn live_nodes<'py>(&self, py: Python<'py>, level: i64) -> PyResult<Bound<'py, PyArray1<i64>>> {
+    fn live_nodes<'py>(&self, py: Python<'py>, level: Int) -> PyResult<Bound<'py, PyArray1<i64>>> {
         let live = self.inner.live_nodes(level_arg(&self.inner, level)?)?;
         Ok(live
             .iter()
@@ -379,7 +393,7 @@ impl PyTree {
         &self,
         py: Python<'py>,
         nodes: &Bound<'py, PyAny>,
-        level: i64,
+        level: Int,
     ) -> PyResult<Bound<'py, PyArray2<i64>>> {
         let level = level_arg(&self.inner, level)?;
         let nodes = int_vec(nodes, "nodes")?;
@@ -447,13 +461,13 @@ impl PyTree {
 
     /// Training samples with per-level negatives (DESIGN §4.2). Returns
     /// `(example_index, node, level, label)`.
-    #[pyo3(signature = (targets, negatives, start_level=1, seed=Seed(0), n_threads=None))]
+    #[pyo3(signature = (targets, negatives, start_level=Int(1), seed=Seed(0), n_threads=None))]
     fn generate_samples<'py>(
         &self,
         py: Python<'py>,
         targets: &Bound<'py, PyAny>,
         negatives: &Bound<'py, PyAny>,
-        start_level: i64,
+        start_level: Int,
         seed: Seed,
         n_threads: Option<Count>,
     ) -> PyResult<SampleArrays<'py>> {
@@ -493,7 +507,7 @@ impl PyTree {
         let (n_users, k, m) = (n_users.0, k.0, m.map(|c| c.0));
         let m = m.unwrap_or(k);
         let mut search = BeamSearch::new(&self.inner, n_users, k, m)?;
-        while let Some(c) = py.detach(|| parallel::run(n_threads, || Ok(search.expand())))? {
+        while let Some(c) = py.detach(|| parallel::run(n_threads, || search.expand()))? {
             let n = c.nodes.len();
             let rows = c.user_rows.into_pyarray(py);
             let nodes = c.nodes.into_pyarray(py);
