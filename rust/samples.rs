@@ -7,7 +7,7 @@
 //! the output is one block of fixed size per example, filled in parallel, each example from
 //! its own random stream so the result does not depend on the thread count.
 
-use crate::error::{invalid, Result};
+use crate::error::{invalid, try_vec, Result};
 use crate::rng::SplitMix64;
 use crate::tree::Tree;
 use rayon::prelude::*;
@@ -52,16 +52,16 @@ pub fn generate(
         .collect();
     let block: usize = per_level.iter().map(|n| n + 1).sum();
 
-    let leaves: Vec<u64> = targets
-        .iter()
-        .map(|&t| tree.leaf_of(t))
-        .collect::<Result<_>>()?;
-    let total = block * targets.len();
+    let total = Tree::check_output_len(targets.len(), block as u64)?;
+    let mut leaves = try_vec(targets.len(), 0u64, "the targets' leaves")?;
+    for (leaf, &t) in leaves.iter_mut().zip(targets) {
+        *leaf = tree.leaf_of(t)?;
+    }
     let mut out = Samples {
-        example: vec![0; total],
-        node: vec![0; total],
-        level: vec![0; total],
-        label: vec![0.0; total],
+        example: try_vec(total, 0, "the samples' example column")?,
+        node: try_vec(total, 0, "the samples' node column")?,
+        level: try_vec(total, 0, "the samples' level column")?,
+        label: try_vec(total, 0.0, "the samples' label column")?,
     };
     if block == 0 {
         return Ok(out);

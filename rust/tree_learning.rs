@@ -32,7 +32,7 @@
 //! can call `weights_fn` with the GIL held and run every parallel step with it released.
 //! [`learn_tree`] drives the same steps from Rust (tests, benches).
 
-use crate::error::{invalid, JtmError, Result};
+use crate::error::{invalid, try_vec, JtmError, Result};
 use crate::tree::Tree;
 use rayon::prelude::*;
 use std::ops::Range;
@@ -253,17 +253,26 @@ impl<'t> TreeLearner<'t> {
             })
             .unzip();
         let order: Vec<u32> = keyed.into_par_iter().map(|k| k.2).collect();
+        // Reuse the previous segment's buffer: it is as large as the tree times k (refused,
+        // not aborted, when that cannot be allocated, e.g. d = 31 with max_candidates=None).
+        let need = Tree::check_output_len(order.len(), k as u64)?;
+        let mut prefs = std::mem::take(&mut self.spare_prefs);
+        if need > prefs.len() {
+            prefs.try_reserve_exact(need - prefs.len()).map_err(|_| {
+                JtmError::OutOfMemory(format!(
+                    "cannot allocate the candidate preferences of {} items x {k} candidates ({} MiB); lower max_candidates or d",
+                    order.len(),
+                    (need as u128 * std::mem::size_of::<Pref>() as u128) >> 20
+                ))
+            })?;
+        }
+        prefs.resize(need, Pref::default());
         self.state = Some(SegmentState {
             seg,
             n_cand,
             k,
-            prefs: {
-                // Reuse the previous segment's buffer: it is as large as the tree times k.
-                let mut p = std::mem::take(&mut self.spare_prefs);
-                p.resize(order.len() * k, Pref::default());
-                p
-            },
-            home_weight: vec![0.0; order.len()],
+            prefs,
+            home_weight: try_vec(order.len(), 0.0, "the items' home weights")?,
             order,
             groups,
             home,

@@ -237,6 +237,23 @@ def fuzz_learn_tree(tree, d, max_candidates, chunk_size, n_threads, rebalance, i
         assert np.array_equal(new.items, tree.items)
 
 
+def known_cases() -> None:
+    """The requests of the reliability issue that aborted the process before they were bounded."""
+    t = _core.Tree.random(np.arange(50), 2, None, 0)
+    t31 = _core.Tree.random(np.arange(50), 2, 31, 0)
+    zeros = lambda i, p, s, e: np.zeros((len(i), 2 ** (e - s + 1)))  # noqa: E731
+    cases = {
+        "beam_search 2**40 users": lambda: t.beam_search(lambda r, n, l: np.zeros(len(n), np.float32), 2**40, 4),
+        "beam_search 2**31 users, k 2**40": lambda: t.beam_search(lambda r, n, l: np.zeros(len(n), np.float32), 2**31 - 1, 2**40, 4),
+        "generate_samples 1e8 targets": lambda: t.generate_samples(np.zeros(10**8, np.int64), [1] * t.n_levels),
+        "learn_tree d=31 max_candidates=None": lambda: _core.learn_tree(zeros, t31, 31, None),
+        "children arity 1e10": lambda: _core.Tree.from_leaves([0], [1], 10**10).children([0]),
+        "descendants level 62": lambda: _core.Tree.from_order([0, 1], 2, 62).descendants([0], 62),
+    }
+    for name, fn in cases.items():
+        survive(name, fn)
+
+
 FUZZERS = [fuzz_constructors, fuzz_queries, fuzz_tree_bytes, fuzz_generate_samples, fuzz_beam_search, fuzz_learn_tree]
 
 
@@ -262,6 +279,10 @@ def main(argv=None) -> int:
     seed = random.randrange(2**32) if a.seed == "random" else int(a.seed)
     print(f"fuzz_native: seed {seed}, {a.examples} cases per entry point", flush=True)
     failed = []
+    faulthandler.dump_traceback_later(a.case_timeout, exit=True)
+    known_cases()
+    faulthandler.cancel_dump_traceback_later()
+    print("known cases: passed", flush=True)
     for fuzzer in FUZZERS:
         # A hang: dump every thread's stack and exit, so the parent sees the case in the log.
         faulthandler.dump_traceback_later(a.case_timeout * a.examples, exit=True)
