@@ -1,7 +1,7 @@
 """The hypothesis fuzz suite of the native entry points (``tests/fuzz_native.py``), run in a child
 process so that an abort or a hang is seen as a failure with its case, not as a dead test session.
 
-``JTM_FUZZ_EXAMPLES`` sets the cases per entry point (default 200, under a minute on 2
+``JTM_FUZZ_EXAMPLES`` sets the cases per entry point (default 100, about a minute on 2
 cores); ``JTM_FUZZ_SEED`` the hypothesis seed (default 0, or ``random``).
 """
 
@@ -21,7 +21,7 @@ def test_native_entry_points_survive_fuzzing(tmp_path):
     log = tmp_path / "cases.log"
     cmd = [
         sys.executable, str(HERE / "fuzz_native.py"),
-        "--examples", os.environ.get("JTM_FUZZ_EXAMPLES", "200"),
+        "--examples", os.environ.get("JTM_FUZZ_EXAMPLES", "100"),
         "--seed", os.environ.get("JTM_FUZZ_SEED", "0"),
         "--log", str(log),
     ]
