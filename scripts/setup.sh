@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Creates .venv, installs the Python dependencies and builds the extension into it.
-# Idempotent: a second run only rebuilds what changed.
+# Idempotent: a second run only rebuilds what changed. Quiet: pip's and maturin's output goes
+# to .venv/setup.log, shown only when a step fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,12 +10,23 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 # shellcheck disable=SC1091
 . .venv/bin/activate
+LOG=.venv/setup.log
+: > "$LOG"
+step() {  # step "what" command...: runs quietly, shows the log if it fails
+    local what=$1; shift
+    if ! "$@" >>"$LOG" 2>&1; then
+        echo "setup: $what failed; its output:" >&2
+        tail -n 60 "$LOG" >&2
+        exit 1
+    fi
+}
 
-# torch: a local CPU build is taken where pip's find-links offer one; otherwise PyPI's build
-# (large, runs on CPU). TORCH_SPEC overrides the pin.
-TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
-python -m pip install -q "maturin>=1.9,<2" "numpy>=1.24" "tqdm>=4.60" "pytest>=8" "hypothesis>=6" "scipy>=1.10" "pyarrow>=14" "matplotlib>=3.7"
-python -c "import torch" 2>/dev/null || python -m pip install -q "$TORCH_SPEC" || python -m pip install -q torch
+# One torch requirement, pyproject.toml's; a local CPU build is taken where pip's find-links
+# offer one, otherwise PyPI's build (large, runs on CPU). TORCH_SPEC overrides it.
+TORCH_SPEC=${TORCH_SPEC:-$(grep -o '"torch[^"]*"' pyproject.toml | tr -d '"')}
+step "installing the Python dependencies" python -m pip install "maturin>=1.9,<2" "numpy>=1.24" "tqdm>=4.60" \
+    "pytest>=8" "hypothesis>=6" "scipy>=1.10" "pyarrow>=14" "matplotlib>=3.7"
+python -c "import torch" 2>/dev/null || step "installing $TORCH_SPEC" python -m pip install "$TORCH_SPEC"
 
-maturin develop --release -q
-python -c "import jtm_rs, torch; print(f'jtm_rs {jtm_rs.__version__} built; torch {torch.__version__}')"
+step "building the Rust extension (maturin develop --release)" maturin develop --release
+python -c "import jtm_rs, torch; print(f'setup: jtm_rs {jtm_rs.__version__} built; torch {torch.__version__} (log: .venv/setup.log)')"

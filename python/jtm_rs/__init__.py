@@ -12,6 +12,9 @@ layer-wise beam search with any batched scorer (a torch model on CPU or CUDA, or
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 from . import exceptions
 from ._core import Tree, __version__
 from .exceptions import (
@@ -24,14 +27,34 @@ from .exceptions import (
     JtmInternalError,
     UnknownItemError,
 )
-from . import datasets
-from .data import EvaluationUsers, Interactions, Split
-from .ids import IdMap
-from .jtm import JTM, IterationRecord, JTMConfig
-from .model import JTMModel
-from .retrieval import beam_search
-from .samples import Samples, generate_samples
-from .tree_learning import learn_tree
+
+# The rest is imported on first use (PEP 562): torch takes seconds to import, and
+# `jtm-rs --help`, `--version` or an argument error should not wait for it.
+_LAZY = {
+    "JTM": "jtm", "JTMConfig": "jtm", "IterationRecord": "jtm",
+    "JTMModel": "model",
+    "Interactions": "data", "Split": "data", "EvaluationUsers": "data",
+    "IdMap": "ids",
+    "beam_search": "retrieval",
+    "Samples": "samples", "generate_samples": "samples",
+    "learn_tree": "tree_learning",
+}
+_SUBMODULES = ("datasets", "baselines", "experiments", "synthetic", "cli", "demo", "metrics", "model", "training")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBMODULES))
+
 
 __all__ = [
     "JTM",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 import warnings
@@ -33,15 +34,17 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", help="behaviour file: CSV/TSV/Parquet with user,item,timestamp[,category] columns, "
                    "Taobao UserBehavior, Amazon ratings, or 'user item item ...' lines")
     p.add_argument("--format", default="auto", choices=["auto", "table", "taobao", "amazon", "sequences"],
-                   help="file format (default: guessed from the file)")
+                   help="file format ('auto': guessed from the file)")
     p.add_argument("--skip-bad-rows", action="store_true", help="skip (and count) malformed rows instead of failing")
     p.add_argument("--min-interactions", type=int, default=10, help="drop users with fewer behaviours")
 
 
 def _runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
-    p.add_argument("--threads", type=int, default=None, help="rayon and torch threads")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads of the Rust core and of torch together (default: every core for the Rust core, "
+                   "one torch thread; see the README's Threads)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress, warnings and errors only")
 
 
 def _load(a: argparse.Namespace, path: Optional[str] = None):
@@ -120,31 +123,62 @@ def cmd_train(a: argparse.Namespace) -> None:
     tmp = Path(a.out) / ".split.json.tmp"
     tmp.write_text(json.dumps(split_info))
     tmp.replace(Path(a.out) / "split.json")
-    jtm.fit(split, show_progress=not a.quiet, checkpoint_dir=a.out)  # the last checkpoint is the model
+    tree = None
+    if a.tree is not None:
+        from ._core import Tree
+
+        tree = Tree.load(a.tree)
+    jtm.fit(split, tree=tree, show_progress=not a.quiet, checkpoint_dir=a.out)  # the last checkpoint is the model
     print(f"saved to {a.out}")
 
 
-def _saved_split(a: argparse.Namespace):
+def _saved_split(a: argparse.Namespace, jtm=None):
+    """The split the model in ``a.model`` was trained with; with ``jtm``, its items are put
+    in the model's ids (items the model never saw get ids it cannot retrieve)."""
     path = Path(a.model) / "split.json"
     info = json.loads(path.read_text()) if path.exists() else {}
     if not path.exists():
         warnings.warn(f"{a.model} has no split.json: evaluating on the default split (seed 0, 10 %/10 %), "
                       "whose test users may have been this model's training users", stacklevel=2)
-    return _load_split(
-        a,
-        info.get("min_interactions", a.min_interactions),
-        info.get("validation", 0.1),
-        info.get("test", 0.1),
-        info.get("seed", 0),
-    )
+    min_interactions = info.get("min_interactions", a.min_interactions)
+    data = _load(a).filter_users(min_interactions)
+    if len(data) == 0:
+        raise InvalidInputError(f"{a.data}: no user has {min_interactions} or more behaviours")
+    if jtm is not None:
+        data = _in_model_ids(data, jtm)
+    return data.split(info.get("validation", 0.1), info.get("test", 0.1), seed=info.get("seed", 0))
+
+
+def _in_model_ids(data, jtm):
+    """``data`` with its items re-encoded into the model's internal ids. Unknown items get ids
+    past the model's: they stay in the ground truth (a miss) and are dropped from features."""
+    if jtm.item_ids is None or data.item_ids is None or data.item_ids == jtm.item_ids:
+        return data
+    import dataclasses
+
+    raw = data.item_ids.decode(data.item)
+    known = jtm.item_ids.contains(raw)
+    item = np.empty(len(raw), dtype=np.int64)
+    item[known] = jtm.item_ids.encode(raw[known])
+    _, fresh = np.unique(raw[~known].astype(str) if raw.dtype == object else raw[~known], return_inverse=True)
+    item[~known] = len(jtm.item_ids) + fresh
+    return dataclasses.replace(data, item=item, item_ids=None)
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
     from .jtm import JTM
 
     jtm = JTM.load(a.model, device=a.device, n_threads=a.threads)
-    split = _saved_split(a)
+    if a.tree is not None:
+        from ._core import Tree
+
+        jtm.use_tree(Tree.load(a.tree))
+    split = _saved_split(a, jtm)
     users = split.test if len(split.test) else split.validation
+    unknown = float(np.mean(~np.isin(users.item, jtm.tree.items))) if len(users) else 0.0
+    if unknown > 0.5:
+        warnings.warn(f"{unknown:.0%} of the evaluation users' behaviours are items the model does not know: "
+                      f"is {a.data} the data the model in {a.model} was trained on?", stacklevel=2)
     for method in ["beam"] + (["brute_force"] if a.brute_force else []):
         t = time.perf_counter()
         r = jtm.evaluate(users, a.m, method=method, on_unknown="ignore")
@@ -159,7 +193,7 @@ def cmd_learn_tree(a: argparse.Namespace) -> None:
 
     jtm = JTM.load(a.model, device=a.device, n_threads=a.threads)
     t = time.perf_counter()
-    tree = jtm.learn_tree(_saved_split(a).train, d=a.d, show_progress=not a.quiet)
+    tree = jtm.learn_tree(_saved_split(a, jtm).train, d=a.d, show_progress=not a.quiet)
     tree.save(a.out)
     moved = float((tree.leaves(tree.items) != jtm.tree.leaves(tree.items)).mean())
     print(f"learned a tree in {time.perf_counter() - t:.1f} s; {moved:.1%} of items moved; saved to {a.out}")
@@ -211,87 +245,129 @@ def cmd_experiment(a: argparse.Namespace) -> None:
     print((Path(a.out) / "table.md").read_text())
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from . import demo
+class HELP_FORMAT(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows "(default: X)" where there is a default worth showing and the help names none."""
 
-    p = argparse.ArgumentParser(prog="jtm-rs", description="JTM: joint learning of a tree index and a deep model.")
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text or isinstance(action, argparse._VersionAction):
+            return text
+        return super()._get_help_string(action)
+
+
+def _budget_args(p: argparse.ArgumentParser) -> None:
+    """What bounds the time of a joint-learning run (shared by train and experiment)."""
+    p.add_argument("--iterations", type=int, default=3,
+                   help="tree learnings in the joint loop; the model is trained iterations + 1 times")
+    p.add_argument("--epochs", type=int, default=1, help="passes over the training examples per model training")
+    p.add_argument("--examples-per-epoch", type=int, default=None,
+                   help="training examples drawn per epoch (None: all); the main bound on time")
+    p.add_argument("--validation", type=float, default=0.1, help="fraction of users held out for validation")
+    p.add_argument("--test", type=float, default=0.1, help="fraction of users held out for the test")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__, demo
+    from .experiments.names import METHODS
+
+    p = argparse.ArgumentParser(prog="jtm-rs", description="JTM: joint learning of a tree index and a deep model.",
+                                formatter_class=HELP_FORMAT)
+    p.add_argument("--version", action="version", version=f"jtm-rs {__version__}")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more messages (debug)")
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("demo", help="the whole pipeline on generated data")
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, formatter_class=HELP_FORMAT)
+
+    d = command("demo", "the whole pipeline on generated data (about 3 minutes on 2 busy cores; --full: longer)")
     demo.add_arguments(d)
     d.set_defaults(fn=cmd_demo)
 
-    g = sub.add_parser("generate", help="write generated behaviours as CSV")
-    g.add_argument("out")
-    g.add_argument("--items", type=int, default=8192)
-    g.add_argument("--users", type=int, default=8000)
-    g.add_argument("--seed", type=int, default=0)
+    g = command("generate", "write generated behaviours (with a planted item hierarchy) as CSV")
+    g.add_argument("out", help="CSV file to write")
+    g.add_argument("--items", type=int, default=8192, help="corpus size")
+    g.add_argument("--users", type=int, default=8000, help="users generated")
+    g.add_argument("--seed", type=int, default=0, help="generator seed")
     g.set_defaults(fn=cmd_generate)
 
-    t = sub.add_parser("train", help="split users, run the joint loop, save the model")
+    t = command("train", "split users, run the joint loop, save the model (minutes to hours: see --examples-per-epoch)")
     _data_args(t)
     t.add_argument("--out", default=None, help="directory to save the model (and a checkpoint after every training) into")
     t.add_argument("--resume", default=None, metavar="DIR",
                    help="go on with the killed run in DIR from its last checkpoint (its split and options are reused)")
-    t.add_argument("--iterations", type=int, default=3)
-    t.add_argument("--epochs", type=int, default=1)
-    t.add_argument("--examples-per-epoch", type=int, default=None)
+    _budget_args(t)
     t.add_argument("--no-hierarchy", action="store_true", help="JTM-J: no hierarchical user representation")
     t.add_argument("--attention", action="store_true", help="DIN attention over behaviours")
-    t.add_argument("--d", type=int, default=7, help="levels per tree-learning segment")
-    t.add_argument("--m", type=int, default=200)
-    t.add_argument("--validation", type=float, default=0.1)
-    t.add_argument("--test", type=float, default=0.1)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--d", type=int, default=7, help="levels per tree-learning segment (the paper's d)")
+    t.add_argument("--m", type=int, default=200, help="M of the validation Precision/Recall/F@M each round")
+    t.add_argument("--tree", default=None, metavar="FILE",
+                   help="initial tree (a Tree.save / learn-tree file holding every item); default: built from the data")
+    t.add_argument("--seed", type=int, default=0, help="seed of the split, the model and the sampling")
     _runtime_args(t)
     t.set_defaults(fn=cmd_train)
 
-    e = sub.add_parser("evaluate", help="P/R/F@M on the saved split's test users")
+    e = command("evaluate", "P/R/F@M on the saved split's test users")
     _data_args(e)
-    e.add_argument("--model", required=True)
-    e.add_argument("--m", type=int, default=200)
+    e.add_argument("--model", required=True, help="directory written by train")
+    e.add_argument("--m", type=int, default=200, help="items retrieved per user (M)")
+    e.add_argument("--tree", default=None, metavar="FILE", help="retrieve over this tree (e.g. from learn-tree) instead of the model's")
     e.add_argument("--brute-force", action="store_true", help="also score every item (the DNN row)")
     _runtime_args(e)
     e.set_defaults(fn=cmd_evaluate)
 
-    lt = sub.add_parser("learn-tree", help="learn a tree from a saved model and the training users")
+    lt = command("learn-tree", "learn a tree from a saved model and the training users (use it with --tree)")
     _data_args(lt)
-    lt.add_argument("--model", required=True)
+    lt.add_argument("--model", required=True, help="directory written by train")
     lt.add_argument("--out", required=True, help="file for the new tree")
-    lt.add_argument("--d", type=int, default=None)
+    lt.add_argument("--d", type=int, default=None, help="levels per segment (default: the model's)")
     _runtime_args(lt)
     lt.set_defaults(fn=cmd_learn_tree)
-    r = sub.add_parser("recommend", help="top-M items for users of the data, in the data's own ids")
+
+    r = command("recommend", "top-M items for users of the data, in the data's own ids")
     _data_args(r)
-    r.add_argument("--model", required=True)
+    r.add_argument("--model", required=True, help="directory written by train")
     r.add_argument("--users", nargs="+", required=True, help="user ids as they appear in the data file")
-    r.add_argument("--m", type=int, default=10)
+    r.add_argument("--m", type=int, default=10, help="items per user")
     _runtime_args(r)
     r.set_defaults(fn=cmd_recommend)
 
-    from .experiments.methods import METHODS
-
-    x = sub.add_parser("experiment", help="Table 1 and Figure 2: every method on one data set, cached per method")
+    x = command("experiment", "Table 1 and Figure 2: every method on one data set, cached per method")
     _data_args(x)
-    x.add_argument("--methods", nargs="+", default=["popularity", "itemcf", "dnn", "jtm"], choices=METHODS)
-    x.add_argument("--seeds", nargs="+", type=int, default=[0])
+    x.add_argument("--methods", nargs="+", default=["popularity", "itemcf", "dnn", "jtm"], choices=METHODS,
+                   help="rows of the table")
+    x.add_argument("--seeds", nargs="+", type=int, default=[0], help="one run per seed (split, model, sampling)")
     x.add_argument("--out", required=True, help="directory for results, table.md/csv and figure2.png")
     x.add_argument("--name", default=None, help="data set name in the table (default: file name)")
-    x.add_argument("--m", type=int, default=200)
-    x.add_argument("--iterations", type=int, default=3)
-    x.add_argument("--epochs", type=int, default=1)
-    x.add_argument("--examples-per-epoch", type=int, default=None)
-    x.add_argument("--itemcf-window", type=int, default=None, help="default: chosen on validation users")
-    x.add_argument("--validation", type=float, default=0.1)
-    x.add_argument("--test", type=float, default=0.1)
+    x.add_argument("--m", type=int, default=200, help="M of Precision/Recall/F@M")
+    _budget_args(x)
+    x.add_argument("--itemcf-window", type=int, default=None, help="Item-CF history window (default: chosen on validation users)")
     x.add_argument("--report-only", action="store_true", help="only rewrite table and figure from the cached results")
     _runtime_args(x)
     x.set_defaults(fn=cmd_experiment)
     return p
 
 
+def _setup_output(a: argparse.Namespace) -> None:
+    """Messages through logging to stderr; warnings as one line."""
+    level = logging.WARNING if getattr(a, "quiet", False) else logging.DEBUG if a.verbose else logging.INFO
+    logger = logging.getLogger("jtm_rs")
+    if not logger.handlers:
+        from .progress import _TqdmHandler
+
+        handler = _TqdmHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(level)
+
+    def one_line(message, category, filename, lineno, file=None, line=None):
+        print(f"jtm-rs: warning: {message}", file=sys.stderr if file is None else file)
+
+    warnings.showwarning = one_line
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     a = build_parser().parse_args(argv)
+    _setup_output(a)
     try:
         a.fn(a)
     except (JtmError, OSError) as e:

@@ -120,6 +120,11 @@ class Interactions:
     def __len__(self) -> int:
         return len(self.user)
 
+    def __repr__(self) -> str:
+        extra = ", categories" if self.category is not None else ""
+        extra += ", ids mapped" if self.item_ids is not None else ""
+        return f"Interactions(rows={len(self)}, users={self.n_users}, items={self.n_items}{extra})"
+
     @property
     def users(self) -> np.ndarray:
         """Distinct user ids, sorted."""
@@ -250,6 +255,10 @@ class Split:
     validation: Interactions
     test: Interactions
 
+    def __repr__(self) -> str:
+        part = lambda x: f"{x.n_users} users/{len(x)} rows"  # noqa: E731
+        return f"Split(train={part(self.train)}, validation={part(self.validation)}, test={part(self.test)})"
+
 
 class Windows:
     """Training examples as positions into one item column: example ``r`` has target
@@ -266,6 +275,9 @@ class Windows:
 
     def __len__(self) -> int:
         return len(self.pos)
+
+    def __repr__(self) -> str:
+        return f"Windows(examples={len(self)}, max_behaviours={self.max_behaviours})"
 
     @property
     def targets(self) -> np.ndarray:
@@ -294,6 +306,9 @@ class EvaluationUsers:
 
     def __len__(self) -> int:
         return len(self.users)
+
+    def __repr__(self) -> str:
+        return f"EvaluationUsers(users={len(self)}, truth_items={len(self.truth_items)}, window={self.features.shape[1]})"
 
     def truth(self, u: int) -> np.ndarray:
         return self.truth_items[self.truth_indptr[u] : self.truth_indptr[u + 1]]

@@ -17,36 +17,59 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional
 
-from .jtm import JTM, IterationRecord
+if TYPE_CHECKING:  # the CLI reads add_arguments before torch is imported
+    from .jtm import JTM, IterationRecord
+
+
+#: The default demo and ``--full`` (the larger demo of the README's results).
+SIZES = {
+    "default": dict(items=4096, users=4000, iterations=2, examples_per_epoch=30000),
+    "full": dict(items=8192, users=8000, iterations=3, examples_per_epoch=60000),
+}
+#: Minutes on 2 cores (measured: the README's "How long things take"), said at the start.
+MINUTES = {"default": "about 3", "full": "about 9"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--items", type=int, default=8192, help="corpus size (default %(default)s)")
-    p.add_argument("--users", type=int, default=8000, help="users generated (default %(default)s)")
-    p.add_argument("--iterations", type=int, default=3, help="tree learnings in the joint loop")
-    p.add_argument("--examples-per-epoch", type=int, default=60000, help="training examples per model training")
+    p.add_argument("--full", action="store_true",
+                   help="the larger demo: 8192 items, 8000 users, 3 iterations, 60000 examples per training")
+    p.add_argument("--items", type=int, default=None, help="corpus size (default 4096; --full: 8192)")
+    p.add_argument("--users", type=int, default=None, help="users generated (default 4000; --full: 8000)")
+    p.add_argument("--iterations", type=int, default=None, help="tree learnings in the joint loop (default 2; --full: 3)")
+    p.add_argument("--examples-per-epoch", type=int, default=None,
+                   help="training examples per model training, the main bound on time (default 30000; --full: 60000)")
     p.add_argument("--m", type=int, default=50, help="M of Precision/Recall/F@M (paper: 200)")
-    p.add_argument("--on-tree-change", choices=["auto", "keep", "carry", "warm", "fresh"], default="auto")
+    p.add_argument("--on-tree-change", choices=["auto", "keep", "carry", "warm", "fresh"], default="auto",
+                   help="what the model keeps when the tree changes (JTMConfig.on_tree_change)")
     p.add_argument("--no-ablation", action="store_true", help="skip the JTM-J and planted-tree runs")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
-    p.add_argument("--threads", type=int, default=None, help="rayon and torch threads")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="threads of the Rust core and of torch together")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generator, the split and the models")
     p.add_argument("--save", default=None, help="save the learned JTM-H model to this directory")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress, only the results")
 
 
 def run(a: argparse.Namespace) -> List[Dict]:
     from . import synthetic
+    from .jtm import JTM
 
+    size = "full" if getattr(a, "full", False) else "default"
+    for k, v in SIZES[size].items():
+        if getattr(a, k, None) is None:
+            setattr(a, k, v)
+    planned = SIZES[size] == {k: getattr(a, k) for k in SIZES[size]}
+    print(f"demo: {a.items} items, {a.users} users, {a.iterations} iterations, {a.examples_per_epoch} examples per "
+          f"training" + (f"; {MINUTES[size]} minutes on 2 cores" if planned and not a.no_ablation else ""), flush=True)
     t0 = time.perf_counter()
     gen = synthetic.generate(a.items, a.users, seed=a.seed)
     split = gen.interactions.filter_users(10).split(0.1, 0.1, seed=a.seed)
     print(
         f"generated {len(gen.interactions)} behaviours of {gen.interactions.n_users} users on "
         f"{gen.interactions.n_items} items in {time.perf_counter() - t0:.1f} s; "
-        f"users train/valid/test {split.train.n_users}/{split.validation.n_users}/{split.test.n_users}"
+        f"users train/valid/test {split.train.n_users}/{split.validation.n_users}/{split.test.n_users}",
+        flush=True,
     )
     common = dict(
         iterations=a.iterations,

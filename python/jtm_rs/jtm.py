@@ -42,7 +42,6 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ._core import Tree
 from .cooccurrence import cooccurrence_embeddings
@@ -56,6 +55,7 @@ from .tree_weights import model_weights_fn
 from .baselines.base import Recommender
 from .ids import IdMap
 from .threads import uses_torch_threads
+from .progress import bar as progress_bar, ensure_handler, say
 
 FORMAT_VERSION = 1
 INITIAL_TREES = ("auto", "category", "kmeans", "random")
@@ -187,6 +187,13 @@ class JTM(Recommender):
     def name(self) -> str:
         return "jtm"
 
+    def __repr__(self) -> str:
+        default = dataclasses.asdict(JTMConfig())
+        changed = ", ".join(f"{k}={v!r}" for k, v in dataclasses.asdict(self.config).items() if default.get(k) != v)
+        state = (f"{self.tree.n_items} items, {self.tree.n_levels} levels, {len(self.history)} rounds trained"
+                 if self.tree is not None and self.model is not None else "not fitted")
+        return f"JTM({state}" + (f"; {changed}" if changed else "") + ")"
+
     # --- fitting ------------------------------------------------------------------------------
 
     @uses_torch_threads
@@ -228,6 +235,8 @@ class JTM(Recommender):
             checkpoint yet starts from the beginning; a finished run returns at once.
         """
         cfg = self.config
+        if show_progress:
+            ensure_handler()
         train, corpus_parts = (data.train, [data.train, data.validation, data.test]) if isinstance(data, Split) else (data, [data])
         if validation is None and isinstance(data, Split) and len(data.validation):
             validation = data.validation
@@ -253,14 +262,14 @@ class JTM(Recommender):
         start = self._resume(resume, rng, fingerprint) if resume is not None else None
         if start is not None and start >= cfg.iterations:
             if show_progress:
-                tqdm.write(f"{resume}: the run had finished; nothing to resume")
+                say(f"{resume}: the run had finished; nothing to resume")
             return self
         for it in range(start if start is not None else 0, cfg.iterations + 1):
             if it == start:  # resumed: this round's training is in the checkpoint
                 leaves = BehaviourLeaves(windows, self.tree, self.device)
                 record = self.history[it]
                 if show_progress:
-                    tqdm.write(f"resumed from {resume} after round {it}'s training")
+                    say(f"resumed from {resume} after round {it}'s training")
             else:
                 seconds: Dict[str, float] = {}
                 t0 = time.perf_counter()
@@ -275,7 +284,7 @@ class JTM(Recommender):
                     seconds["validate"] = time.perf_counter() - t0
                 self.history.append(record)
                 if show_progress:
-                    tqdm.write(_describe(record))
+                    say(_describe(record))
                 if checkpoint_dir is not None:
                     self.save(checkpoint_dir, _training_state=self._training_state(it, rng, fingerprint))
                 if callback is not None and callback(record) is False:
@@ -295,7 +304,7 @@ class JTM(Recommender):
             record.objective_after_tree_learning = float(after.sum())
             record.objective_by_level_after_tree_learning = after.tolist()
             if show_progress:
-                tqdm.write(f"round {it}: tree learned in {seconds['learn_tree']:.1f} s, objective "
+                say(f"round {it}: tree learned in {seconds['learn_tree']:.1f} s, objective "
                            f"{record.objective:.3f} -> {record.objective_after_tree_learning:.3f}")
             old_tree, self.tree = self.tree, new_tree
             self._on_tree_change(old_tree, it + 1)
@@ -345,7 +354,7 @@ class JTM(Recommender):
             emb = cooccurrence_embeddings(parts[0], items, dim=cfg.embedding_dim, seed=cfg.seed)
             tree = Tree.from_embeddings(items, emb, arity=cfg.arity, seed=cfg.seed, n_threads=self.n_threads)
             if show_progress:
-                tqdm.write(f"initial tree: balanced k-means over co-occurrence embeddings of {len(items)} items "
+                say(f"initial tree: balanced k-means over co-occurrence embeddings of {len(items)} items "
                            f"in {time.perf_counter() - t0:.1f} s")
             return tree
         if kind == "category":
@@ -444,14 +453,8 @@ class JTM(Recommender):
         for epoch in range(cfg.epochs):
             k = n if cfg.max_examples_per_epoch is None else min(n, cfg.max_examples_per_epoch)
             examples = rng.permutation(n)[:k]  # shuffled: batches are runs of whole examples
-            bar = tqdm(
-                total=None,
-                desc=f"round {iteration} epoch {epoch + 1}/{cfg.epochs}",
-                unit="pair",
-                unit_scale=True,
-                disable=not show_progress or None,
-                leave=False,
-            )
+            bar = progress_bar(None, f"round {iteration} epoch {epoch + 1}/{cfg.epochs}", "pair",
+                               show=show_progress, unit_scale=True, leave=False)
             with bar:
                 loss = train_epoch(
                     self.model,
@@ -475,6 +478,24 @@ class JTM(Recommender):
         if n is not None and len(ev) > n:
             ev = _subset(ev, np.sort(np.random.default_rng(self.config.seed).choice(len(ev), n, replace=False)))
         return ev if len(ev) else None
+
+    def use_tree(self, tree: Tree) -> "JTM":
+        """Retrieves over ``tree`` from now on (e.g. one from :meth:`learn_tree`, with the model
+        unchanged): it must hold exactly the model's items, on no more nodes than the model
+        embeds."""
+        own, model = self._check_fitted()
+        if not np.array_equal(tree.items, own.items):
+            extra = np.setdiff1d(tree.items, own.items)
+            missing = np.setdiff1d(own.items, tree.items)
+            raise InvalidInputError(
+                f"the tree holds other items than the model's: {len(missing)} missing (e.g. {missing[:3].tolist()}), "
+                f"{len(extra)} unknown (e.g. {extra[:3].tolist()})"
+            )
+        n = getattr(model, "n_nodes", None)
+        if n is not None and n < tree.n_nodes:
+            raise InvalidInputError(f"the model embeds {n} nodes but the tree has {tree.n_nodes}")
+        self.tree = tree
+        return self
 
     # --- retrieval ----------------------------------------------------------------------------
 

@@ -68,7 +68,7 @@ def learn_tree(
         A parent whose items were all under it before keeps their old placement when that
         has the larger total weight, so no such parent loses weight (default True).
     show_progress
-        Show a tqdm bar.
+        Show progress (a tqdm bar on a terminal, log lines otherwise).
     callback
         ``callback(segment, n_segments, done, total)`` after each chunk of weights.
 
@@ -79,10 +79,10 @@ def learn_tree(
     """
     bar = None
     if show_progress:
-        from tqdm.auto import tqdm
+        from .progress import bar as progress_bar
 
-        # disable=None: tqdm stays quiet when stderr is not a terminal (CI logs).
-        bar = tqdm(total=None, desc="learn_tree", unit="item", leave=False, disable=None)
+        # A tqdm bar on a terminal; log lines every ~30 s otherwise (CI, log files).
+        bar = progress_bar(None, "learn_tree", "item", leave=False)
     last = [0, -1]
 
     def progress(segment: int, n_segments: int, done: int, total: int) -> None:

@@ -11,7 +11,7 @@ from typing import Callable, List, Optional, Sequence
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from ..progress import bar as progress_bar, say
 
 from ..data import EvaluationUsers, Split, Windows
 from ..exceptions import InvalidInputError
@@ -102,14 +102,16 @@ def train_with_validation(
         model.train()
         order = torch.from_numpy(rng.permutation(n_examples)).to(device)
         total, steps = 0.0, 0
-        bar = tqdm(range(0, n_examples, batch_size), desc=f"{name} epoch {epoch + 1}", disable=not show_progress or None, leave=False)
-        for s in bar:
+        bar = progress_bar(-(-n_examples // batch_size), f"{name} epoch {epoch + 1}", "batch", show=show_progress, leave=False)
+        for s in range(0, n_examples, batch_size):
             loss = batch_loss(order[s : s + batch_size])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total += loss.item()
             steps += 1
+            bar.update(1)
+        bar.close()
         record = {"epoch": epoch, "loss": total / max(steps, 1), "seconds": time.perf_counter() - t0}
         history.append(record)
         if ev is None:
@@ -118,7 +120,7 @@ def train_with_validation(
         recall = precision_recall_f(ids, ev.truth_indptr, ev.truth_items)["recall"]
         record["validation_recall"] = recall
         if show_progress:
-            tqdm.write(f"{name} epoch {epoch + 1}: loss {record['loss']:.4f}, validation recall@{validation_m} {recall:.4f}")
+            say(f"{name} epoch {epoch + 1}: loss {record['loss']:.4f}, validation recall@{validation_m} {recall:.4f}")
         if recall > best:
             best, bad = recall, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}

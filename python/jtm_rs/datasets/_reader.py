@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-from tqdm.auto import tqdm
+from ..progress import bar as progress_bar
 
 from ..exceptions import DataFormatError, InvalidInputError
 
@@ -158,8 +158,7 @@ def read_delimited(
     next_line = 2 if header else 1
     size = os.path.getsize(path)
     raw = open(path, "rb")
-    bar = tqdm(total=size, unit="B", unit_scale=True, desc=f"reading {os.path.basename(path)}",
-               disable=not show_progress or None, mininterval=1.0)
+    bar = progress_bar(size, f"reading {os.path.basename(path)}", "B", show=show_progress, unit_scale=True, mininterval=1.0)
     src = _CountingFile(raw, bar)
     ext = os.path.splitext(path)[1].lower()
     stream = pa.PythonFile(io.BufferedReader(src), mode="r")

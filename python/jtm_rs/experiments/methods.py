@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from typing import Dict, Optional
 
 from ..baselines import HSM, ItemCF, Popularity, YouTubeDNN
-
-METHODS = ("popularity", "itemcf", "youtube-dnn", "dnn", "tdm", "hsm", "jtm-j", "jtm-h", "jtm")
+from .names import METHODS
 #: Named in the issue, not built yet: the runner says so instead of running them.
 NOT_BUILT: Dict[str, str] = {}
 #: JTM configurations of the model-based rows (``dnn`` reuses the ``jtm`` fit).
