@@ -81,11 +81,15 @@ def test_evaluate_warns_when_the_data_is_not_the_models(run, tmp_path, capsys):
     _, _, out = run
     stranger = tmp_path / "s.csv"
     Interactions.from_ids(np.repeat(np.arange(40), 12), np.arange(480) + 10**7, np.tile(np.arange(12), 40)).to_csv(stranger)
-    assert cli.main(["evaluate", str(stranger), "--model", str(out), "--m", "10"]) == 0
-    captured = capsys.readouterr()
-    warning = [line for line in captured.err.splitlines() if "does not know" in line]
-    assert len(warning) == 1 and warning[0].startswith("jtm-rs: warning: 100%"), captured.err
-    assert "Recall@10 0.0000" in captured.out
+    with pytest.warns(UserWarning, match="100% of the evaluation users' behaviours are items the model does not know"):
+        assert cli.main(["evaluate", str(stranger), "--model", str(out), "--m", "10"]) == 0
+    assert "Recall@10 0.0000" in capsys.readouterr().out
+    # From the command line the warning is one line, without Python's source-line format.
+    proc = subprocess.run([sys.executable, "-m", "jtm_rs.cli", "evaluate", str(stranger), "--model", str(out), "-q"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.startswith("jtm-rs: warning: 100% of the evaluation") and proc.stderr.count("\n") == 1, proc.stderr
+    assert "UserWarning" not in proc.stderr
 
 
 def test_evaluate_maps_the_data_into_the_models_ids(run, tmp_path, capsys):

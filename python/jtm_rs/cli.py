@@ -55,7 +55,7 @@ def _load(a: argparse.Namespace, path: Optional[str] = None):
         kw["skip_bad_rows"] = True
     data = datasets.load(path or a.data, getattr(a, "format", "auto"), **kw)
     if data.report is not None:
-        print(data.report, file=sys.stderr)
+        logging.getLogger("jtm_rs").info("%s", data.report)
     return data
 
 
@@ -359,16 +359,24 @@ def _setup_output(a: argparse.Namespace) -> None:
         logger.addHandler(handler)
     logger.setLevel(level)
 
-    def one_line(message, category, filename, lineno, file=None, line=None):
-        print(f"jtm-rs: warning: {message}", file=sys.stderr if file is None else file)
+    # formatwarning, not showwarning: warnings.catch_warnings(record=True) still records.
+    warnings.formatwarning = lambda message, category, filename, lineno, line=None: f"jtm-rs: warning: {message}\n"
 
-    warnings.showwarning = one_line
+
+def _check_paths(a: argparse.Namespace) -> None:
+    """Missing input files fail at once, before the seconds torch takes to import."""
+    for what in ("data", "model", "tree"):
+        path = getattr(a, what, None)
+        if path is not None and not Path(path).exists():
+            raise FileNotFoundError(f"{path}: no such file or directory (the {what} argument)")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     a = build_parser().parse_args(argv)
+    formatwarning = warnings.formatwarning
     _setup_output(a)
     try:
+        _check_paths(a)
         a.fn(a)
     except (JtmError, OSError) as e:
         print(f"jtm-rs {a.command}: error: {e}", file=sys.stderr)
@@ -376,6 +384,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print(f"jtm-rs {a.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = formatwarning  # main() may be called in-process (tests, notebooks)
     return 0
 
 
