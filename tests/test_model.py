@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+import torch.nn.functional as F
 
 import jtm_rs
 from jtm_rs.model import TIME_WINDOWS, JTMModel, TreeGeometry, behaviours_at, score_grid, score_pairs
@@ -139,12 +140,12 @@ def test_prelu_matches_torch_in_value_and_gradient():
     assert set(ours.state_dict()) == set(ref.state_dict())
 
 
-def test_sparse_model_trains_with_sparse_adam():
+def test_sparse_model_trains_with_lazy_adam():
     from jtm_rs.training import make_optimizer
 
     m = JTMModel(n_nodes=30)
     opt = make_optimizer(m, 1e-2)
-    assert {type(o).__name__ for o in opt.optimizers} == {"SparseAdam", "Adam"}
+    assert {type(o).__name__ for o in opt.optimizers} == {"LazyAdam", "Adam"}
     before = m.embedding.weight.detach().clone()
     beh = torch.randint(-1, 5, (4, 69))  # only rows 0..4 are behaviours
     nodes = torch.tensor([5, 6, 7, 8])
@@ -156,6 +157,34 @@ def test_sparse_model_trains_with_sparse_adam():
     assert moved[:9].any() and not moved[9:].any()  # lazy: untouched rows stay
     dense = make_optimizer(JTMModel(n_nodes=30, sparse=False), 1e-2)
     assert isinstance(dense, torch.optim.Adam)
+
+
+def test_lazy_adam_is_sparse_adam():
+    """Same update and state as torch's SparseAdam, for sorted distinct rows (the fast path)
+    and for repeated, unsorted ones (coalesced first)."""
+    import copy
+
+    from jtm_rs.training import LazyAdam
+
+    torch.manual_seed(0)
+    a = torch.nn.Embedding(50, 4, sparse=True)
+    b = copy.deepcopy(a)
+    oa, ob = torch.optim.SparseAdam(a.parameters(), lr=0.01), LazyAdam(b.parameters(), lr=0.01)
+    for step in range(30):
+        idx = torch.unique(torch.randint(0, 50, (20,))) if step % 3 else torch.randint(0, 50, (20,))
+        target = torch.randn(len(idx), 4)
+        for emb, opt in ((a, oa), (b, ob)):
+            opt.zero_grad()
+            ((F.embedding(idx, emb.weight, sparse=True) - target) ** 2).sum().backward()
+            opt.step()
+    assert torch.allclose(a.weight, b.weight, atol=1e-6)
+    for key in ("exp_avg", "exp_avg_sq"):
+        assert torch.allclose(oa.state[a.weight][key], ob.state[b.weight][key], atol=1e-6)
+    assert oa.state[a.weight]["step"] == ob.state[b.weight]["step"] == 30
+    with pytest.raises(RuntimeError, match="sparse gradients"):
+        dense = torch.nn.Parameter(torch.zeros(3))
+        dense.grad = torch.ones(3)
+        LazyAdam([dense]).step()
 
 
 def test_carry_node_embeddings_follows_items_and_averages_levels():

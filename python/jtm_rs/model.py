@@ -136,7 +136,7 @@ class JTMModel(nn.Module):
 
     ``sparse=True`` (default) gives the node-embedding table sparse gradients: a batch touches
     a few thousand of its rows, and a dense gradient plus dense Adam over the whole table was
-    40 % of a training step. Train it with :func:`jtm_rs.training.make_optimizer` (SparseAdam
+    40 % of a training step. Train it with :func:`jtm_rs.training.make_optimizer` (LazyAdam
     for the table, Adam for the rest).
     """
 

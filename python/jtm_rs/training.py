@@ -9,7 +9,8 @@ processes (rayon does not survive ``fork``) and no per-example Python.
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+import math
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -81,18 +82,71 @@ class CombinedOptimizer:
             o.load_state_dict(st)
 
 
+class LazyAdam(torch.optim.Optimizer):
+    """``torch.optim.SparseAdam``'s update (lazy Adam: only the rows a batch touched move, their
+    moments bias-corrected by the table's step count), with the same state, minus its cost:
+    SparseAdam coalesces every gradient (a sort) and updates through sparse adds. Here a
+    gradient whose rows are already distinct and sorted — what :class:`JTMModel`'s one lookup
+    per batch gives — is used as it is (checked in O(rows)); any other is coalesced first."""
+
+    def __init__(self, params, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            (b1, b2), lr, eps = group["betas"], group["lr"], group["eps"]
+            for p in group["params"]:
+                g = p.grad
+                if g is None:
+                    continue
+                if not g.is_sparse:
+                    raise RuntimeError("LazyAdam needs sparse gradients (nn.Embedding(sparse=True)); use Adam")
+                rows, values = g._indices()[0], g._values()
+                if rows.numel() > 1 and not bool((rows[1:] > rows[:-1]).all()):
+                    g = g.coalesce()
+                    rows, values = g._indices()[0], g._values()
+                state = self.state[p]
+                if len(state) == 0:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+                state["step"] += 1
+                t = state["step"]
+                m = state["exp_avg"].index_select(0, rows).lerp_(values, 1 - b1)
+                v = state["exp_avg_sq"].index_select(0, rows).mul_(b2).addcmul_(values, values, value=1 - b2)
+                state["exp_avg"].index_copy_(0, rows, m)
+                state["exp_avg_sq"].index_copy_(0, rows, v)
+                step_size = lr * math.sqrt(1 - b2**t) / (1 - b1**t)
+                p.index_add_(0, rows, m.div_(v.sqrt_().add_(eps)), alpha=-step_size)
+        return loss
+
+
 def make_optimizer(model: nn.Module, learning_rate: float):
-    """Adam, with ``SparseAdam`` for the tables of embeddings built with ``sparse=True`` (lazy
-    Adam: only the rows a batch touched move, as in large-scale recommenders)."""
+    """Adam, with :class:`LazyAdam` for the tables of embeddings built with ``sparse=True``
+    (only the rows a batch touched move, as in large-scale recommenders)."""
     sparse = [m.weight for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse]
     ids = {id(p) for p in sparse}
     dense = [p for p in model.parameters() if id(p) not in ids]
     if not sparse:
-        return torch.optim.Adam(dense, lr=learning_rate)
-    parts = [torch.optim.SparseAdam(sparse, lr=learning_rate)]
+        return _adam(dense, learning_rate)
+    parts = [LazyAdam(sparse, lr=learning_rate)]
     if dense:
-        parts.append(torch.optim.Adam(dense, lr=learning_rate))
+        parts.append(_adam(dense, learning_rate))
     return CombinedOptimizer(parts)
+
+
+def _adam(params: List[torch.Tensor], learning_rate: float) -> torch.optim.Optimizer:
+    """Adam with torch's fused kernel (one pass over all tensors: the per-tensor loop was ~5 %
+    of a CPU training step), or the plain one where the device has no fused kernel."""
+    try:
+        return torch.optim.Adam(params, lr=learning_rate, fused=True)
+    except (RuntimeError, ValueError):
+        return torch.optim.Adam(params, lr=learning_rate)
 
 
 def user_levels(geometry: TreeGeometry, leaves: torch.Tensor, hierarchical: bool) -> torch.Tensor:
