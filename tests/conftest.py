@@ -18,3 +18,14 @@ def rng():
 @pytest.fixture
 def small_tree():
     return jtm_rs.Tree.random(np.arange(100, 150), arity=2, seed=3)
+
+
+@pytest.fixture
+def sigint_raises():
+    """Python's own SIGINT handler (KeyboardInterrupt) for the test: a shell starts background
+    jobs (`cmd &`, nohup) with SIGINT ignored, and Python then installs none."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

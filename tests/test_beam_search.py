@@ -91,7 +91,7 @@ def test_bad_scores(bad, match):
         beam_search(tree, lambda u, nodes, level: bad(len(nodes)), 3, 5)
 
 
-def test_score_fn_exception_propagates_and_ctrl_c_interrupts():
+def test_score_fn_exception_propagates_and_ctrl_c_interrupts(sigint_raises):
     tree = Tree.random(np.arange(100), seed=0)
 
     def boom(*_):

@@ -163,7 +163,7 @@ def test_weights_fn_exception_propagates():
         learn_tree(boom, tree=tree, show_progress=False)
 
 
-def test_ctrl_c_interrupts_learn_tree():
+def test_ctrl_c_interrupts_learn_tree(sigint_raises):
     tree = Tree.random(np.arange(5000), seed=0)
     calls = []
 
