@@ -29,7 +29,7 @@ SIZES = {
     "full": dict(items=8192, users=8000, iterations=3, examples_per_epoch=60000),
 }
 #: Minutes on 2 cores (measured: the README's "How long things take"), said at the start.
-MINUTES = {"default": "about 3", "full": "about 9"}
+MINUTES = {"default": "about 3", "full": "about 5"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
