@@ -78,3 +78,23 @@ def test_stay_bonus_lands_on_the_old_place_only():
         assert np.allclose(diff[r], expect, atol=1e-6), item
     last = tree.leaf_level  # no deeper levels: no bonus
     assert np.allclose(bonus(items, parents, start, last), plain(items, parents, start, last))
+
+
+def test_bfloat16_weights_approximate_float32():
+    data = synthetic.generate(80, 30, seed=1, min_length=3, mean_length=6).interactions
+    tree = jtm_rs.Tree.random(data.items, arity=2, seed=2)
+    torch.manual_seed(0)
+    model = JTMModel(tree.n_nodes).eval()
+    with torch.no_grad():  # logits of a trained model's size, where bfloat16's rounding shows
+        model.mlp[-1].weight.mul_(200.0)
+    leaves = BehaviourLeaves(data.training_windows(), tree, torch.device("cpu"))
+    items = tree.items[:10]
+    parents = tree.item_ancestors(items, 1)
+    exact = model_weights_fn(model, tree, leaves, max_samples_per_item=3)(items, parents, 2, tree.leaf_level)
+    fast = model_weights_fn(model, tree, leaves, max_samples_per_item=3, precision="bfloat16")(items, parents, 2, tree.leaf_level)
+    assert np.abs(exact).max() > 1.0 and not np.array_equal(exact, fast)  # really another arithmetic
+    assert np.allclose(fast, exact, rtol=0.05, atol=0.05 * np.abs(exact).max())
+    with pytest.raises(jtm_rs.InvalidInputError, match="precision"):
+        model_weights_fn(model, tree, leaves, precision="float16")
+    with pytest.raises(jtm_rs.InvalidInputError, match="weights_precision"):
+        jtm_rs.JTMConfig(weights_precision="half")

@@ -76,6 +76,7 @@ def model_weights_fn(
     batch_pairs: int = 1 << 20,
     seed: int = 0,
     stay_bonus: float = 0.0,
+    precision: str = "float32",
 ) -> WeightsFn:
     """Builds ``weights_fn(items, parents, start_level, end_level)`` for :func:`jtm_rs.learn_tree`
     from ``model`` and the training examples behind ``leaves`` (leaves under ``tree``, the tree
@@ -84,7 +85,12 @@ def model_weights_fn(
     ``stay_bonus`` (nats per training example of the item) is added to the weight of the
     item's old place (its "home" candidate, when its parent is still its old ancestor) in
     every segment but the last: an item that leaves its subtree loses the deeper levels' fit,
-    which this segment's weights do not see (0: the paper's weights)."""
+    which this segment's weights do not see (0: the paper's weights).
+
+    ``precision="bfloat16"`` scores under ``torch.autocast`` in bfloat16 (the log-probabilities
+    are summed in float32/64 as before): about 2x faster on CPUs with bfloat16 instructions."""
+    if precision not in ("float32", "bfloat16"):
+        raise InvalidInputError(f"precision must be 'float32' or 'bfloat16', got {precision!r}")
     device = leaves.device
     geometry = TreeGeometry.of(tree, device)
     b = tree.arity
@@ -115,7 +121,9 @@ def model_weights_fn(
             acc = torch.zeros(len(own), width, device=device)
             for j in range(start, end + 1):
                 nodes = geometry.descendants(parents_t[own], start - 1, j)
-                logp = F.logsigmoid(score_grid(model, behaviours_at(geometry, lv, j, hierarchical), nodes).float())
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+                    logits = score_grid(model, behaviours_at(geometry, lv, j, hierarchical), nodes)
+                logp = F.logsigmoid(logits.float())
                 acc += logp.repeat_interleave(b ** (end - j), dim=1)
             out.index_add_(0, own, acc.double())
         weight = np.where(known, scale[np.minimum(k, len(keys) - 1)], 0.0)
