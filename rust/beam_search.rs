@@ -10,7 +10,7 @@
 //! level, the caller scores them (one `score_fn` call per level), `select` keeps the top k per
 //! user in parallel. [`beam_search`] drives it from Rust.
 
-use crate::error::{invalid, try_vec, JtmError, Result};
+use crate::error::{invalid, try_reserve, try_vec, JtmError, Result};
 use crate::tree::{Tree, MAX_OUTPUT_ELEMENTS};
 use rayon::prelude::*;
 use std::cmp::Ordering;
@@ -139,14 +139,12 @@ impl<'t> BeamSearch<'t> {
         let total = *self.offsets.last().unwrap();
         let mut nodes = try_vec(total, 0i64, "the beam's candidate nodes")?;
         let mut rows = try_vec(total, 0i64, "the beam's candidate user rows")?;
-        self.nodes = try_vec(total, 0i64, "the beam's candidate nodes")?;
+        // The search's own copy of the nodes (the caller may keep `Candidates`): reserved now,
+        // filled once the parallel pass has written them.
+        self.nodes.clear();
+        try_reserve(&mut self.nodes, total, "the beam's candidate nodes")?;
         let mut slices = Vec::new();
-        slices.try_reserve_exact(self.n_users).map_err(|_| {
-            JtmError::OutOfMemory(format!(
-                "cannot allocate the beams of {} users",
-                self.n_users
-            ))
-        })?;
+        try_reserve(&mut slices, self.n_users, "the beams of every user")?;
         let (mut rest_n, mut rest_r) = (nodes.as_mut_slice(), rows.as_mut_slice());
         for &c in &counts {
             let (hn, tn) = rest_n.split_at_mut(c);
@@ -176,7 +174,7 @@ impl<'t> BeamSearch<'t> {
                     }
                 }
             });
-        self.nodes.copy_from_slice(&nodes);
+        self.nodes.extend_from_slice(&nodes);
         Ok(Some(Candidates {
             user_rows: rows,
             nodes,

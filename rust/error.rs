@@ -49,17 +49,22 @@ impl From<std::io::Error> for JtmError {
     }
 }
 
-/// A vector of `len` copies of `fill`, or `OutOfMemory` naming `what` and the bytes it needed:
-/// large buffers sized by the caller go through here so that a request too big for the
-/// machine raises instead of aborting the process.
+/// Room for `additional` more elements in `v`, or `OutOfMemory` naming `what` and the bytes it
+/// needed: large buffers sized by the caller go through here so that a request too big for
+/// the machine raises instead of aborting the process.
+pub fn try_reserve<T>(v: &mut Vec<T>, additional: usize, what: &str) -> Result<()> {
+    v.try_reserve_exact(additional).map_err(|_| {
+        JtmError::OutOfMemory(format!(
+            "cannot allocate {what}: {additional} elements ({} MiB)",
+            (additional as u128 * std::mem::size_of::<T>() as u128) >> 20
+        ))
+    })
+}
+
+/// A vector of `len` copies of `fill`, allocated through [`try_reserve`].
 pub fn try_vec<T: Clone>(len: usize, fill: T, what: &str) -> Result<Vec<T>> {
     let mut v = Vec::new();
-    v.try_reserve_exact(len).map_err(|_| {
-        JtmError::OutOfMemory(format!(
-            "cannot allocate {what}: {len} elements ({} MiB)",
-            (len as u128 * std::mem::size_of::<T>() as u128) >> 20
-        ))
-    })?;
+    try_reserve(&mut v, len, what)?;
     v.resize(len, fill);
     Ok(v)
 }

@@ -32,7 +32,7 @@
 //! can call `weights_fn` with the GIL held and run every parallel step with it released.
 //! [`learn_tree`] drives the same steps from Rust (tests, benches).
 
-use crate::error::{invalid, try_vec, JtmError, Result};
+use crate::error::{invalid, try_reserve, try_vec, JtmError, Result};
 use crate::tree::Tree;
 use rayon::prelude::*;
 use std::ops::Range;
@@ -257,15 +257,12 @@ impl<'t> TreeLearner<'t> {
         // not aborted, when that cannot be allocated, e.g. d = 31 with max_candidates=None).
         let need = Tree::check_output_len(order.len(), k as u64)?;
         let mut prefs = std::mem::take(&mut self.spare_prefs);
-        if need > prefs.len() {
-            prefs.try_reserve_exact(need - prefs.len()).map_err(|_| {
-                JtmError::OutOfMemory(format!(
-                    "cannot allocate the candidate preferences of {} items x {k} candidates ({} MiB); lower max_candidates or d",
-                    order.len(),
-                    (need as u128 * std::mem::size_of::<Pref>() as u128) >> 20
-                ))
-            })?;
-        }
+        let more = need.saturating_sub(prefs.len());
+        try_reserve(
+            &mut prefs,
+            more,
+            "the candidate preferences (lower max_candidates or d)",
+        )?;
         prefs.resize(need, Pref::default());
         self.state = Some(SegmentState {
             seg,

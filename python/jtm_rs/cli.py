@@ -17,6 +17,7 @@ Dataset files are CSV with a header naming ``user``, ``item``, ``timestamp`` and
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -59,11 +60,24 @@ def _load(a: argparse.Namespace, path: Optional[str] = None):
     return data
 
 
-def _load_split(a: argparse.Namespace, min_interactions: int, validation: float, test: float, seed: int):
+def _load_split(a: argparse.Namespace, min_interactions: int, validation: float, test: float, seed: int, jtm=None):
+    """The data file's users split; with ``jtm``, its items are put in the model's ids (items
+    the model never saw get ids it cannot retrieve)."""
     data = _load(a).filter_users(min_interactions)
     if len(data) == 0:
         raise InvalidInputError(f"{a.data}: no user has {min_interactions} or more behaviours")
+    if jtm is not None:
+        data = _in_model_ids(data, jtm)
     return data.split(validation, test, seed=seed)
+
+
+def _tree_arg(a: argparse.Namespace):
+    """The tree file of ``--tree``, loaded (None when not given)."""
+    if a.tree is None:
+        return None
+    from ._core import Tree
+
+    return Tree.load(a.tree)
 
 
 def cmd_demo(a: argparse.Namespace) -> None:
@@ -81,8 +95,6 @@ def cmd_generate(a: argparse.Namespace) -> None:
 
 
 def cmd_train(a: argparse.Namespace) -> None:
-    import dataclasses
-
     from .jtm import JTM, JTMConfig
 
     if a.resume is not None:
@@ -123,12 +135,7 @@ def cmd_train(a: argparse.Namespace) -> None:
     tmp = Path(a.out) / ".split.json.tmp"
     tmp.write_text(json.dumps(split_info))
     tmp.replace(Path(a.out) / "split.json")
-    tree = None
-    if a.tree is not None:
-        from ._core import Tree
-
-        tree = Tree.load(a.tree)
-    jtm.fit(split, tree=tree, show_progress=not a.quiet, checkpoint_dir=a.out)  # the last checkpoint is the model
+    jtm.fit(split, tree=_tree_arg(a), show_progress=not a.quiet, checkpoint_dir=a.out)  # the last checkpoint is the model
     print(f"saved to {a.out}")
 
 
@@ -140,13 +147,8 @@ def _saved_split(a: argparse.Namespace, jtm=None):
     if not path.exists():
         warnings.warn(f"{a.model} has no split.json: evaluating on the default split (seed 0, 10 %/10 %), "
                       "whose test users may have been this model's training users", stacklevel=2)
-    min_interactions = info.get("min_interactions", a.min_interactions)
-    data = _load(a).filter_users(min_interactions)
-    if len(data) == 0:
-        raise InvalidInputError(f"{a.data}: no user has {min_interactions} or more behaviours")
-    if jtm is not None:
-        data = _in_model_ids(data, jtm)
-    return data.split(info.get("validation", 0.1), info.get("test", 0.1), seed=info.get("seed", 0))
+    return _load_split(a, info.get("min_interactions", a.min_interactions), info.get("validation", 0.1),
+                       info.get("test", 0.1), info.get("seed", 0), jtm)
 
 
 def _in_model_ids(data, jtm):
@@ -154,8 +156,6 @@ def _in_model_ids(data, jtm):
     past the model's: they stay in the ground truth (a miss) and are dropped from features."""
     if jtm.item_ids is None or data.item_ids is None or data.item_ids == jtm.item_ids:
         return data
-    import dataclasses
-
     raw = data.item_ids.decode(data.item)
     known = jtm.item_ids.contains(raw)
     item = np.empty(len(raw), dtype=np.int64)
@@ -170,9 +170,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
 
     jtm = JTM.load(a.model, device=a.device, n_threads=a.threads)
     if a.tree is not None:
-        from ._core import Tree
-
-        jtm.use_tree(Tree.load(a.tree))
+        jtm.use_tree(_tree_arg(a))
     split = _saved_split(a, jtm)
     users = split.test if len(split.test) else split.validation
     unknown = float(np.mean(~np.isin(users.item, jtm.tree.items))) if len(users) else 0.0

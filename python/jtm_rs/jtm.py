@@ -263,24 +263,24 @@ class JTM(Recommender):
         fixed = np.sort(rng.choice(len(windows), size=min(cfg.objective_examples, len(windows)), replace=False))
         self.model = self._new_model(self.tree, seed=cfg.seed)
         self.history = []
-        fingerprint = _data_fingerprint(windows, self.tree)
         if checkpoint_dir is None and resume is not None:
             checkpoint_dir = resume
+        fingerprint = _data_fingerprint(windows, self.tree) if checkpoint_dir is not None else ""
         start = self._resume(resume, rng, fingerprint) if resume is not None else None
         if start is not None and start >= cfg.iterations:
             if show_progress:
                 say(f"{resume}: the run had finished; nothing to resume")
             return self
         for it in range(start if start is not None else 0, cfg.iterations + 1):
+            t0 = time.perf_counter()
+            leaves = BehaviourLeaves(windows, self.tree, self.device)
             if it == start:  # resumed: this round's training is in the checkpoint
-                leaves = BehaviourLeaves(windows, self.tree, self.device)
                 record = self.history[it]
+                seconds = record.seconds
                 if show_progress:
                     say(f"resumed from {resume} after round {it}'s training")
             else:
                 seconds: Dict[str, float] = {}
-                t0 = time.perf_counter()
-                leaves = BehaviourLeaves(windows, self.tree, self.device)
                 loss = self._train(leaves, rng, it, show_progress)
                 seconds["train"] = time.perf_counter() - t0
                 by_level = objective_by_level(self.model, self.tree, leaves, fixed, hierarchical=cfg.hierarchical)
@@ -298,7 +298,6 @@ class JTM(Recommender):
                     break
             if it == cfg.iterations:
                 break
-            seconds = record.seconds
             if cfg.tree_learning == "none":
                 continue  # JTM-H: the model keeps training on the initial tree
             t0 = time.perf_counter()
@@ -403,7 +402,7 @@ class JTM(Recommender):
         files = _part_files(d)
         if "training" not in files:
             raise InvalidInputError(f"{d}: a saved model, not a checkpoint of fit(): nothing to resume from")
-        saved = JTM.load(d, model_factory=self.model_factory, device=self.device, n_threads=self.n_threads)
+        saved = JTM._from_parts(d, files, model_factory=self.model_factory, device=self.device, n_threads=self.n_threads)
         ours, theirs = dataclasses.asdict(self.config), dataclasses.asdict(saved.config)
         differ = sorted(k for k in ours if ours[k] != theirs.get(k))
         if differ:
@@ -737,8 +736,12 @@ class JTM(Recommender):
         """Reads what :meth:`save` wrote. Nothing is unpickled: the tree has its own format and
         the model state is read with ``torch.load(weights_only=True)``. A model saved from a
         custom ``model_factory`` needs the same factory here."""
-        d = Path(path)
-        files = _part_files(d)
+        return cls._from_parts(Path(path), _part_files(Path(path)), model_factory=model_factory, device=device,
+                               n_threads=n_threads)
+
+    @classmethod
+    def _from_parts(cls, d: Path, files: Dict[str, Path], **kwargs) -> "JTM":
+        """:meth:`load` from the parts :func:`_part_files` verified."""
         meta = _read_json(files["config"])
         if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
             version = meta.get("format_version") if isinstance(meta, dict) else None
@@ -748,7 +751,7 @@ class JTM(Recommender):
             config = JTMConfig(**{k: v for k, v in meta["config"].items() if k in fields})
         except (KeyError, AttributeError, TypeError, InvalidInputError) as e:
             raise CorruptModelError(f"{files['config']}: not a JTM configuration ({e})") from None
-        self = cls(config, model_factory=model_factory, device=device, n_threads=n_threads)
+        self = cls(config, **kwargs)
         self.tree = Tree.load(files["tree"])
         self.model = self._new_model(self.tree, seed=config.seed)
         state = torch.load(files["model"], map_location=self.device, weights_only=True)

@@ -105,9 +105,6 @@ class LogBar:
             self.close()
         self.closed = True
 
-    def __iter__(self):  # pragma: no cover - jtm_rs iterates bars only through tqdm
-        raise TypeError("LogBar is not iterable")
-
 
 def _human(x: float) -> str:
     for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
