@@ -13,8 +13,11 @@ Each configuration runs in its own process, repeated and interleaved, so that a 
 slows them alike; the table gives examples/s (min and median over repeats) and the ratio to
 the first configuration measured in the same round.
 
+``auto`` is the default: torch's thread count chosen per pass by timing (``ThreadTuner``), rayon
+on every core; a number fixes both.
+
 Run:
-    python benches/train_throughput.py                       # 1 and 2 threads
+    python benches/train_throughput.py                       # auto, 1 and 2 threads
     python benches/train_throughput.py --busy 2              # while 2 processes spin
     python benches/train_throughput.py --reference /old/python   # another checkout's package
 """
@@ -63,7 +66,12 @@ def _gemm_flops_per_s(threads: int) -> float:
 def child(args: argparse.Namespace) -> None:
     """One measurement, in this process: prints a JSON line."""
     args.threads = args.threads[0]
-    os.environ["RAYON_NUM_THREADS"] = str(args.threads)
+    auto = args.threads == "auto"
+    if auto:
+        os.environ.pop("RAYON_NUM_THREADS", None)
+        os.environ.pop("JTM_TORCH_THREADS", None)
+    else:
+        os.environ["RAYON_NUM_THREADS"] = args.threads
     import numpy as np
     import torch
 
@@ -72,11 +80,18 @@ def child(args: argparse.Namespace) -> None:
     from jtm_rs.jtm import JTM, JTMConfig
     from jtm_rs.training import BehaviourLeaves, default_negatives, train_epoch
 
-    torch.set_num_threads(args.threads)
+    tuner = None
+    if auto:
+        from jtm_rs.threads import DEFAULT_TORCH_THREADS, training_tuner
+
+        torch.set_num_threads(DEFAULT_TORCH_THREADS)
+        tuner = training_tuner(None, "cpu")
+    else:
+        torch.set_num_threads(int(args.threads))
     data = synthetic.generate(n_items=args.items, n_users=args.users, seed=0).interactions
     cfg = JTMConfig() if args.batch_size is None else JTMConfig(batch_size=args.batch_size)
     tree = jtm_rs.Tree.random(np.unique(data.items), arity=cfg.arity, seed=0)
-    jtm = JTM(cfg, device="cpu", n_threads=args.threads)
+    jtm = JTM(cfg, device="cpu", n_threads=None if auto else int(args.threads))
     jtm.tree = tree
     model = jtm._new_model(tree, seed=0)
     windows = data.training_windows()
@@ -84,18 +99,20 @@ def child(args: argparse.Namespace) -> None:
     negatives = default_negatives(tree.leaf_level, cfg.negatives, tree.arity)
     rng = np.random.default_rng(args.seed)
     warm = rng.permutation(len(windows))[:1000]
+    more = {} if tuner is None else {"threads": tuner}  # older code's train_epoch has no tuner
     train_epoch(model, jtm._optimizer, tree, leaves, warm, negatives, hierarchical=True,
-                batch_size=cfg.batch_size, seed=0)
+                batch_size=cfg.batch_size, seed=0, **more)
     examples = rng.permutation(len(windows))[: args.examples]
     t = time.perf_counter()
     train_epoch(model, jtm._optimizer, tree, leaves, examples, negatives, hierarchical=True,
-                batch_size=cfg.batch_size, seed=1)
+                batch_size=cfg.batch_size, seed=1, **more)
     rate = len(examples) / (time.perf_counter() - t)
+    used = (tuner.chosen or 1) if tuner is not None else int(args.threads)
     pairs = sum(negatives[1:]) + tree.leaf_level
     flops = _flops_per_example(model, tree.leaf_level, pairs)
-    gemm = _gemm_flops_per_s(args.threads)
+    gemm = _gemm_flops_per_s(used)
     print(json.dumps(dict(rate=rate, flops=flops, gemm=gemm, limit=gemm / flops, leaf_level=tree.leaf_level,
-                          pairs=pairs, batch_size=cfg.batch_size)))
+                          pairs=pairs, batch_size=cfg.batch_size, used=used)))
 
 
 def _spin() -> None:
@@ -105,7 +122,8 @@ def _spin() -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch and rayon threads (default: 1 2)")
+    p.add_argument("--threads", nargs="+", default=["auto", "1", "2"],
+                   help="'auto' (the default: measured per pass) or torch and rayon threads (default: auto 1 2)")
     p.add_argument("--items", type=int, default=20000)
     p.add_argument("--users", type=int, default=10000)
     p.add_argument("--examples", type=int, default=10000, help="examples timed per measurement (default 10000)")
@@ -121,7 +139,7 @@ def main() -> None:
         return
     configs = [(None, t) for t in args.threads]
     if args.reference:
-        configs += [(args.reference, t) for t in args.threads]
+        configs += [(args.reference, t) for t in args.threads if t != "auto"]  # older code has no tuner
     spinners = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(args.busy)]
     for s in spinners:
         s.start()
@@ -132,7 +150,7 @@ def main() -> None:
                 env = dict(os.environ)
                 if ref:
                     env["PYTHONPATH"] = ref
-                cmd = [sys.executable, __file__, "--child", "--threads", str(threads), "--items", str(args.items),
+                cmd = [sys.executable, __file__, "--child", "--threads", threads, "--items", str(args.items),
                        "--users", str(args.users), "--examples", str(args.examples), "--seed", str(r)]
                 if args.batch_size:
                     cmd += ["--batch-size", str(args.batch_size)]
@@ -142,17 +160,18 @@ def main() -> None:
                 out = run.stdout
                 results[(ref, threads)].append(json.loads(out.strip().splitlines()[-1]))
                 print(f"round {r + 1}: {'reference' if ref else 'this'} x{threads}: "
-                      f"{results[(ref, threads)][-1]['rate']:.0f} examples/s", flush=True)
+                      f"{results[(ref, threads)][-1]['rate']:.0f} examples/s "
+                      f"(on {results[(ref, threads)][-1].get('used', threads)} thread(s))", flush=True)
     finally:
         for s in spinners:
             s.terminate()
     first = results[configs[0]]
     info = first[0]
     print(f"\n{args.items} items (leaf level {info['leaf_level']}), {info['pairs']} samples per example, "
-          f"batch {info['batch_size']} samples, {args.busy} busy process(es), {os.cpu_count()} cores")
+          f"{args.busy} busy process(es), {os.cpu_count()} cores")
     print(f"model: {info['flops'] / 1e6:.1f} MFLOP per example (forward + backward of the linear layers)")
-    print("| code | threads | examples/s min | median | × first row (median of per-round ratios) | GEMM GFLOP/s | arithmetic limit, examples/s | share of limit |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| code | batch (samples) | threads (chosen) | examples/s min | median | × first row (median of per-round ratios) | GEMM GFLOP/s | arithmetic limit, examples/s | share of limit |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for ref, threads in configs:
         rs = results[(ref, threads)]
         rates = [x["rate"] for x in rs]
@@ -160,7 +179,8 @@ def main() -> None:
         gemm = max(x["gemm"] for x in rs)
         limit = gemm / rs[0]["flops"]
         med = sorted(rates)[len(rates) // 2]
-        print(f"| {'reference' if ref else 'this'} | {threads} | {min(rates):.0f} | {med:.0f} | {ratio:.2f} | "
+        chosen = sorted({str(x.get("used", threads)) for x in rs})
+        print(f"| {'reference' if ref else 'this'} | {rs[0]['batch_size']} | {threads} ({', '.join(chosen)}) | {min(rates):.0f} | {med:.0f} | {ratio:.2f} | "
               f"{gemm / 1e9:.0f} | {limit:.0f} | {med / limit:.0%} |")
 
 

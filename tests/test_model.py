@@ -99,16 +99,18 @@ def _dense(g):
     return None if g is None else (g.to_dense() if g.is_sparse else g)
 
 
+@pytest.mark.parametrize("width", [69, 12, 80])
 @pytest.mark.parametrize("attention", [False, True])
-def test_fast_path_matches_forward_in_value_and_gradient(monkeypatch, attention):
-    """score_pairs (shared user rows, one embedding lookup, embedding_bag, the fast PReLU)
-    equals the reference forward, in value and in every gradient (sparse ones densified)."""
+def test_fast_path_matches_forward_in_value_and_gradient(monkeypatch, attention, width):
+    """score_pairs (shared user rows, one embedding lookup, embedding_bag over the real
+    behaviours, the fast PReLU) equals the reference forward, in value and in every gradient
+    (sparse ones densified), for histories shorter and longer than the windows."""
     import jtm_rs.model as model_mod
 
     monkeypatch.setattr(model_mod, "FORWARD_CHUNK", 3)  # several chunks
     torch.manual_seed(2)
     m = JTMModel(n_nodes=40, attention=attention)
-    beh = torch.randint(-1, 40, (5, 69))
+    beh = torch.randint(-1, 40, (5, width))
     beh[3] = -1  # a user with no behaviour at all: every window empty
     rows = torch.tensor([0, 1, 1, 4, 2, 2, 2, 3])
     nodes = torch.randint(0, 40, (8,))
@@ -121,6 +123,17 @@ def test_fast_path_matches_forward_in_value_and_gradient(monkeypatch, attention)
         assert (a is None and b is None) or torch.allclose(a, b, atol=1e-5)
     # The padding row never moves.
     assert _dense(g_fast[0])[40].abs().sum() == 0
+
+
+@pytest.mark.parametrize("n_ids", [50, 5000])  # marks and prefix sum; torch.unique's sort
+def test_unique_inverse_is_torch_unique(n_ids):
+    from jtm_rs.model import unique_inverse
+
+    ids = torch.randint(0, n_ids, (300,))
+    ids[:3] = n_ids - 1
+    got, want = unique_inverse(ids, n_ids), torch.unique(ids, return_inverse=True)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    assert torch.equal(got[0][got[1]], ids)
 
 
 def test_prelu_matches_torch_in_value_and_gradient():

@@ -54,7 +54,7 @@ from .tree_learning import learn_tree
 from .tree_weights import model_weights_fn
 from .baselines.base import Recommender
 from .ids import IdMap
-from .threads import uses_torch_threads
+from .threads import training_tuner, uses_torch_threads
 from .progress import bar as progress_bar, ensure_handler, say
 
 FORMAT_VERSION = 1
@@ -81,8 +81,11 @@ class JTMConfig:
     max_examples_per_epoch: Optional[int] = None
     #: Negatives per example in total (spread over levels, more near the leaves), or one count per level.
     negatives: Union[int, List[int]] = 60
-    batch_size: int = 2048
-    learning_rate: float = 2e-3
+    #: Samples per optimiser step (whole examples, ~79 samples each on a 15-level tree) and
+    #: Adam's step size. 8192 at 8e-3 (the learning rate scaled with the batch) trains ~1.5x
+    #: faster than 2048 at 2e-3, same validation recall within noise on Beauty and Toys (README).
+    batch_size: int = 8192
+    learning_rate: float = 8e-3
     #: Levels per tree-learning segment (the paper's d).
     d: int = 7
     max_samples_per_item: Optional[int] = 8
@@ -457,6 +460,7 @@ class JTM(Recommender):
         )
         n = len(leaves.windows)
         loss = float("nan")
+        tuner = training_tuner(self.n_threads, self.device.type)
         for epoch in range(cfg.epochs):
             k = n if cfg.max_examples_per_epoch is None else min(n, cfg.max_examples_per_epoch)
             examples = rng.permutation(n)[:k]  # shuffled: batches are runs of whole examples
@@ -474,6 +478,7 @@ class JTM(Recommender):
                     batch_size=cfg.batch_size,
                     seed=int(rng.integers(2**62)),
                     progress=bar,
+                    threads=tuner,
                 )
         return loss
 

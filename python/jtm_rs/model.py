@@ -77,6 +77,13 @@ def behaviours_at(geometry: TreeGeometry, leaves: torch.Tensor, level, hierarchi
     return geometry.ancestors(leaves, level)
 
 
+def _fit_width(behaviours: torch.Tensor, width: int) -> torch.Tensor:
+    """The ``width`` most recent behaviours, ``-1``-padded where a batch holds fewer."""
+    if behaviours.shape[1] >= width:
+        return behaviours[:, :width]
+    return F.pad(behaviours, (0, width - behaviours.shape[1]), value=-1)
+
+
 class _WindowPool(nn.Module):
     """Averages behaviour vectors over fixed time windows (empty windows give zeros)."""
 
@@ -160,8 +167,8 @@ class JTMModel(nn.Module):
         with torch.no_grad():
             self.embedding.weight[n_nodes].zero_()
         self.pool = _WindowPool(windows)
-        starts = [0, *itertools.accumulate(self.window_sizes)][:-1]
-        self.register_buffer("window_starts", torch.tensor(starts, dtype=torch.int64), persistent=False)
+        bounds = [0, *itertools.accumulate(self.window_sizes)]
+        self.register_buffer("window_bounds", torch.tensor(bounds, dtype=torch.int64), persistent=False)
         self.attention = (
             nn.Sequential(nn.Linear(4 * embedding_dim, attention_hidden), PReLU(), nn.Linear(attention_hidden, 1))
             if attention
@@ -188,7 +195,7 @@ class JTMModel(nn.Module):
         return self.embedding(torch.where(ids >= 0, ids, self.n_nodes))
 
     def user_vector(self, behaviours: torch.Tensor, node_vec: Optional[torch.Tensor] = None) -> torch.Tensor:
-        beh = behaviours[:, : self.pool.width]
+        beh = _fit_width(behaviours, self.pool.width)
         mask = (beh >= 0).to(self.embedding.weight.dtype)
         vec = self._embed(beh)
         if self.attention is not None:
@@ -217,7 +224,9 @@ class JTMModel(nn.Module):
         if self.attention is not None:
             return self._attention_pairs(behaviours, rows, nodes)
         h_user, node_vec, w_node = self._first_layer_parts(behaviours, nodes)
-        h = torch.addmm(h_user[rows], node_vec, w_node.T)
+        # index_select, not indexing: its backward is an index_add_ (2.4x faster on CPU than
+        # indexing's accumulating index_put_).
+        h = torch.addmm(h_user.index_select(0, rows), node_vec, w_node.T)
         return self.mlp[1:](h).squeeze(-1)
 
     def score_grid(self, behaviours: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
@@ -242,32 +251,29 @@ class JTMModel(nn.Module):
     def _first_layer_parts(self, behaviours: torch.Tensor, nodes: torch.Tensor):
         """The first layer split by its inputs: ``(user share with bias [G, H], node
         embeddings [P, D], the node share's weight [H, D])``; a pair's pre-activation is
-        ``user_share[row] + node @ weight.T``."""
-        first = self.mlp[0]
-        beh, table, local, pad = self._local_table(behaviours, nodes)
-        g, width = beh.shape
-        offsets = (torch.arange(g, device=beh.device)[:, None] * width + self.window_starts).reshape(-1)
-        user = F.embedding_bag(local[: g * width], table, offsets, mode="mean", padding_idx=pad).view(g, -1)
-        d_user = len(self.window_sizes) * self.embedding_dim
-        h_user = torch.addmm(first.bias, user, first.weight[:, :d_user].T)
-        return h_user, table[local[g * width :]], first.weight[:, d_user:]
+        ``user_share[row] + node @ weight.T``.
 
-    def _local_table(self, behaviours: torch.Tensor, nodes: torch.Tensor):
-        """The embedding rows a batch uses, looked up once: ``(behaviours [G, width], table
-        [U, D], local ids, padding's row in table or None)``, where ``local`` indexes ``table``
-        for the flattened behaviours then the nodes. One lookup (one sparse gradient of U unique
-        rows) instead of one per use; the window averages are an ``embedding_bag`` over it."""
-        width = self.pool.width
-        beh = behaviours[:, :width]
-        if beh.shape[1] < width:
-            beh = F.pad(beh, (0, width - beh.shape[1]), value=-1)
-        flat = torch.cat([beh.reshape(-1), nodes.reshape(-1)])
-        flat = torch.where(flat >= 0, flat, self.n_nodes)
-        unique, local = torch.unique(flat, return_inverse=True)
+        The embedding rows the batch uses are looked up once (one sparse gradient over its
+        distinct rows, not one per use). The window averages are an ``embedding_bag`` over the
+        real behaviours only: padding is dropped first, so each window is a bag of its real
+        behaviours (an empty one gives zeros) and short histories cost what they hold."""
+        first = self.mlp[0]
+        beh = behaviours[:, : self.pool.width]
+        g, n_win = beh.shape[0], len(self.window_sizes)
+        real = beh >= 0
+        # Real behaviours per window: differences of the prefix sums at the window bounds.
+        bounds = self.window_bounds.clamp(max=beh.shape[1])
+        prefix = F.pad(real.cumsum(1), (1, 0))
+        counts = (prefix[:, bounds[1:]] - prefix[:, bounds[:-1]]).reshape(-1)
+        offsets = counts.cumsum(0) - counts
+        kept = beh[real]  # row-major: each row's behaviours in order, so windows stay contiguous
+        flat = torch.cat([kept, torch.where(nodes >= 0, nodes, self.n_nodes).reshape(-1)])
+        unique, local = unique_inverse(flat, self.n_nodes + 1)
         table = F.embedding(unique, self.embedding.weight, padding_idx=self.n_nodes, sparse=self.embedding.sparse)
-        # The padding row sorts last; embedding_bag must skip it (means over real behaviours).
-        pad = len(unique) - 1 if len(unique) and int(unique[-1]) == self.n_nodes else None
-        return beh, table, local, pad
+        user = F.embedding_bag(local[: len(kept)], table, offsets, mode="mean").view(g, n_win * self.embedding_dim)
+        d_user = n_win * self.embedding_dim
+        h_user = torch.addmm(first.bias, user, first.weight[:, :d_user].T)
+        return h_user, table.index_select(0, local[len(kept) :]), first.weight[:, d_user:]  # as in score_pairs
 
     def _attention_pairs(self, behaviours: torch.Tensor, rows: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
         """The attention model's pairs, with the activation unit's first layer split by its
@@ -278,7 +284,7 @@ class JTMModel(nn.Module):
         lin, act, out = self.attention[0], self.attention[1], self.attention[2]
         D = self.embedding_dim
         w_e, w_n, w_p, w_d = lin.weight.split(D, dim=1)
-        beh = behaviours[:, : self.pool.width]
+        beh = _fit_width(behaviours, self.pool.width)
         vec = self._embed(beh)  # [G, W, D]
         mask = (beh >= 0).to(vec.dtype)
         user_term = vec @ (w_e + w_d).T  # [G, W, H]
@@ -291,6 +297,18 @@ class JTMModel(nn.Module):
             user = self.pool(v * weights, mask[r])
             parts.append(self.mlp(torch.cat([user, n], dim=1)).squeeze(1))
         return torch.cat(parts) if parts else vec.new_zeros(0)
+
+
+def unique_inverse(ids: torch.Tensor, n_ids: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.unique(ids, return_inverse=True)`` for ids in ``[0, n_ids)``. Where the id range
+    is not much larger than ``ids``, marks and a prefix sum over the range replace unique's sort
+    (2.5x faster for a training batch: ~115k ids over 65k nodes)."""
+    if n_ids > 8 * ids.numel():
+        return torch.unique(ids, return_inverse=True)
+    mark = torch.zeros(n_ids, dtype=torch.bool, device=ids.device)
+    mark.index_fill_(0, ids, True)
+    rank = torch.cumsum(mark, 0) - 1
+    return mark.nonzero().squeeze(1), rank[ids]
 
 
 @torch.no_grad()

@@ -2,24 +2,32 @@
 
 ``n_threads`` (``JTM(n_threads=…)``, ``--threads``) sets both. Left unset, rayon uses every
 core for its short parallel phases (tree learning, k-means, beam search), and torch runs
-**one** intra-op thread while a method trains or scores: measured on a 2-core machine with
-another process busy, torch's default (one thread per core) trained 3–10x slower than one
-thread, because its threads wait for each other at every operation whenever one is
-descheduled; on idle cores one thread costs little (``benches/train_throughput.py``). Set
-``JTM_TORCH_THREADS`` to change the default. Torch's global setting is restored afterwards.
+**one** intra-op thread while a method scores: measured on a 2-core machine with another
+process busy, torch's default (one thread per core) trained 3–10x slower than one thread,
+because its threads wait for each other at every operation whenever one is descheduled.
+
+Training, where it matters most, measures instead (:class:`ThreadTuner`): each epoch starts
+with a few batches on 1, 2, 4, … threads (up to the cores this process may use) and goes on
+with the fastest — 2 threads on idle cores (~1.5x one), 1 on busy ones. Set
+``JTM_TORCH_THREADS`` (a number) to fix the count instead. Torch's global setting is restored
+afterwards (``benches/train_throughput.py`` measures all of this).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import logging
+import math
 import os
-from typing import Iterator, Optional
+from typing import Dict, Iterator, List, Optional
 
 import torch
 
-#: torch intra-op threads while training or scoring when ``n_threads`` is not given.
+#: torch intra-op threads while scoring when ``n_threads`` is not given.
 DEFAULT_TORCH_THREADS = 1
+
+logger = logging.getLogger("jtm_rs")
 
 
 def torch_thread_count(n_threads: Optional[int]) -> int:
@@ -50,3 +58,85 @@ def uses_torch_threads(method):
             return method(self, *args, **kwargs)
 
     return wrapper
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the OS tells it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def training_tuner(n_threads: Optional[int], device_type: str) -> Optional["ThreadTuner"]:
+    """A :class:`ThreadTuner` where nobody fixed the count (no ``n_threads``, no
+    ``JTM_TORCH_THREADS``), training runs on the CPU and more than one core is there."""
+    if n_threads is not None or os.environ.get("JTM_TORCH_THREADS") or device_type != "cpu":
+        return None
+    cores = available_cores()
+    return ThreadTuner(cores) if cores > 1 else None
+
+
+class ThreadTuner:
+    """Picks torch's intra-op thread count for one pass of training by timing it.
+
+    :meth:`start` begins a pass; around each batch, :meth:`before` sets the thread count and
+    :meth:`after` records the batch's seconds per sample. The first batch warms up unmeasured;
+    the next batches cycle through the candidates ``rounds`` times (interleaved, so a load that
+    changes meanwhile slows all alike), dropping a candidate as soon as its best batch is
+    ``drop`` times slower than another's (on busy cores extra threads can be 10x slower: one
+    such batch is enough); the rest of the pass runs on the candidate whose best batch had the
+    lowest seconds per sample. :meth:`finish` restores torch's count. Candidates are 1, 2,
+    4, … up to ``most``, and ``most`` itself.
+    """
+
+    def __init__(self, most: int, rounds: int = 3, drop: float = 1.5):
+        cands = [1]
+        while cands[-1] * 2 <= most:
+            cands.append(cands[-1] * 2)
+        if most > cands[-1]:
+            cands.append(most)
+        self.candidates: List[int] = cands
+        self.rounds = rounds
+        self.drop = drop
+        self.chosen: Optional[int] = None
+        self.best: Dict[int, float] = {}
+        self._queue: List[int] = []
+        self._warm = True
+        self._restore = torch.get_num_threads()
+
+    def start(self) -> None:
+        self.chosen, self.best, self._warm = None, {c: math.inf for c in self.candidates}, True
+        self._queue = [c for _ in range(self.rounds) for c in self.candidates]
+        self._restore = torch.get_num_threads()
+
+    def _current(self) -> int:
+        if self.chosen is not None:
+            return self.chosen
+        return self.candidates[0] if self._warm or not self._queue else self._queue[0]
+
+    def before(self) -> None:
+        want = self._current()
+        if torch.get_num_threads() != want:
+            torch.set_num_threads(want)
+
+    def after(self, seconds: float, samples: int) -> None:
+        if self.chosen is not None:
+            return
+        if self._warm:
+            self._warm = False
+        else:
+            c = self._queue.pop(0)
+            if samples > 0:
+                self.best[c] = min(self.best[c], seconds / samples)
+            fastest = min(self.best.values())
+            # Unmeasured candidates (inf) stay queued; measured ones stay while within `drop`.
+            self._queue = [q for q in self._queue if math.isinf(self.best[q]) or self.best[q] <= self.drop * fastest]
+        if not self._queue:
+            self.chosen = min(self.candidates, key=lambda c: self.best[c])
+            logger.debug("training on %d torch thread(s); samples/s by threads: %s", self.chosen,
+                         {c: round(1 / t) if t > 0 and math.isfinite(t) else None for c, t in self.best.items()})
+
+    def finish(self) -> None:
+        if torch.get_num_threads() != self._restore:
+            torch.set_num_threads(self._restore)

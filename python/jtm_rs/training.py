@@ -10,6 +10,7 @@ processes (rayon does not survive ``fork``) and no per-example Python.
 from __future__ import annotations
 
 import math
+import time
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -23,6 +24,7 @@ from .data import Windows
 from .exceptions import InvalidInputError
 from .model import TreeGeometry, score_pairs
 from .samples import generate_samples
+from .threads import ThreadTuner
 
 
 class BehaviourLeaves:
@@ -180,9 +182,11 @@ def train_epoch(
     batch_size: int,
     seed: int,
     progress: Optional[tqdm] = None,
+    threads: Optional[ThreadTuner] = None,
 ) -> float:
     """One pass, in the order given, over the samples of ``examples`` (rows of
-    ``leaves.windows``); returns the mean loss per sample.
+    ``leaves.windows``); returns the mean loss per sample. With ``threads``, torch's thread
+    count is chosen by timing the first batches (:class:`ThreadTuner`).
 
     The generator gives every example one block of samples with the same level pattern, so a
     batch is whole examples (about ``batch_size`` samples) and each user representation is
@@ -200,24 +204,44 @@ def train_epoch(
     per_batch = max(1, batch_size // max(block, 1))
     model.train()
     total, count = 0.0, 0
-    for lo in range(0, n_ex, per_batch):
-        ex = ex_t[lo : lo + per_batch]
-        beh = user_levels(geometry, leaves(ex), hierarchical)
-        rows = pair_rows(len(ex), level, tree.leaf_level, hierarchical)
-        logits = score_pairs(model, beh, rows, node[lo : lo + per_batch].reshape(-1))
-        loss = F.binary_cross_entropy_with_logits(logits, label[lo : lo + per_batch].reshape(-1))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        value = float(loss.detach())
-        if not np.isfinite(value):
-            raise FloatingPointError("training loss became NaN or infinite; lower the learning rate")
-        total += value * len(rows)
-        count += len(rows)
-        if progress is not None:
-            progress.update(len(rows))
-            progress.set_postfix(loss=f"{total / count:.4f}", refresh=False)
+    if threads is not None:
+        threads.start()
+    try:
+        for lo in range(0, n_ex, per_batch):
+            if threads is not None:
+                threads.before()
+                t0 = time.perf_counter()
+            value, n_pairs = _train_batch(model, optimizer, geometry, leaves, ex_t[lo : lo + per_batch],
+                                          node[lo : lo + per_batch], label[lo : lo + per_batch], level,
+                                          tree.leaf_level, hierarchical)
+            if threads is not None:
+                threads.after(time.perf_counter() - t0, n_pairs)
+            total += value * n_pairs
+            count += n_pairs
+            if progress is not None:
+                progress.update(n_pairs)
+                progress.set_postfix(loss=f"{total / count:.4f}", refresh=False)
+    finally:
+        if threads is not None:
+            threads.finish()
     return total / max(count, 1)
+
+
+def _train_batch(model, optimizer, geometry: TreeGeometry, leaves: BehaviourLeaves, ex: torch.Tensor,
+                 node: torch.Tensor, label: torch.Tensor, level: torch.Tensor, leaf_level: int,
+                 hierarchical: bool) -> Tuple[float, int]:
+    """One optimiser step on the samples of examples ``ex``: ``(mean loss, samples)``."""
+    beh = user_levels(geometry, leaves(ex), hierarchical)
+    rows = pair_rows(len(ex), level, leaf_level, hierarchical)
+    logits = score_pairs(model, beh, rows, node.reshape(-1))
+    loss = F.binary_cross_entropy_with_logits(logits, label.reshape(-1))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    value = float(loss.detach())
+    if not np.isfinite(value):
+        raise FloatingPointError("training loss became NaN or infinite; lower the learning rate")
+    return value, len(rows)
 
 
 @torch.no_grad()
