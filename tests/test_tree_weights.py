@@ -102,3 +102,23 @@ def test_bfloat16_weights_approximate_float32():
 
     assert _weights_precision("float32", torch.device("cpu")) == "float32"
     assert _weights_precision("auto", torch.device("cpu")) in ("float32", "bfloat16")
+
+
+def test_weights_with_a_thread_tuner_equal_those_without():
+    """The tuner only changes torch's thread count between blocks of scoring; it restores it."""
+    from jtm_rs.threads import ThreadTuner
+
+    data = synthetic.generate(300, 200, seed=1).interactions
+    tree = jtm_rs.Tree.random(data.items, arity=2, seed=2)
+    torch.manual_seed(0)
+    model = JTMModel(tree.n_nodes).eval()
+    leaves = BehaviourLeaves(data.training_windows(), tree, torch.device("cpu"))
+    items = tree.items
+    parents = tree.item_ancestors(items, 1)
+    plain = model_weights_fn(model, tree, leaves)(items, parents, 2, 6)
+    before = torch.get_num_threads()
+    tuner = ThreadTuner(2, rounds=1)
+    tuned = model_weights_fn(model, tree, leaves, threads=tuner, batch_pairs=4096)(items, parents, 2, 6)
+    tuner.finish()
+    assert tuner.chosen in (1, 2) and torch.get_num_threads() == before
+    assert np.allclose(tuned, plain, rtol=1e-5, atol=1e-4)

@@ -328,6 +328,7 @@ class JTM(Recommender):
         return self._learn_tree(leaves, d or self.config.d, self.config.seed, show_progress)
 
     def _learn_tree(self, leaves: BehaviourLeaves, d: int, seed: int, show_progress: bool) -> Tree:
+        tuner = training_tuner(self.n_threads, self.device.type)  # the scoring's threads, as training's
         weights = model_weights_fn(
             self.model,
             self.tree,
@@ -337,8 +338,13 @@ class JTM(Recommender):
             seed=seed,
             stay_bonus=self.config.stay_bonus,
             precision=_weights_precision(self.config.weights_precision, self.device),
+            threads=tuner,
         )
-        return learn_tree(weights, d, tree=self.tree, n_threads=self.n_threads, show_progress=show_progress)
+        try:
+            return learn_tree(weights, d, tree=self.tree, n_threads=self.n_threads, show_progress=show_progress)
+        finally:
+            if tuner is not None:
+                tuner.finish()
 
     def _cluster_tree(self, seed: int) -> Tree:
         """TDM's tree learning: balanced k-means over the model's current leaf embeddings."""

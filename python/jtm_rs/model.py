@@ -244,9 +244,23 @@ class JTMModel(nn.Module):
         for lo in range(0, s, step):
             h_user, node_vec, w_node = self._first_layer_parts(behaviours[lo : lo + step], nodes[lo : lo + step])
             g = len(h_user)
-            h = (node_vec @ w_node.T).view(g, c, -1) + h_user[:, None, :]
-            parts.append(self.mlp[1:](h.view(g * c, -1)).view(g, c))
+            h = (node_vec @ w_node.T).view(g, c, -1)
+            h += h_user[:, None, :].to(h.dtype)  # in place: the [g * c, H] block is the big one
+            parts.append(self._rest_of_mlp(h.view(g * c, -1)).view(g, c))
         return torch.cat(parts) if parts else nodes.new_zeros((0, c), dtype=self.embedding.weight.dtype)
+
+    def _rest_of_mlp(self, h: torch.Tensor) -> torch.Tensor:
+        """``self.mlp[1:](h)``; without autograd, the shared-slope PReLUs act in place on ``h``
+        (tree learning's scoring: out-of-place activations on its big bfloat16 blocks cost
+        as much as the GEMMs)."""
+        if torch.is_grad_enabled():
+            return self.mlp[1:](h)
+        for layer in self.mlp[1:]:
+            if isinstance(layer, nn.PReLU) and layer.weight.numel() == 1:
+                h = F.leaky_relu_(h, float(layer.weight))
+            else:
+                h = layer(h)
+        return h
 
     def _first_layer_parts(self, behaviours: torch.Tensor, nodes: torch.Tensor):
         """The first layer split by its inputs: ``(user share with bias [G, H], node

@@ -19,6 +19,7 @@ on (the old tree), as the model saw them.
 
 from __future__ import annotations
 
+import time
 from typing import Callable, Optional
 
 import numpy as np
@@ -29,6 +30,7 @@ from torch import nn
 from ._core import Tree
 from .exceptions import InvalidInputError
 from .model import TreeGeometry, behaviours_at, score_grid
+from .threads import ThreadTuner
 from .training import BehaviourLeaves
 
 WeightsFn = Callable[[np.ndarray, np.ndarray, int, int], np.ndarray]
@@ -77,6 +79,7 @@ def model_weights_fn(
     seed: int = 0,
     stay_bonus: float = 0.0,
     precision: str = "float32",
+    threads: Optional[ThreadTuner] = None,
 ) -> WeightsFn:
     """Builds ``weights_fn(items, parents, start_level, end_level)`` for :func:`jtm_rs.learn_tree`
     from ``model`` and the training examples behind ``leaves`` (leaves under ``tree``, the tree
@@ -88,7 +91,10 @@ def model_weights_fn(
     which this segment's weights do not see (0: the paper's weights).
 
     ``precision="bfloat16"`` scores under ``torch.autocast`` in bfloat16 (the log-probabilities
-    are summed in float32/64 as before): about 2x faster on CPUs with bfloat16 instructions."""
+    are summed in float32/64 as before): about 2x faster on CPUs with bfloat16 instructions.
+
+    With ``threads``, torch's thread count is chosen by timing the first blocks of scoring
+    (one :class:`ThreadTuner` pass over all calls; the caller restores the count)."""
     if precision not in ("float32", "bfloat16"):
         raise InvalidInputError(f"precision must be 'float32' or 'bfloat16', got {precision!r}")
     device = leaves.device
@@ -96,6 +102,8 @@ def model_weights_fn(
     b = tree.arity
     keys, indptr, rows, scale = item_samples(leaves.windows.targets, max_samples_per_item, seed)
     rows_t = torch.from_numpy(rows).to(device)
+    if threads is not None:
+        threads.start()
 
     @torch.no_grad()
     def weights(items: np.ndarray, parents: np.ndarray, start: int, end: int) -> np.ndarray:
@@ -116,6 +124,9 @@ def model_weights_fn(
         nodes_per_sample = sum(b ** (j - start + 1) for j in range(start, end + 1))
         step = max(1, batch_pairs // nodes_per_sample)
         for s0 in range(0, len(flat), step):
+            if threads is not None:
+                threads.before()
+                t0 = time.perf_counter()
             own = owner_t[s0 : s0 + step]
             lv = leaves(sample_rows[s0 : s0 + step])
             acc = torch.zeros(len(own), width, device=device)
@@ -126,6 +137,8 @@ def model_weights_fn(
                 logp = F.logsigmoid(logits.float())
                 acc += logp.repeat_interleave(b ** (end - j), dim=1)
             out.index_add_(0, own, acc.double())
+            if threads is not None:
+                threads.after(time.perf_counter() - t0, len(own) * nodes_per_sample)
         weight = np.where(known, scale[np.minimum(k, len(keys) - 1)], 0.0)
         out = (out * torch.from_numpy(weight).to(device)[:, None]).cpu().numpy()
         if stay_bonus and end < tree.leaf_level:  # the last segment has no deeper levels to lose
