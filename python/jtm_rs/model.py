@@ -223,10 +223,10 @@ class JTMModel(nn.Module):
             return _forward_in_chunks(self, behaviours, rows, nodes)
         if self.attention is not None:
             return self._attention_pairs(behaviours, rows, nodes)
-        h_user, node_vec, w_node = self._first_layer_parts(behaviours, nodes)
+        h_user, table, local_nodes, w_node = self._first_layer_parts(behaviours, nodes)
         # index_select, not indexing: its backward is an index_add_ (2.4x faster on CPU than
         # indexing's accumulating index_put_).
-        h = torch.addmm(h_user.index_select(0, rows), node_vec, w_node.T)
+        h = torch.addmm(h_user.index_select(0, rows), table.index_select(0, local_nodes), w_node.T)
         return self.mlp[1:](h).squeeze(-1)
 
     def score_grid(self, behaviours: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
@@ -242,9 +242,11 @@ class JTMModel(nn.Module):
         step = max(1, GRID_BLOCK // max(c, 1))
         parts = []
         for lo in range(0, s, step):
-            h_user, node_vec, w_node = self._first_layer_parts(behaviours[lo : lo + step], nodes[lo : lo + step])
+            h_user, table, local_nodes, w_node = self._first_layer_parts(behaviours[lo : lo + step], nodes[lo : lo + step])
             g = len(h_user)
-            h = (node_vec @ w_node.T).view(g, c, -1)
+            # The node share per distinct row, then gathered: a block's nodes repeat across its
+            # users (all of them under the root in tree learning's first segment).
+            h = (table @ w_node.T).index_select(0, local_nodes).view(g, c, -1)
             h += h_user[:, None, :].to(h.dtype)  # in place: the [g * c, H] block is the big one
             parts.append(self._rest_of_mlp(h.view(g * c, -1)).view(g, c))
         return torch.cat(parts) if parts else nodes.new_zeros((0, c), dtype=self.embedding.weight.dtype)
@@ -263,9 +265,9 @@ class JTMModel(nn.Module):
         return h
 
     def _first_layer_parts(self, behaviours: torch.Tensor, nodes: torch.Tensor):
-        """The first layer split by its inputs: ``(user share with bias [G, H], node
-        embeddings [P, D], the node share's weight [H, D])``; a pair's pre-activation is
-        ``user_share[row] + node @ weight.T``.
+        """The first layer split by its inputs: ``(user share with bias [G, H], the batch's
+        embedding rows [U, D], each node's row in them [P], the node share's weight [H, D])``;
+        a pair's pre-activation is ``user_share[row] + rows[node_row] @ weight.T``.
 
         The embedding rows the batch uses are looked up once (one sparse gradient over its
         distinct rows, not one per use). The window averages are an ``embedding_bag`` over the
@@ -287,7 +289,7 @@ class JTMModel(nn.Module):
         user = F.embedding_bag(local[: len(kept)], table, offsets, mode="mean").view(g, n_win * self.embedding_dim)
         d_user = n_win * self.embedding_dim
         h_user = torch.addmm(first.bias, user, first.weight[:, :d_user].T)
-        return h_user, table.index_select(0, local[len(kept) :]), first.weight[:, d_user:]  # as in score_pairs
+        return h_user, table, local[len(kept) :], first.weight[:, d_user:]
 
     def _attention_pairs(self, behaviours: torch.Tensor, rows: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
         """The attention model's pairs, with the activation unit's first layer split by its
