@@ -108,6 +108,7 @@ def test_fast_path_matches_forward_in_value_and_gradient(monkeypatch, attention,
     import jtm_rs.model as model_mod
 
     monkeypatch.setattr(model_mod, "FORWARD_CHUNK", 3)  # several chunks
+    monkeypatch.setattr(model_mod, "ATTENTION_CHUNK", 3)
     torch.manual_seed(2)
     m = JTMModel(n_nodes=40, attention=attention)
     beh = torch.randint(-1, 40, (5, width))
