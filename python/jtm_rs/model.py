@@ -252,10 +252,10 @@ class JTMModel(nn.Module):
         return torch.cat(parts) if parts else nodes.new_zeros((0, c), dtype=self.embedding.weight.dtype)
 
     def _rest_of_mlp(self, h: torch.Tensor) -> torch.Tensor:
-        """``self.mlp[1:](h)``; without autograd, the shared-slope PReLUs act in place on ``h``
-        (tree learning's scoring: out-of-place activations on its big bfloat16 blocks cost
-        as much as the GEMMs)."""
-        if torch.is_grad_enabled():
+        """``self.mlp[1:](h)``; without autograd on the CPU, the shared-slope PReLUs act in
+        place on ``h`` (tree learning's scoring: out-of-place activations on its big bfloat16
+        blocks cost as much as the GEMMs)."""
+        if torch.is_grad_enabled() or h.device.type != "cpu":  # elsewhere reading the slope would synchronise
             return self.mlp[1:](h)
         for layer in self.mlp[1:]:
             if isinstance(layer, nn.PReLU) and layer.weight.numel() == 1:
@@ -286,8 +286,8 @@ class JTMModel(nn.Module):
         flat = torch.cat([kept, torch.where(nodes >= 0, nodes, self.n_nodes).reshape(-1)])
         unique, local = unique_inverse(flat, self.n_nodes + 1)
         table = F.embedding(unique, self.embedding.weight, padding_idx=self.n_nodes, sparse=self.embedding.sparse)
-        user = F.embedding_bag(local[: len(kept)], table, offsets, mode="mean").view(g, n_win * self.embedding_dim)
         d_user = n_win * self.embedding_dim
+        user = F.embedding_bag(local[: len(kept)], table, offsets, mode="mean").view(g, d_user)
         h_user = torch.addmm(first.bias, user, first.weight[:, :d_user].T)
         return h_user, table, local[len(kept) :], first.weight[:, d_user:]
 

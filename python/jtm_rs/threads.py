@@ -20,6 +20,7 @@ import functools
 import logging
 import math
 import os
+import time
 from typing import Dict, Iterator, List, Optional
 
 import torch
@@ -140,3 +141,16 @@ class ThreadTuner:
     def finish(self) -> None:
         if torch.get_num_threads() != self._restore:
             torch.set_num_threads(self._restore)
+
+    @contextlib.contextmanager
+    def batch(self, samples: int) -> Iterator[None]:
+        """:meth:`before`, the block, then :meth:`after` with its seconds for ``samples``."""
+        self.before()
+        t0 = time.perf_counter()
+        yield
+        self.after(time.perf_counter() - t0, samples)
+
+
+def tuned(tuner: Optional[ThreadTuner], samples: int):
+    """``tuner.batch(samples)``, or nothing where there is no tuner."""
+    return contextlib.nullcontext() if tuner is None else tuner.batch(samples)

@@ -10,7 +10,6 @@ processes (rayon does not survive ``fork``) and no per-example Python.
 from __future__ import annotations
 
 import math
-import time
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -24,7 +23,7 @@ from .data import Windows
 from .exceptions import InvalidInputError
 from .model import TreeGeometry, score_pairs
 from .samples import generate_samples
-from .threads import ThreadTuner
+from .threads import ThreadTuner, tuned
 
 
 class BehaviourLeaves:
@@ -208,14 +207,10 @@ def train_epoch(
         threads.start()
     try:
         for lo in range(0, n_ex, per_batch):
-            if threads is not None:
-                threads.before()
-                t0 = time.perf_counter()
-            value, n_pairs = _train_batch(model, optimizer, geometry, leaves, ex_t[lo : lo + per_batch],
-                                          node[lo : lo + per_batch], label[lo : lo + per_batch], level,
-                                          tree.leaf_level, hierarchical)
-            if threads is not None:
-                threads.after(time.perf_counter() - t0, n_pairs)
+            ex = ex_t[lo : lo + per_batch]
+            with tuned(threads, len(ex) * block):
+                value, n_pairs = _train_batch(model, optimizer, geometry, leaves, ex, node[lo : lo + per_batch],
+                                              label[lo : lo + per_batch], level, tree.leaf_level, hierarchical)
             total += value * n_pairs
             count += n_pairs
             if progress is not None:

@@ -19,7 +19,6 @@ on (the old tree), as the model saw them.
 
 from __future__ import annotations
 
-import time
 from typing import Callable, Optional
 
 import numpy as np
@@ -30,7 +29,7 @@ from torch import nn
 from ._core import Tree
 from .exceptions import InvalidInputError
 from .model import TreeGeometry, behaviours_at, score_grid
-from .threads import ThreadTuner
+from .threads import ThreadTuner, tuned
 from .training import BehaviourLeaves
 
 WeightsFn = Callable[[np.ndarray, np.ndarray, int, int], np.ndarray]
@@ -124,21 +123,17 @@ def model_weights_fn(
         nodes_per_sample = sum(b ** (j - start + 1) for j in range(start, end + 1))
         step = max(1, batch_pairs // nodes_per_sample)
         for s0 in range(0, len(flat), step):
-            if threads is not None:
-                threads.before()
-                t0 = time.perf_counter()
             own = owner_t[s0 : s0 + step]
-            lv = leaves(sample_rows[s0 : s0 + step])
-            acc = torch.zeros(len(own), width, device=device)
-            for j in range(start, end + 1):
-                nodes = geometry.descendants(parents_t[own], start - 1, j)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
-                    logits = score_grid(model, behaviours_at(geometry, lv, j, hierarchical), nodes)
-                logp = F.logsigmoid(logits.float())
-                acc += logp.repeat_interleave(b ** (end - j), dim=1)
-            out.index_add_(0, own, acc.double())
-            if threads is not None:
-                threads.after(time.perf_counter() - t0, len(own) * nodes_per_sample)
+            with tuned(threads, len(own) * nodes_per_sample):
+                lv = leaves(sample_rows[s0 : s0 + step])
+                acc = torch.zeros(len(own), width, device=device)
+                for j in range(start, end + 1):
+                    nodes = geometry.descendants(parents_t[own], start - 1, j)
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+                        logits = score_grid(model, behaviours_at(geometry, lv, j, hierarchical), nodes)
+                    logp = F.logsigmoid(logits.float())
+                    acc += logp.repeat_interleave(b ** (end - j), dim=1)
+                out.index_add_(0, own, acc.double())
         weight = np.where(known, scale[np.minimum(k, len(keys) - 1)], 0.0)
         out = (out * torch.from_numpy(weight).to(device)[:, None]).cpu().numpy()
         if stay_bonus and end < tree.leaf_level:  # the last segment has no deeper levels to lose
