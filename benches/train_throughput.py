@@ -20,6 +20,7 @@ Run:
     python benches/train_throughput.py                       # auto, 1 and 2 threads
     python benches/train_throughput.py --busy 2              # while 2 processes spin
     python benches/train_throughput.py --reference /old/python   # another checkout's package
+    python benches/train_throughput.py --attention --examples 1500  # the TDM (attention) model
 """
 
 from __future__ import annotations
@@ -41,8 +42,17 @@ def _flops_per_example(model, leaf_level: int, pairs: int) -> float:
 
     first = model.mlp[0]
     d_user = len(model.window_sizes) * model.embedding_dim
-    macs = leaf_level * d_user * first.out_features  # user share of layer 1, once per level
-    macs += pairs * (first.in_features - d_user) * first.out_features  # node share, per pair
+    if model.attention is None:
+        macs = leaf_level * d_user * first.out_features  # user share of layer 1, once per level
+        macs += pairs * (first.in_features - d_user) * first.out_features  # node share, per pair
+    else:
+        # The activation unit as model._attention_pairs computes it: the behaviour term once per
+        # (level, behaviour), the node and product terms per pair, then the whole first layer.
+        width, dim = model.pool.width, model.embedding_dim
+        lin, out = model.attention[0], model.attention[2]
+        macs = leaf_level * width * dim * lin.out_features
+        macs += pairs * (dim * lin.out_features + width * (dim * lin.out_features + out.in_features))
+        macs += pairs * first.in_features * first.out_features
     for layer in list(model.mlp)[1:]:
         if isinstance(layer, torch.nn.Linear):
             macs += pairs * layer.in_features * layer.out_features
@@ -89,7 +99,7 @@ def child(args: argparse.Namespace) -> None:
     else:
         torch.set_num_threads(int(args.threads))
     data = synthetic.generate(n_items=args.items, n_users=args.users, seed=0).interactions
-    cfg = JTMConfig() if args.batch_size is None else JTMConfig(batch_size=args.batch_size)
+    cfg = JTMConfig(attention=args.attention, **({} if args.batch_size is None else {"batch_size": args.batch_size}))
     tree = jtm_rs.Tree.random(np.unique(data.items), arity=cfg.arity, seed=0)
     jtm = JTM(cfg, device="cpu", n_threads=None if auto else int(args.threads))
     jtm.tree = tree
@@ -129,6 +139,7 @@ def main() -> None:
     p.add_argument("--examples", type=int, default=10000, help="examples timed per measurement (default 10000)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--batch-size", type=int, help="samples per optimiser step (default: JTMConfig's)")
+    p.add_argument("--attention", action="store_true", help="the attention model (TDM's) instead of the default")
     p.add_argument("--busy", type=int, default=0, help="spinning processes kept running meanwhile (default 0)")
     p.add_argument("--reference", help="a python/ source dir of another jtm_rs to compare with (same _core)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -154,6 +165,8 @@ def main() -> None:
                        "--users", str(args.users), "--examples", str(args.examples), "--seed", str(r)]
                 if args.batch_size:
                     cmd += ["--batch-size", str(args.batch_size)]
+                if args.attention:
+                    cmd.append("--attention")
                 run = subprocess.run(cmd, env=env, capture_output=True, text=True)
                 if run.returncode:
                     sys.exit(f"measurement failed:\n{run.stderr[-3000:]}")
@@ -169,7 +182,7 @@ def main() -> None:
     info = first[0]
     print(f"\n{args.items} items (leaf level {info['leaf_level']}), {info['pairs']} samples per example, "
           f"{args.busy} busy process(es), {os.cpu_count()} cores")
-    print(f"model: {info['flops'] / 1e6:.1f} MFLOP per example (forward + backward of the linear layers)")
+    print(f"model: {'attention (TDM)' if args.attention else 'default'}, {info['flops'] / 1e6:.1f} MFLOP per example (forward + backward of the linear layers)")
     print("| code | batch (samples) | threads (chosen) | examples/s min | median | × first row (median of per-round ratios) | GEMM GFLOP/s | arithmetic limit, examples/s | share of limit |")
     print("|---|---|---|---|---|---|---|---|---|")
     for ref, threads in configs:

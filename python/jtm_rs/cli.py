@@ -123,7 +123,7 @@ def cmd_train(a: argparse.Namespace) -> None:
         max_examples_per_epoch=a.examples_per_epoch,
         hierarchical=not a.no_hierarchy,
         attention=a.attention,
-        d=a.d,
+        **({} if a.d is None else {"d": a.d}),
         validation_m=a.m,
         seed=a.seed,
     )
@@ -296,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     _budget_args(t)
     t.add_argument("--no-hierarchy", action="store_true", help="JTM-J: no hierarchical user representation")
     t.add_argument("--attention", action="store_true", help="DIN attention over behaviours")
-    t.add_argument("--d", type=int, default=7, help="levels per tree-learning segment (the paper's d)")
+    t.add_argument("--d", type=int, default=None, help="levels per tree-learning segment (the paper's d; default: JTMConfig's)")
     t.add_argument("--m", type=int, default=200, help="M of the validation Precision/Recall/F@M each round")
     t.add_argument("--tree", default=None, metavar="FILE",
                    help="initial tree (a Tree.save / learn-tree file holding every item); default: built from the data")
