@@ -87,8 +87,10 @@ def child(args: argparse.Namespace) -> None:
 
     import jtm_rs
     from jtm_rs import synthetic
-    from jtm_rs.jtm import JTM, JTMConfig
-    from jtm_rs.training import BehaviourLeaves, default_negatives, train_epoch
+    from jtm_rs.config import JTMConfig
+    from jtm_rs.features import BehaviourLeaves
+    from jtm_rs.training import default_negatives, make_optimizer, train_epoch
+    from jtm_rs.tree_policy import default_model_factory, new_model
 
     tuner = None
     if auto:
@@ -101,20 +103,19 @@ def child(args: argparse.Namespace) -> None:
     data = synthetic.generate(n_items=args.items, n_users=args.users, seed=0).interactions
     cfg = JTMConfig(attention=args.attention, **({} if args.batch_size is None else {"batch_size": args.batch_size}))
     tree = jtm_rs.Tree.random(np.unique(data.items), arity=cfg.arity, seed=0)
-    jtm = JTM(cfg, device="cpu", n_threads=None if auto else int(args.threads))
-    jtm.tree = tree
-    model = jtm._new_model(tree, seed=0)
+    model = new_model(default_model_factory, tree, cfg, torch.device("cpu"), seed=0)
+    optimizer = make_optimizer(model, cfg.learning_rate)
     windows = data.training_windows()
     leaves = BehaviourLeaves(windows, tree, torch.device("cpu"))
     negatives = default_negatives(tree.leaf_level, cfg.negatives, tree.arity)
     rng = np.random.default_rng(args.seed)
     warm = rng.permutation(len(windows))[:1000]
     more = {} if tuner is None else {"threads": tuner}  # older code's train_epoch has no tuner
-    train_epoch(model, jtm._optimizer, tree, leaves, warm, negatives, hierarchical=True,
+    train_epoch(model, optimizer, tree, leaves, warm, negatives, hierarchical=True,
                 batch_size=cfg.batch_size, seed=0, **more)
     examples = rng.permutation(len(windows))[: args.examples]
     t = time.perf_counter()
-    train_epoch(model, jtm._optimizer, tree, leaves, examples, negatives, hierarchical=True,
+    train_epoch(model, optimizer, tree, leaves, examples, negatives, hierarchical=True,
                 batch_size=cfg.batch_size, seed=1, **more)
     rate = len(examples) / (time.perf_counter() - t)
     used = (tuner.chosen or 1) if tuner is not None else int(args.threads)

@@ -41,6 +41,18 @@ pub fn default_leaf_level(n_items: usize, arity: u64) -> u32 {
     level
 }
 
+/// The level that node id `node` sits at in any tree of `arity` (levels ≥ 1: node 0 counts
+/// as level 1's, so a leaf set is never the root alone).
+pub fn level_of_node(node: u64, arity: u64) -> u32 {
+    let (mut start, mut width, mut level) = (1u128, arity as u128, 1u32);
+    while start + width <= node as u128 {
+        start += width;
+        width *= arity as u128;
+        level += 1;
+    }
+    level
+}
+
 fn check_shape(n_items: usize, arity: u64, leaf_level: u32) -> Result<Vec<u64>> {
     if arity < 2 {
         return invalid!("arity must be at least 2, got {arity}");
@@ -286,11 +298,15 @@ impl Tree {
         if level > own {
             return invalid!("level {level} is below node {node}, which sits at level {own}");
         }
-        let mut n = node;
-        for _ in level..own {
-            n = (n - 1) / self.arity;
+        Ok(self.ancestor_up(node, own - level))
+    }
+
+    /// The ancestor `steps` levels above `node` (which must lie that deep).
+    pub fn ancestor_up(&self, mut node: u64, steps: u32) -> u64 {
+        for _ in 0..steps {
+            node = (node - 1) / self.arity;
         }
-        Ok(n)
+        node
     }
 
     /// Descendants of `node` at `level` as a contiguous id range.

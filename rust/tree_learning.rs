@@ -16,11 +16,15 @@
 //! Memory stays bounded: weights arrive in chunks of items and each row is reduced at once to
 //! the item's `max_candidates` best candidates. An item that overflows past all of those goes
 //! to the unprocessed candidate nearest (in the tree) to its favourite, where its weight is
-//! likely closest. With `max_candidates ≥ b^d` the greedy is exactly the paper's.
+//! likely closest. With `max_candidates ≥ b^d` (the default keeps all `b^d`) the greedy is
+//! exactly the paper's; a cap below `b^d` makes it approximate where capacities are tight.
 //!
 //! Ties (an item with no samples has an all-equal row) prefer the item's "home": the candidate
 //! at the same relative position under `p` as its old ancestor had under its old ancestor at
-//! level `s−1`, so such items keep their old relative place.
+//! level `s−1`, so such items keep their old relative place. In every segment but the last,
+//! `stay_bonus[item]` is added to the home candidate's weight where the item's parent is its
+//! old ancestor: an item that leaves its subtree loses the deeper levels' fit, which this
+//! segment's weights do not see.
 //!
 //! With `keep_better` (default) a parent whose items all sat under it in the old tree keeps
 //! its old placement when that has the larger total weight: the greedy is not optimal where
@@ -54,18 +58,23 @@ pub struct LearnConfig {
     pub improve_passes: usize,
     /// Keep a parent's old placement when it weighs more than the new one (see module doc).
     pub keep_better: bool,
+    /// Per item (in the tree's item order): weight added to its home candidate in every
+    /// segment but the last, where its parent is its old ancestor (empty: none).
+    pub stay_bonus: Vec<f64>,
 }
 
 impl Default for LearnConfig {
     fn default() -> Self {
         LearnConfig {
-            d: 7,
-            max_candidates: Some(32),
+            // JTMConfig.d's default, chosen on validation users (docs/ablations.md).
+            d: 4,
+            max_candidates: None,
             chunk_weights: 1 << 22,
             chunk_items: usize::MAX,
             rebalance: Rebalance::Regret,
             improve_passes: 8,
             keep_better: true,
+            stay_bonus: Vec::new(),
         }
     }
 }
@@ -119,11 +128,19 @@ pub struct WeightRequest {
 /// Float types a weights matrix may arrive in.
 pub trait WeightValue: Copy + Send + Sync {
     fn to_f32(self) -> f32;
+    /// `self + bonus` rounded to f32 (the sum taken in f64).
+    fn plus(self, bonus: f64) -> f32 {
+        (self.to_f64() + bonus) as f32
+    }
+    fn to_f64(self) -> f64;
     fn is_nan_or_inf(self) -> bool;
 }
 impl WeightValue for f32 {
     fn to_f32(self) -> f32 {
         self
+    }
+    fn to_f64(self) -> f64 {
+        self as f64
     }
     fn is_nan_or_inf(self) -> bool {
         !self.is_finite()
@@ -132,6 +149,9 @@ impl WeightValue for f32 {
 impl WeightValue for f64 {
     fn to_f32(self) -> f32 {
         self as f32
+    }
+    fn to_f64(self) -> f64 {
+        self
     }
     fn is_nan_or_inf(self) -> bool {
         !self.is_finite()
@@ -186,6 +206,16 @@ impl<'t> TreeLearner<'t> {
         }
         if cfg.chunk_weights == 0 || cfg.chunk_items == 0 {
             return invalid!("chunk size must be at least 1");
+        }
+        if !cfg.stay_bonus.is_empty() && cfg.stay_bonus.len() != tree.n_items() {
+            return invalid!(
+                "stay_bonus has {} values, the tree {} items",
+                cfg.stay_bonus.len(),
+                tree.n_items()
+            );
+        }
+        if let Some(bad) = cfg.stay_bonus.iter().find(|b| !b.is_finite()) {
+            return invalid!("stay_bonus must be finite, got {bad}");
         }
         let d = cfg.d.min(tree.leaf_level());
         if tree
@@ -242,12 +272,11 @@ impl<'t> TreeLearner<'t> {
                 start = p;
             }
         }
-        let arity = tree.arity();
         let (home, stays): (Vec<u32>, Vec<bool>) = keyed
             .par_iter()
             .map(|&(parent, old_leaf, _)| {
-                let old_end = ancestor_up(old_leaf, tree.leaf_level() - e, arity);
-                let old_parent = ancestor_up(old_end, depth, arity);
+                let old_end = tree.ancestor_up(old_leaf, tree.leaf_level() - e);
+                let old_parent = tree.ancestor_up(old_end, depth);
                 let first = tree.descendant_range(old_parent, depth).start;
                 ((old_end - first) as u32, old_parent == parent)
             })
@@ -340,12 +369,30 @@ impl<'t> TreeLearner<'t> {
         }
         let order = &st.order[rows.clone()];
         let home = &st.home[rows.clone()];
-        for ((hw, &h), row) in st.home_weight[rows.clone()]
+        let stays = &st.stays[rows.clone()];
+        // The bonus applies where the item stays under its old ancestor, in every segment but
+        // the last (which has no deeper levels to lose).
+        let last = st.seg.end_level == self.tree.leaf_level();
+        let bonus = &self.cfg.stay_bonus;
+        let bonus_of = |r: usize| -> f64 {
+            if last || bonus.is_empty() || !stays[r] {
+                0.0
+            } else {
+                bonus[order[r] as usize]
+            }
+        };
+        for (r, (hw, row)) in st.home_weight[rows.clone()]
             .iter_mut()
-            .zip(home)
             .zip(weights.chunks(n_cand))
+            .enumerate()
         {
-            *hw = row[h as usize].to_f32();
+            let h = home[r] as usize;
+            let b = bonus_of(r);
+            *hw = if b == 0.0 {
+                row[h].to_f32()
+            } else {
+                row[h].plus(b)
+            };
         }
         st.prefs[rows.start * k..rows.end * k]
             .par_chunks_mut(k)
@@ -358,7 +405,7 @@ impl<'t> TreeLearner<'t> {
                         ids[order[r] as usize]
                     )));
                 }
-                best_candidates(row, home[r], buf, out);
+                best_candidates(row, home[r], bonus_of(r), buf, out);
                 Ok(())
             })?;
         st.filled = rows.end;
@@ -431,13 +478,6 @@ impl<'t> TreeLearner<'t> {
     }
 }
 
-fn ancestor_up(mut node: u64, steps: u32, arity: u64) -> u64 {
-    for _ in 0..steps {
-        node = (node - 1) / arity;
-    }
-    node
-}
-
 /// Candidate order: weight descending, then home first, then lower index (deterministic).
 /// `best_candidates` implements it with packed integer keys; this is its test oracle.
 #[cfg(test)]
@@ -465,15 +505,29 @@ fn from_ordered_bits(b: u32) -> f32 {
 /// Writes the `out.len()` best candidates of `row` into `out`, best first, in the order of
 /// [`better`]. Each candidate is packed into one u64 (weight bits, then home-first and
 /// lower-index tie-breaks) so selection and sorting are plain integer compares.
-fn best_candidates<T: WeightValue>(row: &[T], home: u32, buf: &mut Vec<u64>, out: &mut [Pref]) {
+/// `bonus` is added to the home candidate's weight (0: none).
+fn best_candidates<T: WeightValue>(
+    row: &[T],
+    home: u32,
+    bonus: f64,
+    buf: &mut Vec<u64>,
+    out: &mut [Pref],
+) {
     buf.clear();
     buf.extend(row.iter().enumerate().map(|(c, &w)| {
-        let tie = if c as u32 == home {
-            u32::MAX
+        let (tie, w) = if c as u32 == home {
+            (
+                u32::MAX,
+                if bonus == 0.0 {
+                    w.to_f32()
+                } else {
+                    w.plus(bonus)
+                },
+            )
         } else {
-            u32::MAX - 1 - c as u32
+            (u32::MAX - 1 - c as u32, w.to_f32())
         };
-        ((ordered_bits(w.to_f32()) as u64) << 32) | tie as u64
+        ((ordered_bits(w) as u64) << 32) | tie as u64
     }));
     let k = out.len();
     if k < buf.len() {
@@ -789,7 +843,7 @@ mod tests {
                 .collect();
             want.sort_by(|a, b| better(a, b, home));
             let mut got = vec![Pref::default(); k];
-            best_candidates(&row, home, &mut Vec::new(), &mut got);
+            best_candidates(&row, home, 0.0, &mut Vec::new(), &mut got);
             for (g, w) in got.iter().zip(&want) {
                 assert_eq!(
                     (g.cand, g.weight.to_bits()),
@@ -892,7 +946,7 @@ mod tests {
             .iter()
             .flat_map(|row| {
                 let mut out = [Pref::default(); 4];
-                best_candidates(row, 99, &mut Vec::new(), &mut out);
+                best_candidates(row, 99, 0.0, &mut Vec::new(), &mut out);
                 out
             })
             .collect();

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from jtm_rs import Interactions, InvalidInputError
+from jtm_rs import Interactions, InvalidInputError, datasets
 from jtm_rs.data import PAD
 
 
@@ -78,7 +78,7 @@ def test_csv_round_trip_with_reordered_header(tmp_path):
     d = _data()
     p = tmp_path / "d.csv"
     d.to_csv(p)
-    back = Interactions.from_csv(p)
+    back = datasets.load_table(p)
     # Ids come back as internal ids with maps to the file's ids.
     assert np.array_equal(back.user_ids.decode(back.user), d.user)
     assert np.array_equal(back.item_ids.decode(back.item), d.item)
@@ -87,7 +87,7 @@ def test_csv_round_trip_with_reordered_header(tmp_path):
     assert len(set(zip(back.category.tolist(), d.category.tolist()))) == len(np.unique(d.category))
     q = tmp_path / "e.csv"
     q.write_text("timestamp,extra,item,user\n3,x,5,1\n1,y,6,1\n")
-    e = Interactions.from_csv(q)
+    e = datasets.load_table(q)
     assert e.item_ids.decode(e.item).tolist() == [6, 5] and e.category is None
 
 
@@ -99,7 +99,7 @@ def test_bad_csv_names_the_problem(tmp_path, text, match):
     p = tmp_path / "d.csv"
     p.write_text(text)
     with pytest.raises(InvalidInputError, match=match):
-        Interactions.from_csv(p)
+        datasets.load_table(p)
 
 
 def test_bad_columns_are_rejected():

@@ -239,7 +239,7 @@ def test_objective_by_level_sums_to_the_recorded_objective(generated):
 
 def test_damaged_parts_of_a_saved_model_are_named(generated, tmp_path):
     """Issue "Reliability" findings 2 and 12: a damaged part raised JSONDecodeError or loaded
-    silently; now the manifest names it. The pre-manifest layout still loads."""
+    silently; now the manifest names it."""
     import json as json_mod
 
     from jtm_rs import CorruptModelError, JtmError
@@ -258,22 +258,32 @@ def test_damaged_parts_of_a_saved_model_are_named(generated, tmp_path):
         (d / entry["file"]).unlink()
         with pytest.raises(CorruptModelError, match="missing"):
             JTM.load(d)
-    # The layout before manifests: fixed names, read as they are.
-    legacy = tmp_path / "legacy"
-    m.save(legacy)
-    manifest = json_mod.loads((legacy / "manifest.json").read_text())
-    for kind, entry in manifest["parts"].items():
-        (legacy / entry["file"]).rename(legacy / {"config": "config.json", "tree": "tree.jtm", "model": "model.pt",
-                                                   "history": "history.json", "item_ids": "item_ids.npz"}[kind])
-    (legacy / "manifest.json").unlink()
-    assert JTM.load(legacy).tree == m.tree
-    text = (legacy / "history.json").read_text()
-    (legacy / "history.json").write_text(text[: len(text) // 2])
-    with pytest.raises(CorruptModelError, match="history.json"):
-        JTM.load(legacy)
-    (legacy / "config.json").write_text('{"format_version": 1, "config": {"arity": 1}}')
-    with pytest.raises(CorruptModelError, match="config.json"):
-        JTM.load(legacy)
+    # A directory without a manifest holds no save; a part whose manifest entry matches but
+    # whose content is not what it should be is named too.
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    with pytest.raises(FileNotFoundError, match="no manifest.json"):
+        JTM.load(plain)
+    from jtm_rs.storage import sha256
+
+    def rewrite(d, kind, text):
+        manifest = json_mod.loads((d / "manifest.json").read_text())
+        entry = manifest["parts"][kind]
+        (d / entry["file"]).write_text(text)
+        entry["bytes"], entry["sha256"] = (d / entry["file"]).stat().st_size, sha256(d / entry["file"])
+        (d / "manifest.json").write_text(json_mod.dumps(manifest))
+        return entry["file"]
+
+    d = tmp_path / "rewritten"
+    m.save(d)
+    text = (d / json_mod.loads((d / "manifest.json").read_text())["parts"]["history"]["file"]).read_text()
+    name = rewrite(d, "history", text[: len(text) // 2])
+    with pytest.raises(CorruptModelError, match=name):
+        JTM.load(d)
+    m.save(d)
+    name = rewrite(d, "config", '{"format_version": 1, "config": {"arity": 1}}')
+    with pytest.raises(CorruptModelError, match=name):
+        JTM.load(d)
 
 
 _SAVER = """

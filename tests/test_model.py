@@ -7,7 +7,9 @@ from torch import nn
 import torch.nn.functional as F
 
 import jtm_rs
-from jtm_rs.model import TIME_WINDOWS, JTMModel, TreeGeometry, behaviours_at, score_grid, score_pairs
+from jtm_rs.features import behaviours_at
+from jtm_rs.geometry import TreeGeometry
+from jtm_rs.model import TIME_WINDOWS, JTMModel, score_grid, score_pairs
 from jtm_rs.training import pair_rows, user_levels
 
 

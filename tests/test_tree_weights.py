@@ -8,7 +8,7 @@ import torch.nn.functional as F
 import jtm_rs
 from jtm_rs import synthetic
 from jtm_rs.model import JTMModel
-from jtm_rs.training import BehaviourLeaves
+from jtm_rs.features import BehaviourLeaves
 from jtm_rs.tree_weights import item_samples, model_weights_fn
 
 
@@ -55,29 +55,47 @@ def test_weights_agree_with_direct_scoring(hierarchical, arity, start):
                 assert got[i, c] == pytest.approx(expect, rel=1e-4, abs=1e-4), (item, c)
 
 
-def test_stay_bonus_lands_on_the_old_place_only():
+def test_stay_bonus_is_per_training_example_of_the_item():
     data = synthetic.generate(80, 30, seed=1, min_length=3, mean_length=6).interactions
     tree = jtm_rs.Tree.random(data.items, arity=2, seed=2)
     w = data.training_windows()
     model = JTMModel(tree.n_nodes).eval()
     leaves = BehaviourLeaves(w, tree, torch.device("cpu"))
-    plain = model_weights_fn(model, tree, leaves, max_samples_per_item=3)
-    bonus = model_weights_fn(model, tree, leaves, max_samples_per_item=3, stay_bonus=2.0)
-    items = tree.items
-    start, end = 2, tree.leaf_level - 1
-    parents = tree.item_ancestors(items, start - 1)
-    parents[0] = tree.item_ancestors(items[-1:], start - 1)[0] if parents[0] != parents[-1] else parents[0]
-    diff = bonus(items, parents, start, end) - plain(items, parents, start, end)
-    counts = {i: int((w.targets == i).sum()) for i in items}
-    for r, item in enumerate(items):
-        stays = tree.item_ancestors(items[r : r + 1], start - 1)[0] == parents[r]
-        expect = np.zeros(diff.shape[1])
-        if stays and counts[item]:
-            home = tree.descendants(parents[r : r + 1], end)[0].tolist().index(tree.item_ancestors(items[r : r + 1], end)[0])
-            expect[home] = 2.0 * counts[item]
-        assert np.allclose(diff[r], expect, atol=1e-6), item
-    last = tree.leaf_level  # no deeper levels: no bonus
-    assert np.allclose(bonus(items, parents, start, last), plain(items, parents, start, last))
+    assert model_weights_fn(model, tree, leaves, max_samples_per_item=3).stay_bonus is None
+    bonus = model_weights_fn(model, tree, leaves, max_samples_per_item=3, stay_bonus=2.0).stay_bonus
+    counts = np.array([int((w.targets == i).sum()) for i in tree.items])
+    assert np.allclose(bonus, 2.0 * counts) and (counts == 0).any() and (counts > 1).any()
+
+
+def test_stay_bonus_lands_on_the_old_place_only():
+    """Weights that send every item to its old ancestor's sibling at level L-1: with a bonus
+    larger than that pull, items keep their level L-1 ancestors (the bonus lands on the old
+    place); in the last segment, which gets no bonus, they follow the weights."""
+    items = np.arange(80)
+    tree = jtm_rs.Tree.random(items, arity=2, seed=2)
+    L = tree.leaf_level
+
+    def weights(its, parents, start, end):
+        cands = tree.descendants(parents, end)
+        if end < L:  # pull towards the sibling of the old ancestor at `end`
+            target = tree.item_ancestors(its, end)
+            target = np.where(target % 2 == 1, target + 1, target - 1)
+        else:  # the last segment: pull towards the other child of the new parent
+            target = tree.leaves(its)
+            target = np.where(target % 2 == 1, target + 1, target - 1)
+        return (cands == target[:, None]).astype(np.float64)
+
+    d = L - 1
+    moved = jtm_rs.learn_tree(weights, d, tree=tree, show_progress=False)
+    stayed = jtm_rs.learn_tree(weights, d, tree=tree, stay_bonus=10.0, show_progress=False)
+    before = tree.item_ancestors(items, L - 1)
+    assert (moved.item_ancestors(items, L - 1) != before).all()
+    assert (stayed.item_ancestors(items, L - 1) == before).all()
+    # Per item, too: only the items given a bonus stay.
+    some = np.where(items % 2 == 0, 10.0, 0.0)
+    half = jtm_rs.learn_tree(weights, d, tree=tree, stay_bonus=some, show_progress=False)
+    same = half.item_ancestors(items, L - 1) == before
+    assert same[items % 2 == 0].all() and not same[items % 2 == 1].all()
 
 
 def test_bfloat16_weights_approximate_float32():
@@ -98,7 +116,7 @@ def test_bfloat16_weights_approximate_float32():
         model_weights_fn(model, tree, leaves, precision="float16")
     with pytest.raises(jtm_rs.InvalidInputError, match="weights_precision"):
         jtm_rs.JTMConfig(weights_precision="half")
-    from jtm_rs.jtm import _weights_precision
+    from jtm_rs.tree_policy import weights_precision as _weights_precision
 
     assert _weights_precision("float32", torch.device("cpu")) == "float32"
     assert _weights_precision("auto", torch.device("cpu")) in ("float32", "bfloat16")

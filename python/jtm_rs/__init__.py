@@ -31,7 +31,8 @@ from .exceptions import (
 # The rest is imported on first use (PEP 562): torch takes seconds to import, and
 # `jtm-rs --help`, `--version` or an argument error should not wait for it.
 _LAZY = {
-    "JTM": "jtm", "JTMConfig": "jtm", "IterationRecord": "jtm",
+    "JTM": "jtm", "BruteForce": "jtm", "JTMConfig": "config", "IterationRecord": "config",
+    "Recommender": "recommender",
     "JTMModel": "model",
     "Interactions": "data", "Split": "data", "EvaluationUsers": "data",
     "IdMap": "ids",
@@ -39,7 +40,8 @@ _LAZY = {
     "Samples": "samples", "generate_samples": "samples",
     "learn_tree": "tree_learning",
 }
-_SUBMODULES = ("datasets", "baselines", "experiments", "synthetic", "cli", "demo", "metrics", "model", "training")
+_SUBMODULES = ("datasets", "baselines", "experiments", "synthetic", "cli", "demo", "metrics", "model", "training",
+               "tree_weights")
 
 
 def __getattr__(name: str) -> Any:
@@ -58,6 +60,8 @@ def __dir__() -> list:
 
 __all__ = [
     "JTM",
+    "BruteForce",
+    "Recommender",
     "JTMConfig",
     "IterationRecord",
     "JTMModel",

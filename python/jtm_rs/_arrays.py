@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 
 def to_numpy(x: Any) -> Any:
     """Returns ``x`` as a numpy array when it is a torch tensor; anything else unchanged
@@ -14,6 +12,3 @@ def to_numpy(x: Any) -> Any:
         return x.detach().cpu().numpy()
     return x
 
-
-def int64(x: Any) -> np.ndarray:
-    return np.ascontiguousarray(x, dtype=np.int64)

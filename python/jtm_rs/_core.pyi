@@ -87,12 +87,13 @@ class Tree:
 def learn_tree(
     weights_fn: Callable[[npt.NDArray[np.int64], npt.NDArray[np.int64], int, int], npt.NDArray[np.floating]],
     tree: Tree,
-    d: int = 7,
-    max_candidates: Optional[int] = 32,
+    d: int,
+    max_candidates: Optional[int] = None,
     chunk_size: Optional[int] = None,
     n_threads: Optional[int] = None,
     progress: Optional[Callable[[int, int, int, int], object]] = None,
     rebalance: str = "regret",
     improve_passes: int = 8,
     keep_better: bool = True,
+    stay_bonus: Optional[npt.ArrayLike] = None,
 ) -> Tree: ...

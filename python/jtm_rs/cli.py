@@ -24,7 +24,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import numpy as np
 
@@ -46,6 +46,56 @@ def _runtime_args(p: argparse.ArgumentParser) -> None:
                    help="threads of the Rust core and of torch together (default: every core for the Rust core, "
                    "one torch thread; see the README's Threads)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress, warnings and errors only")
+
+
+#: Older or shorter spellings of some JTMConfig options.
+_ALIASES = {"max_examples_per_epoch": ["--examples-per-epoch"]}
+
+
+def _config_args(p: argparse.ArgumentParser, exclude: Sequence[str] = ()) -> None:
+    """One option per :class:`JTMConfig` field (``--max-examples-per-epoch`` for
+    ``max_examples_per_epoch``), its help from the field; unset options keep the configuration's
+    value (``--config FILE``, else the defaults). ``None`` is written ``none``."""
+    from .config import JTMConfig
+
+    g = p.add_argument_group("model and training (JTMConfig; default: --config's, else the library's)")
+    g.add_argument("--config", default=None, metavar="FILE", help="JSON object of JTMConfig fields")
+    for f in dataclasses.fields(JTMConfig):
+        if f.name in exclude:
+            continue
+        flags = [f"--{f.name.replace('_', '-')}", *_ALIASES.get(f.name, [])]
+        kw = dict(dest=f"config_{f.name}", default=None, help=f"{f.metadata['help']} (default: {f.default!r})")
+        if isinstance(f.default, bool):
+            g.add_argument(*flags, action=argparse.BooleanOptionalAction, **kw)
+        elif isinstance(f.default, (tuple, list)) or f.name == "negatives":
+            g.add_argument(*flags, type=int, nargs="+", metavar="N", **kw)
+        else:
+            kind = float if isinstance(f.default, float) else str if isinstance(f.default, str) else int
+            g.add_argument(*flags, type=_or_none(kind), choices=f.metadata.get("choices"), **kw)
+    if "hierarchical" not in exclude:
+        g.add_argument("--no-hierarchy", dest="config_hierarchical", action="store_false", default=None,
+                       help="JTM-J: the same as --no-hierarchical")
+
+
+def _or_none(kind):
+    def parse(text: str):
+        return None if text.lower() == "none" else kind(text)
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _config_overrides(a: argparse.Namespace) -> dict:
+    """The JTMConfig fields of ``--config`` and of the options given, by name."""
+    out = {}
+    if getattr(a, "config", None) is not None:
+        out = json.loads(Path(a.config).read_text())
+        if not isinstance(out, dict):
+            raise InvalidInputError(f"{a.config}: not a JSON object of JTMConfig fields")
+    for k, v in vars(a).items():
+        if k.startswith("config_") and v is not None:
+            out[k[len("config_"):]] = v[0] if k == "config_negatives" and len(v) == 1 else v
+    return out
 
 
 def _load(a: argparse.Namespace, path: Optional[str] = None):
@@ -115,18 +165,11 @@ def cmd_train(a: argparse.Namespace) -> None:
     if a.out is None:
         raise InvalidInputError("train needs --out DIR (or --resume DIR to go on with a killed run)")
     split = _load_split(a, a.min_interactions, a.validation, a.test, a.seed)
-    jtm = JTM(
-        device=a.device,
-        n_threads=a.threads,
-        iterations=a.iterations,
-        epochs=a.epochs,
-        max_examples_per_epoch=a.examples_per_epoch,
-        hierarchical=not a.no_hierarchy,
-        attention=a.attention,
-        **({} if a.d is None else {"d": a.d}),
-        validation_m=a.m,
-        seed=a.seed,
-    )
+    try:
+        config = JTMConfig(**{"seed": a.seed, **_config_overrides(a)})
+    except TypeError as e:
+        raise InvalidInputError(f"--config: {e}") from None
+    jtm = JTM(config, device=a.device, n_threads=a.threads)
     # The split (and the configuration) first: a run killed mid-way leaves checkpoints that
     # `evaluate` must judge on this run's test users, and that `--resume` goes on with.
     split_info = {"validation": a.validation, "test": a.test, "seed": a.seed, "min_interactions": a.min_interactions,
@@ -228,19 +271,21 @@ def cmd_experiment(a: argparse.Namespace) -> None:
         validation=a.validation,
         test=a.test,
         min_interactions=a.min_interactions,
-        budget=Budget(
-            iterations=a.iterations,
-            epochs=a.epochs,
-            max_examples_per_epoch=a.examples_per_epoch,
-            n_threads=a.threads,
-            device=a.device,
-            itemcf_window=a.itemcf_window,
-        ),
+        budget=Budget(n_threads=a.threads, device=a.device, itemcf_window=a.itemcf_window, **_budget(a)),
         show_progress=False if a.quiet else None,
         data_name=a.name or Path(a.data).stem,
     )
     exp.report() if a.report_only else exp.run()
     print((Path(a.out) / "table.md").read_text())
+
+
+def _budget(a: argparse.Namespace) -> dict:
+    """The experiment's JTMConfig options: the Budget's own fields, the rest as ``jtm``."""
+    from .experiments import Budget
+
+    over = _config_overrides(a)
+    own = {f.name for f in dataclasses.fields(Budget)}
+    return {**{k: v for k, v in over.items() if k in own}, "jtm": {k: v for k, v in over.items() if k not in own}}
 
 
 class HELP_FORMAT(argparse.ArgumentDefaultsHelpFormatter):
@@ -253,13 +298,7 @@ class HELP_FORMAT(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def _budget_args(p: argparse.ArgumentParser) -> None:
-    """What bounds the time of a joint-learning run (shared by train and experiment)."""
-    p.add_argument("--iterations", type=int, default=3,
-                   help="tree learnings in the joint loop; the model is trained iterations + 1 times")
-    p.add_argument("--epochs", type=int, default=1, help="passes over the training examples per model training")
-    p.add_argument("--examples-per-epoch", type=int, default=None,
-                   help="training examples drawn per epoch (None: all); the main bound on time")
+def _split_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--validation", type=float, default=0.1, help="fraction of users held out for validation")
     p.add_argument("--test", type=float, default=0.1, help="fraction of users held out for the test")
 
@@ -293,14 +332,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default=None, help="directory to save the model (and a checkpoint after every training) into")
     t.add_argument("--resume", default=None, metavar="DIR",
                    help="go on with the killed run in DIR from its last checkpoint (its split and options are reused)")
-    _budget_args(t)
-    t.add_argument("--no-hierarchy", action="store_true", help="JTM-J: no hierarchical user representation")
-    t.add_argument("--attention", action="store_true", help="DIN attention over behaviours")
-    t.add_argument("--d", type=int, default=None, help="levels per tree-learning segment (the paper's d; default: JTMConfig's)")
-    t.add_argument("--m", type=int, default=200, help="M of the validation Precision/Recall/F@M each round")
+    _split_args(t)
     t.add_argument("--tree", default=None, metavar="FILE",
                    help="initial tree (a Tree.save / learn-tree file holding every item); default: built from the data")
     t.add_argument("--seed", type=int, default=0, help="seed of the split, the model and the sampling")
+    _config_args(t, exclude=("seed",))
+    t.add_argument("--m", dest="config_validation_m", type=int, default=None, help="the same as --validation-m")
     _runtime_args(t)
     t.set_defaults(fn=cmd_train)
 
@@ -337,7 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", required=True, help="directory for results, table.md/csv and figure2.png")
     x.add_argument("--name", default=None, help="data set name in the table (default: file name)")
     x.add_argument("--m", type=int, default=200, help="M of Precision/Recall/F@M")
-    _budget_args(x)
+    _split_args(x)
+    _config_args(x, exclude=("seed",))
     x.add_argument("--itemcf-window", type=int, default=None, help="Item-CF history window (default: chosen on validation users)")
     x.add_argument("--report-only", action="store_true", help="only rewrite table and figure from the cached results")
     _runtime_args(x)
@@ -350,9 +388,9 @@ def _setup_output(a: argparse.Namespace) -> None:
     level = logging.WARNING if getattr(a, "quiet", False) else logging.DEBUG if a.verbose else logging.INFO
     logger = logging.getLogger("jtm_rs")
     if not logger.handlers:
-        from .progress import _TqdmHandler
+        from .progress import TqdmHandler
 
-        handler = _TqdmHandler()
+        handler = TqdmHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
     logger.setLevel(level)

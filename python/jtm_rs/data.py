@@ -10,12 +10,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from os import PathLike
-from typing import Any, Dict, Optional, Union
+from typing import Dict, Optional, Union
 
 import numpy as np
 
 from .exceptions import InvalidInputError
 from .ids import IdMap
+from .load_report import LoadReport
 
 #: Behaviours before the target that the model sees (paper: 69, in 10 time windows).
 MAX_BEHAVIOURS = 69
@@ -64,8 +65,8 @@ class Interactions:
     category: Optional[np.ndarray] = None
     user_ids: Optional[IdMap] = field(default=None, compare=False)
     item_ids: Optional[IdMap] = field(default=None, compare=False)
-    #: What the loader read and dropped (a :class:`jtm_rs.datasets.LoadReport`), if loaded.
-    report: Any = field(default=None, compare=False, repr=False)
+    #: What the loader read and dropped, if loaded from a file.
+    report: Optional[LoadReport] = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         user = _int_column(self.user, "user")
@@ -225,15 +226,6 @@ class Interactions:
 
     # --- files -------------------------------------------------------------------------------
 
-    @classmethod
-    def from_csv(cls, path: Union[str, PathLike], **kwargs) -> "Interactions":
-        """Reads a CSV whose header names the columns ``user``, ``item``, ``timestamp`` and
-        optionally ``category`` (any order, extra columns ignored); ids may be any integers or
-        strings, timestamps numbers or ISO-8601. See :func:`jtm_rs.datasets.load_table`."""
-        from .datasets import load_table
-
-        return load_table(path, **kwargs)
-
     def to_csv(self, path: Union[str, PathLike]) -> None:
         """Writes ``user,item,timestamp[,category]`` with a header, in the original ids."""
         import pyarrow as pa
@@ -312,3 +304,17 @@ class EvaluationUsers:
 
     def truth(self, u: int) -> np.ndarray:
         return self.truth_items[self.truth_indptr[u] : self.truth_indptr[u + 1]]
+
+    def subset(self, idx: np.ndarray) -> "EvaluationUsers":
+        """The users at positions ``idx``, in that order."""
+        parts = [self.truth(int(u)) for u in idx]
+        indptr = np.concatenate(([0], np.cumsum([len(p) for p in parts]))).astype(np.int64)
+        items = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        return EvaluationUsers(self.users[idx], self.features[idx], indptr, items)
+
+    def sample(self, n: Optional[int], seed: int) -> "EvaluationUsers":
+        """At most ``n`` users drawn without replacement (seeded), in their original order;
+        all of them when ``n`` is None or not smaller."""
+        if n is None or len(self) <= n:
+            return self
+        return self.subset(np.sort(np.random.default_rng(seed).choice(len(self), n, replace=False)))

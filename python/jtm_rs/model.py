@@ -23,58 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._core import Tree
+from .geometry import TreeGeometry
 
 #: Sizes of the paper's 10 time windows over the 69 most recent behaviours (most recent first).
 TIME_WINDOWS = (1, 1, 1, 2, 2, 2, 10, 10, 20, 20)
-
-
-class TreeGeometry:
-    """Node-numbering arithmetic of a b-ary heap-ordered tree, in torch (device-side).
-
-    Ancestors are a pure function of the numbering: for a leaf ``n``, its ancestor at level
-    ``l`` is ``start[l] + (n - start[L]) // b**(L-l)``; only the item→leaf map depends on the
-    learned tree, and that comes from Rust (:meth:`Tree.leaves`).
-    """
-
-    def __init__(self, arity: int, leaf_level: int, device: torch.device | str = "cpu"):
-        self.arity = arity
-        self.leaf_level = leaf_level
-        starts = [(arity**level - 1) // (arity - 1) for level in range(leaf_level + 2)]
-        self.level_start = torch.tensor(starts, dtype=torch.int64, device=device)
-        self.n_nodes = starts[-1]
-
-    @classmethod
-    def of(cls, tree: Tree, device: torch.device | str = "cpu") -> "TreeGeometry":
-        return cls(tree.arity, tree.leaf_level, device)
-
-    def level_of(self, nodes: torch.Tensor) -> torch.Tensor:
-        return torch.searchsorted(self.level_start, nodes, right=True) - 1
-
-    def ancestors(self, leaves: torch.Tensor, level: torch.Tensor | int) -> torch.Tensor:
-        """Ancestor at ``level`` of each leaf (``level`` broadcasts against ``leaves``); ``-1``
-        (padding) stays ``-1``."""
-        level = torch.as_tensor(level, device=leaves.device)
-        span = torch.pow(torch.tensor(self.arity, device=leaves.device), self.leaf_level - level)
-        anc = self.level_start[level] + torch.div(
-            leaves - self.level_start[self.leaf_level], span, rounding_mode="floor"
-        )
-        return torch.where(leaves >= 0, anc, leaves)
-
-    def descendants(self, parents: torch.Tensor, parent_level: int, level: int) -> torch.Tensor:
-        """``[len(parents), b**(level-parent_level)]``: descendants at ``level``, left to right."""
-        width = self.arity ** (level - parent_level)
-        first = self.level_start[level] + (parents - self.level_start[parent_level]) * width
-        return first[:, None] + torch.arange(width, device=parents.device)
-
-
-def behaviours_at(geometry: TreeGeometry, leaves: torch.Tensor, level, hierarchical: bool) -> torch.Tensor:
-    """The user representation at ``level``: ancestors of the behaviour leaves (JTM-H) or the
-    leaves themselves (JTM-J). ``level`` is an int or one level per row of ``leaves``."""
-    if not hierarchical:
-        return leaves
-    if isinstance(level, torch.Tensor) and level.dim() == 1:
-        level = level[:, None]
-    return geometry.ancestors(leaves, level)
 
 
 def _fit_width(behaviours: torch.Tensor, width: int) -> torch.Tensor:
@@ -84,7 +36,7 @@ def _fit_width(behaviours: torch.Tensor, width: int) -> torch.Tensor:
     return F.pad(behaviours, (0, width - behaviours.shape[1]), value=-1)
 
 
-class _WindowPool(nn.Module):
+class WindowPool(nn.Module):
     """Averages behaviour vectors over fixed time windows (empty windows give zeros)."""
 
     def __init__(self, windows: Sequence[int]):
@@ -166,7 +118,7 @@ class JTMModel(nn.Module):
         nn.init.normal_(self.embedding.weight, std=0.05)
         with torch.no_grad():
             self.embedding.weight[n_nodes].zero_()
-        self.pool = _WindowPool(windows)
+        self.pool = WindowPool(windows)
         bounds = [0, *itertools.accumulate(self.window_sizes)]
         self.register_buffer("window_bounds", torch.tensor(bounds, dtype=torch.int64), persistent=False)
         self.attention = (

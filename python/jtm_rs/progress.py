@@ -23,7 +23,7 @@ from typing import Optional
 logger = logging.getLogger("jtm_rs")
 
 
-class _TqdmHandler(logging.Handler):
+class TqdmHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             from tqdm import tqdm
@@ -41,7 +41,7 @@ def ensure_handler() -> None:
     global _default_handler
     if _default_handler is not None or logger.handlers or logging.getLogger().handlers:
         return
-    _default_handler = _TqdmHandler()
+    _default_handler = TqdmHandler()
     _default_handler.setFormatter(logging.Formatter("%(message)s"))
     logger.addHandler(_default_handler)
     if logger.level == logging.NOTSET:

@@ -80,7 +80,9 @@ def model_score_fn(model, tree: Tree, user_leaves, *, hierarchical: bool) -> Sco
     on the model's device. Returns float32 tensors (moved to numpy by :func:`beam_search`)."""
     import torch
 
-    from .model import TreeGeometry, behaviours_at, score_pairs
+    from .features import behaviours_at
+    from .geometry import TreeGeometry
+    from .model import score_pairs
 
     device = user_leaves.device
     geometry = TreeGeometry.of(tree, device)
@@ -99,7 +101,9 @@ def brute_force(model, tree: Tree, user_leaves, m: int, *, hierarchical: bool, b
     Returns ``(items int64[n_users, m], scores float32[n_users, m])`` like :func:`beam_search`."""
     import torch
 
-    from .model import TreeGeometry, behaviours_at, score_grid
+    from .features import behaviours_at
+    from .geometry import TreeGeometry
+    from .model import score_grid
 
     device = user_leaves.device
     geometry = TreeGeometry.of(tree, device)

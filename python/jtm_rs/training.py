@@ -21,26 +21,11 @@ from tqdm.auto import tqdm
 from ._core import Tree
 from .data import Windows
 from .exceptions import InvalidInputError
-from .model import TreeGeometry, score_pairs
+from .features import BehaviourLeaves
+from .geometry import TreeGeometry
+from .model import score_pairs
 from .samples import generate_samples
 from .threads import ThreadTuner, tuned
-
-
-class BehaviourLeaves:
-    """The leaves (under one tree) of every example's behaviours, gathered on the device."""
-
-    def __init__(self, windows: Windows, tree: Tree, device: torch.device):
-        self.windows = windows
-        self.device = device
-        self.leaf = torch.from_numpy(tree.leaves(windows.items)).to(device)
-        self.pos = torch.from_numpy(windows.pos).to(device)
-        self.row_start = torch.from_numpy(windows.row_start).to(device)
-        self.offsets = torch.arange(1, windows.max_behaviours + 1, device=device)
-
-    def __call__(self, examples: torch.Tensor) -> torch.Tensor:
-        """``LongTensor[B, max_behaviours]`` leaf ids, most recent first, ``-1`` padded."""
-        offs = self.pos[examples, None] - self.offsets
-        return torch.where(offs >= self.row_start[examples, None], self.leaf[offs.clamp(min=0)], -1)
 
 
 def default_negatives(leaf_level: int, total: int, arity: int = 2) -> List[int]:
@@ -271,11 +256,3 @@ def objective_by_level(
         logp = F.logsigmoid(score_pairs(model, beh, rows, path).double()).view(-1, L)
         total -= logp.sum(0)
     return (total / max(len(ex), 1)).cpu().numpy()
-
-
-def objective(model: nn.Module, tree: Tree, leaves: BehaviourLeaves, examples: np.ndarray, *,
-              hierarchical: bool, batch_size: int = 1 << 15) -> float:
-    """Paper eq. 2 per example, ``−Σ_{j=1..L} log p̂(b_j(π(c)) | u)``: the sum of
-    :func:`objective_by_level`."""
-    return float(objective_by_level(model, tree, leaves, examples, hierarchical=hierarchical,
-                                    batch_size=batch_size).sum())

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Callable, Literal, Optional
+from typing import Callable, Literal, Optional, Union
 
 import numpy as np
 
 from . import _core
 from ._arrays import to_numpy
 from ._core import Tree
+from .config import JTMConfig
 
 WeightsFn = Callable[[np.ndarray, np.ndarray, int, int], "np.ndarray"]
 ProgressCallback = Callable[[int, int, int, int], object]
@@ -16,10 +17,11 @@ ProgressCallback = Callable[[int, int, int, int], object]
 
 def learn_tree(
     weights_fn: WeightsFn,
-    d: int = 7,
+    d: int = JTMConfig.d,
     *,
     tree: Tree,
-    max_candidates: Optional[int] = 32,
+    max_candidates: Optional[int] = None,
+    stay_bonus: Union[None, float, np.ndarray] = None,
     chunk_size: Optional[int] = None,
     n_threads: Optional[int] = None,
     rebalance: Literal["regret", "weight"] = "regret",
@@ -50,12 +52,16 @@ def learn_tree(
     tree
         The current tree; it is not modified.
     max_candidates
-        Best candidates remembered per item (bounds memory at ``n_items * max_candidates``);
-        ``None`` keeps all ``arity**d``, the exact greedy of the paper. With ``arity**d`` above
-        it the greedy is approximate where capacities are tight: on real data, ``d=7`` with 32
-        of 128 candidates made the segment ending at the leaves *raise* the eq. 2 objective,
-        which all 128 lowered (README, "Levels per segment"). ``d <= 5`` on a binary tree keeps
-        every candidate.
+        Best candidates remembered per item (memory ``n_items * max_candidates * 8`` bytes);
+        the default ``None`` keeps all ``arity**d``: the exact greedy of the paper. A cap below
+        ``arity**d`` makes the greedy approximate where capacities are tight: on real data,
+        ``d=7`` with 32 of 128 candidates made the segment ending at the leaves *raise* the
+        eq. 2 objective, which all 128 lowered (docs/ablations.md).
+    stay_bonus
+        Added to each item's weight for its old place (the "home" candidate, where its parent
+        is still its old ancestor) in every segment but the last: a number for every item, or
+        one per item in the order of ``tree.items``. An item that leaves its subtree loses the
+        deeper levels' fit, which a segment's weights do not see. None: the paper's weights.
     chunk_size
         Items per ``weights_fn`` call (default: about 4M weights per call).
     n_threads
@@ -116,6 +122,7 @@ def learn_tree(
             rebalance=rebalance,
             improve_passes=improve_passes,
             keep_better=keep_better,
+            stay_bonus=None if stay_bonus is None else np.broadcast_to(np.asarray(stay_bonus, dtype=np.float64), (tree.n_items,)),
         )
     finally:
         if bar is not None:

@@ -1,4 +1,5 @@
-"""The ``weights_fn`` that paper Algorithm 2 needs, computed from a trained model (DESIGN §4.4).
+"""The ``weights_fn`` that paper Algorithm 2 needs, computed from a trained model
+(docs/design.md, "Tree learning").
 
 For item ``c`` re-placed under parent ``p`` in the segment ``s..e``, candidate ``t`` (a
 descendant of ``p`` at level ``e``) gets
@@ -19,7 +20,7 @@ on (the old tree), as the model saw them.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -28,11 +29,11 @@ from torch import nn
 
 from ._core import Tree
 from .exceptions import InvalidInputError
-from .model import TreeGeometry, behaviours_at, score_grid
+from .features import BehaviourLeaves, behaviours_at
+from .geometry import TreeGeometry
+from .model import score_grid
 from .threads import ThreadTuner, tuned
-from .training import BehaviourLeaves
-
-WeightsFn = Callable[[np.ndarray, np.ndarray, int, int], np.ndarray]
+from .tree_learning import WeightsFn
 
 
 def item_samples(targets: np.ndarray, max_per_item: Optional[int], seed: int = 0):
@@ -56,17 +57,6 @@ def item_samples(targets: np.ndarray, max_per_item: Optional[int], seed: int = 0
     return keys, indptr, order.astype(np.int64), counts / np.maximum(kept, 1)
 
 
-def _home_candidates(tree: Tree, items: np.ndarray, parents: np.ndarray, start: int, end: int):
-    """Per item: the column of its old place among ``parents``' descendants at ``end``, and
-    whether it has one (its parent is its old ancestor at ``start - 1``)."""
-    old_end = tree.item_ancestors(items, end)
-    old_parent = tree.item_ancestors(items, start - 1)
-    b = tree.arity
-    first_at = lambda level: (b**level - 1) // (b - 1)  # noqa: E731
-    first = first_at(end) + (np.asarray(parents, dtype=np.int64) - first_at(start - 1)) * b ** (end - start + 1)
-    return (old_end - first).astype(np.int64), old_parent == parents
-
-
 def model_weights_fn(
     model: nn.Module,
     tree: Tree,
@@ -84,10 +74,10 @@ def model_weights_fn(
     from ``model`` and the training examples behind ``leaves`` (leaves under ``tree``, the tree
     the model was trained on).
 
-    ``stay_bonus`` (nats per training example of the item) is added to the weight of the
-    item's old place (its "home" candidate, when its parent is still its old ancestor) in
-    every segment but the last: an item that leaves its subtree loses the deeper levels' fit,
-    which this segment's weights do not see (0: the paper's weights).
+    The function's ``stay_bonus`` attribute is ``stay_bonus`` (nats per training example)
+    times each item's training examples, in the order of ``tree.items``: pass it to
+    :func:`jtm_rs.learn_tree`, which adds it to the item's old place in every segment but the
+    last (0: the paper's weights).
 
     ``precision="bfloat16"`` scores under ``torch.autocast`` in bfloat16 (the log-probabilities
     are summed in float32/64 as before): about 2x faster on CPUs with bfloat16 instructions.
@@ -135,11 +125,12 @@ def model_weights_fn(
                     acc += logp.repeat_interleave(b ** (end - j), dim=1)
                 out.index_add_(0, own, acc.double())
         weight = np.where(known, scale[np.minimum(k, len(keys) - 1)], 0.0)
-        out = (out * torch.from_numpy(weight).to(device)[:, None]).cpu().numpy()
-        if stay_bonus and end < tree.leaf_level:  # the last segment has no deeper levels to lose
-            home, stays = _home_candidates(tree, items, parents, start, end)
-            rows = np.flatnonzero(stays & known)
-            out[rows, home[rows]] += stay_bonus * (n[rows] * weight[rows])
-        return out
+        return (out * torch.from_numpy(weight).to(device)[:, None]).cpu().numpy()
 
+    # The examples the kept samples stand for, per item of the tree (0 for items without any).
+    k = np.searchsorted(keys, tree.items)
+    found = (k < len(keys)) & (keys[np.minimum(k, len(keys) - 1)] == tree.items) if len(keys) else np.zeros(tree.n_items, bool)
+    kept = np.diff(indptr)[np.minimum(k, len(keys) - 1)] if len(keys) else np.zeros(tree.n_items, np.int64)
+    per_item = np.where(found, kept * scale[np.minimum(k, len(keys) - 1)] if len(keys) else 0.0, 0.0)
+    weights.stay_bonus = stay_bonus * per_item if stay_bonus else None
     return weights

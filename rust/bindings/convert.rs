@@ -90,6 +90,27 @@ pub fn int_vec(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<i64>> {
     Ok(arr.as_slice()?.to_vec())
 }
 
+/// A 1-D float64 list (numbers of any float or int dtype).
+pub fn float_vec(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<f64>> {
+    let np = obj.py().import("numpy")?;
+    let arr = np.call_method1("asarray", (obj,))?;
+    let ndim: usize = arr.getattr("ndim")?.extract()?;
+    let kind: String = arr.getattr("dtype")?.getattr("kind")?.extract()?;
+    if ndim != 1 || !(kind == "f" || kind == "i" || kind == "u") {
+        return Err(JtmError::InvalidArgument(format!(
+            "{what} must be a 1-D float array, got {ndim} dimension(s) of dtype {}",
+            arr.getattr("dtype")?.str()?
+        ))
+        .into());
+    }
+    let arr = arr.call_method1("astype", ("float64",))?;
+    Ok(arr
+        .cast_into::<numpy::PyArray1<f64>>()?
+        .readonly()
+        .as_slice()?
+        .to_vec())
+}
+
 /// A float32 or float64 array returned by a callback, checked against `shape`.
 pub enum Floats<'py> {
     F32(PyReadonlyArrayDyn<'py, f32>),

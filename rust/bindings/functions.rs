@@ -1,7 +1,7 @@
 //! `learn_tree`: drives [`TreeLearner`] step by step, calling `weights_fn` on this thread with
 //! the GIL held and running every parallel step with it released.
 
-use super::convert::{callback_floats, Count, Floats};
+use super::convert::{callback_floats, float_vec, Count, Floats};
 use super::tree::PyTree;
 use crate::error::JtmError;
 use crate::parallel::run;
@@ -11,8 +11,9 @@ use pyo3::prelude::*;
 
 /// Paper Algorithm 2 on `tree` with the model's `weights_fn`; returns a new tree (the input
 /// is never changed). `progress(segment, n_segments, done, total)` is called after each chunk.
+/// `d` has no default here: `jtm_rs.learn_tree` passes `JTMConfig`'s.
 #[pyfunction]
-#[pyo3(signature = (weights_fn, tree, d=Count(7), max_candidates=Some(Count(32)), chunk_size=None, n_threads=None, progress=None, rebalance="regret", improve_passes=Count(8), keep_better=true))]
+#[pyo3(signature = (weights_fn, tree, d, max_candidates=None, chunk_size=None, n_threads=None, progress=None, rebalance="regret", improve_passes=Count(8), keep_better=true, stay_bonus=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn learn_tree(
     py: Python<'_>,
@@ -26,6 +27,7 @@ pub fn learn_tree(
     rebalance: &str,
     improve_passes: Count,
     keep_better: bool,
+    stay_bonus: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<PyTree> {
     let n_threads = n_threads.map(|c| c.0);
     let (d, max_candidates, chunk_size) =
@@ -56,6 +58,10 @@ pub fn learn_tree(
         rebalance,
         improve_passes,
         keep_better,
+        stay_bonus: match stay_bonus {
+            Some(b) => float_vec(b, "stay_bonus")?,
+            None => Vec::new(),
+        },
         ..LearnConfig::default()
     };
     let mut learner = TreeLearner::new(tree, cfg)?;

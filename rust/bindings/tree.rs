@@ -4,7 +4,7 @@
 use super::convert::{callback_floats, float_matrix, int_array, int_vec, Count, Floats, Int, Seed};
 use crate::beam_search::BeamSearch;
 use crate::error::JtmError;
-use crate::tree::Tree;
+use crate::tree::{level_of_node, Tree};
 use crate::{kmeans_tree, parallel, persistence, samples};
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::prelude::*;
@@ -198,16 +198,7 @@ impl PyTree {
         // Without an explicit leaf level, the leaves' own level is the one.
         let level = match opt_level(leaf_level)? {
             Some(l) => l,
-            None => {
-                let max = leaves.iter().copied().max().unwrap_or(0) as u128;
-                let (mut start, mut width, mut level) = (1u128, arity as u128, 1u32);
-                while start + width <= max {
-                    start += width;
-                    width *= arity as u128;
-                    level += 1;
-                }
-                level
-            }
+            None => level_of_node(leaves.iter().copied().max().unwrap_or(0) as u64, arity),
         };
         let leaves: Vec<u64> = leaves.iter().map(|&l| l as u64).collect();
         Ok(PyTree {

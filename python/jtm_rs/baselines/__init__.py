@@ -1,16 +1,16 @@
 """Baselines of the paper's comparison, one file per method, behind
-:class:`~jtm_rs.baselines.base.Recommender` (the interface :class:`jtm_rs.JTM` shares):
+:class:`~jtm_rs.recommender.Recommender` (the interface :class:`jtm_rs.JTM` shares):
 
 * :class:`Popularity` — the most frequent training items;
 * :class:`ItemCF` — cosine item-item co-occurrence within a window, scored from behaviours;
 * :class:`YouTubeDNN` — two-tower model, sampled softmax, exact inner-product top-M;
 * :class:`HSM` — hierarchical softmax over JTM's initial tree, beam search by path probability.
 
-The model-based rows (DNN, TDM, JTM-J, JTM-H) are configurations of :class:`jtm_rs.JTM`; see
-:mod:`jtm_rs.experiments.methods`.
+The model-based rows (TDM, JTM-J, JTM-H) are configurations of :class:`jtm_rs.JTM`, and DNN
+is :class:`jtm_rs.jtm.BruteForce`; see :mod:`jtm_rs.experiments.methods`.
 """
 
-from .base import Recommender, top_m
+from ..recommender import Recommender, top_m
 from .hsm import HSM
 from .itemcf import ItemCF
 from .popularity import Popularity

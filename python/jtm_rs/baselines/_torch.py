@@ -6,7 +6,8 @@ validation users, never on test users."""
 from __future__ import annotations
 
 import time
-from typing import Callable, List, Optional, Sequence
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -17,7 +18,18 @@ from ..data import EvaluationUsers, Split, Windows
 from ..exceptions import InvalidInputError
 from ..metrics import precision_recall_f
 from ..model import default_device
-from .base import Recommender
+from ..recommender import Recommender
+
+
+@dataclass
+class EpochRecord:
+    """One pass of a torch baseline's training (``history``)."""
+
+    epoch: int
+    loss: float
+    seconds: float
+    #: None where there were no validation users.
+    validation_recall: Optional[float] = None
 
 
 class TorchRecommender(Recommender):
@@ -45,9 +57,26 @@ class TorchRecommender(Recommender):
         self.learning_rate, self.validation_m, self.validation_users = learning_rate, validation_m, validation_users
         self.seed, self.n_threads = seed, n_threads
         self.device = torch.device(device) if device is not None else default_device()
-        self.history: List[dict] = []
+        self.history: List[EpochRecord] = []
+        self.n_items = 0
 
-    def _examples(self, split: Split) -> "tuple[Windows, torch.Tensor]":
+    def get_params(self) -> Dict[str, object]:
+        return dict(embedding_dim=self.embedding_dim, hidden=list(self.hidden), max_epochs=self.max_epochs,
+                    patience=self.patience, batch_size=self.batch_size, learning_rate=self.learning_rate,
+                    validation_m=self.validation_m, validation_users=self.validation_users, seed=self.seed)
+
+    def known_items(self, items: np.ndarray) -> np.ndarray:
+        return (items >= 0) & (items < self.n_items)
+
+    def state(self) -> Dict[str, np.ndarray]:
+        return {f"model.{k}": v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
+
+    def load_model_state(self, state: Dict[str, np.ndarray]) -> None:
+        """Loads the ``model.*`` arrays of :meth:`state` into ``self.model``."""
+        self.model.load_state_dict({k[6:]: torch.from_numpy(v) for k, v in state.items() if k.startswith("model.")})
+        self.model.eval()
+
+    def training_examples(self, split: Split) -> "tuple[Windows, torch.Tensor]":
         """The training examples and their behaviour matrix on the device."""
         torch.manual_seed(self.seed)
         windows = split.train.training_windows()
@@ -55,7 +84,7 @@ class TorchRecommender(Recommender):
             raise InvalidInputError("no training examples: the training users have no behaviour with one before it")
         return windows, torch.from_numpy(windows.behaviours(np.arange(len(windows)))).to(self.device)
 
-    def _train(self, split: Split, model: nn.Module, n_examples: int, batch_loss, rng, show_progress: bool) -> None:
+    def train_model(self, split: Split, model: nn.Module, n_examples: int, batch_loss, rng, show_progress: bool) -> None:
         self.history = train_with_validation(
             self.name, model, n_examples, batch_loss, self.retrieve,
             validation_users(split, self.validation_users, rng), rng=rng, device=self.device,
@@ -69,9 +98,7 @@ def validation_users(split: Split, n: int, rng: np.random.Generator) -> Optional
         return None
     ev = split.validation.evaluation_users()
     if len(ev) > n:
-        from ..jtm import _subset
-
-        ev = _subset(ev, np.sort(rng.choice(len(ev), n, replace=False)))
+        ev = ev.subset(np.sort(rng.choice(len(ev), n, replace=False)))
     return ev if len(ev) else None
 
 
@@ -91,12 +118,12 @@ def train_with_validation(
     patience: int,
     validation_m: int,
     show_progress: bool,
-) -> List[dict]:
+) -> List[EpochRecord]:
     """Runs the loop; ``batch_loss(example_rows)`` returns the loss of one batch. Returns one
     record per pass (loss, seconds, validation recall); ``model`` ends with the best weights."""
     opt = torch.optim.Adam(model.parameters(), lr=learning_rate)
     best, best_state, bad = -1.0, None, 0
-    history: List[dict] = []
+    history: List[EpochRecord] = []
     for epoch in range(max_epochs):
         t0 = time.perf_counter()
         model.train()
@@ -112,15 +139,15 @@ def train_with_validation(
             steps += 1
             bar.update(1)
         bar.close()
-        record = {"epoch": epoch, "loss": total / max(steps, 1), "seconds": time.perf_counter() - t0}
+        record = EpochRecord(epoch, total / max(steps, 1), time.perf_counter() - t0)
         history.append(record)
         if ev is None:
             continue
         ids, _ = retrieve(ev.features, validation_m)
         recall = precision_recall_f(ids, ev.truth_indptr, ev.truth_items)["recall"]
-        record["validation_recall"] = recall
+        record.validation_recall = recall
         if show_progress:
-            say(f"{name} epoch {epoch + 1}: loss {record['loss']:.4f}, validation recall@{validation_m} {recall:.4f}")
+            say(f"{name} epoch {epoch + 1}: loss {record.loss:.4f}, validation recall@{validation_m} {recall:.4f}")
         if recall > best:
             best, bad = recall, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}

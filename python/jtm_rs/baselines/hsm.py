@@ -10,7 +10,7 @@ validation recall as in :mod:`._torch`.
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -20,7 +20,7 @@ from torch import nn
 from .._core import Tree
 from ..cooccurrence import cooccurrence_embeddings
 from ..data import PAD, Split
-from ..model import TreeGeometry
+from ..geometry import TreeGeometry
 from ..threads import uses_torch_threads
 from ._torch import TorchRecommender
 from .youtube_dnn import TwoTower
@@ -36,19 +36,17 @@ class HSM(TorchRecommender):
         self.arity, self.beam_size = arity, beam_size
 
     @uses_torch_threads
-    def fit(self, split: Split, *, show_progress: bool = True, tree: Optional[Tree] = None) -> "HSM":
+    def fit(self, split: Split, *, show_progress: bool = True, callback=None, tree: Optional[Tree] = None) -> "HSM":
         rng = np.random.default_rng(self.seed)
-        windows, feats = self._examples(split)
+        windows, feats = self.training_examples(split)
+        self.item_ids = split.train.item_ids
         items = np.unique(np.concatenate([p.items for p in (split.train, split.validation, split.test)]))
         if tree is None:  # JTM's default initial tree when the data has no categories
             emb = cooccurrence_embeddings(split.train, items, dim=self.embedding_dim, seed=self.seed)
             tree = Tree.from_embeddings(items, emb, arity=self.arity, seed=self.seed, n_threads=self.n_threads)
-        self.tree = tree
-        self.model = model = TwoTower(int(items.max(initial=-1)) + 1, self.embedding_dim, self.hidden).to(self.device)
-        model.nodes = nn.Embedding(tree.n_nodes, self.hidden[-1]).to(self.device)
+        self.n_items = int(items.max(initial=-1)) + 1
+        model = self._build(tree)
         nn.init.normal_(model.nodes.weight, std=0.05)
-        self.geometry = TreeGeometry.of(tree, self.device)
-        self.live = torch.from_numpy(tree.is_live(np.arange(tree.n_nodes))).to(self.device)
         leaves = torch.from_numpy(tree.leaves(windows.targets)).to(self.device)
         L, b = tree.leaf_level, tree.arity
         levels = torch.arange(1, L + 1, device=self.device)
@@ -64,8 +62,28 @@ class HSM(TorchRecommender):
             target = path - children[..., 0]  # which child is on the path
             return F.cross_entropy(logits.reshape(-1, b), target.reshape(-1)) * L
 
-        self._train(split, model, len(windows), batch_loss, rng, show_progress)
+        self.train_model(split, model, len(windows), batch_loss, rng, show_progress)
         return self
+
+    def _build(self, tree: Tree) -> nn.Module:
+        """The two-tower model with an output vector per node of ``tree`` (unfitted)."""
+        self.tree = tree
+        self.model = model = TwoTower(self.n_items, self.embedding_dim, self.hidden).to(self.device)
+        model.nodes = nn.Embedding(tree.n_nodes, self.hidden[-1]).to(self.device)
+        self.geometry = TreeGeometry.of(tree, self.device)
+        self.live = torch.from_numpy(tree.is_live(np.arange(tree.n_nodes))).to(self.device)
+        return model
+
+    def get_params(self) -> Dict[str, object]:
+        return dict(super().get_params(), arity=self.arity, beam_size=self.beam_size)
+
+    def state(self) -> Dict[str, np.ndarray]:
+        return dict(super().state(), tree=np.frombuffer(self.tree.to_bytes(), dtype=np.uint8))
+
+    def set_state(self, state: Dict[str, np.ndarray]) -> None:
+        self.n_items = len(state["model.input.weight"]) - 1
+        self._build(Tree.from_bytes(state["tree"].tobytes()))
+        self.load_model_state(state)
 
     @torch.no_grad()
     @uses_torch_threads

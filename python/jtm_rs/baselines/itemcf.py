@@ -7,7 +7,7 @@ counts as "together" differs between a review log and a check-in log."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Dict, Optional
 
 import numpy as np
 import scipy.sparse as sp
@@ -15,7 +15,7 @@ import scipy.sparse as sp
 from ..cooccurrence import cooccurrence, cosine_normalise, item_counts
 from ..data import PAD, Split
 from ..exceptions import InvalidInputError
-from .base import Recommender, top_m
+from ..recommender import Recommender, top_m
 
 
 class ItemCF(Recommender):
@@ -30,8 +30,9 @@ class ItemCF(Recommender):
         self.window, self.batch_size, self.validation_m = window, batch_size, validation_m
         self.params: dict = {}
 
-    def fit(self, split: Split, *, show_progress: bool = True) -> "ItemCF":
+    def fit(self, split: Split, *, show_progress: bool = True, callback=None) -> "ItemCF":
         train = split.train
+        self.item_ids = train.item_ids
         self.n_items = int(max(p.item.max(initial=-1) for p in (split.train, split.validation, split.test))) + 1
         # Popularity breaks ties (and fills lists of users whose items co-occur with little).
         self.tiebreak = (item_counts(train, self.n_items) / max(len(train), 1) * 1e-6).astype(np.float32)
@@ -69,3 +70,20 @@ class ItemCF(Recommender):
         if not ids:
             return np.zeros((0, M), np.int64), np.zeros((0, M), np.float32)
         return np.concatenate(ids), np.concatenate(scores)
+
+    def known_items(self, items: np.ndarray) -> np.ndarray:
+        return (items >= 0) & (items < self.n_items)
+
+    def get_params(self) -> Dict[str, object]:
+        return dict(window=self.params.get("window", self.window), batch_size=self.batch_size,
+                    validation_m=self.validation_m)
+
+    def state(self) -> Dict[str, np.ndarray]:
+        sim = self.similarity.tocsr()
+        return {"tiebreak": self.tiebreak, "data": sim.data, "indices": sim.indices, "indptr": sim.indptr}
+
+    def set_state(self, state: Dict[str, np.ndarray]) -> None:
+        self.tiebreak = state["tiebreak"]
+        self.n_items = len(self.tiebreak)
+        self.similarity = sp.csr_matrix((state["data"], state["indices"], state["indptr"]), shape=(self.n_items,) * 2)
+        self.params["window"] = self.window

@@ -11,7 +11,7 @@ item, then top-M.
 
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Dict, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from ..data import PAD, Split
 from ..exceptions import InvalidInputError
-from ..model import TIME_WINDOWS, _WindowPool
+from ..model import TIME_WINDOWS, WindowPool
 from ..threads import uses_torch_threads
 from ._torch import TorchRecommender
 
@@ -34,7 +34,7 @@ class TwoTower(nn.Module):
         nn.init.normal_(self.output.weight, std=0.05)
         with torch.no_grad():
             self.input.weight[n_items].zero_()
-        self.pool = _WindowPool(windows)
+        self.pool = WindowPool(windows)
         layers: list[nn.Module] = []
         width = len(windows) * dim
         for j, h in enumerate(hidden):
@@ -63,10 +63,11 @@ class YouTubeDNN(TorchRecommender):
         self.negatives = negatives
 
     @uses_torch_threads
-    def fit(self, split: Split, *, show_progress: bool = True) -> "YouTubeDNN":
+    def fit(self, split: Split, *, show_progress: bool = True, callback=None) -> "YouTubeDNN":
         rng = np.random.default_rng(self.seed)
-        windows, feats = self._examples(split)
-        n_items = int(max(p.item.max(initial=-1) for p in (split.train, split.validation, split.test))) + 1
+        windows, feats = self.training_examples(split)
+        self.item_ids = split.train.item_ids
+        self.n_items = n_items = int(max(p.item.max(initial=-1) for p in (split.train, split.validation, split.test))) + 1
         self.model = model = TwoTower(n_items, self.embedding_dim, self.hidden).to(self.device)
         targets = torch.from_numpy(windows.targets).to(self.device)
 
@@ -78,8 +79,16 @@ class YouTubeDNN(TorchRecommender):
             logits = torch.cat([pos_logit, neg_logit], dim=1)
             return F.cross_entropy(logits, torch.zeros(len(b), dtype=torch.long, device=self.device))
 
-        self._train(split, model, len(windows), batch_loss, rng, show_progress)
+        self.train_model(split, model, len(windows), batch_loss, rng, show_progress)
         return self
+
+    def get_params(self) -> Dict[str, object]:
+        return dict(super().get_params(), negatives=self.negatives)
+
+    def set_state(self, state: Dict[str, np.ndarray]) -> None:
+        self.n_items = len(state["model.output.weight"])
+        self.model = TwoTower(self.n_items, self.embedding_dim, self.hidden).to(self.device)
+        self.load_model_state(state)
 
     @torch.no_grad()
     @uses_torch_threads

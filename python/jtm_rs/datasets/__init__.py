@@ -32,9 +32,9 @@ def detect_format(path: Union[str, os.PathLike]) -> str:
     p = os.fspath(path)
     if p.endswith((".parquet", ".pq")):
         return "table"
-    from ._reader import _open_text
+    from ._reader import open_text
 
-    with _open_text(p) as f:
+    with open_text(p) as f:
         first = f.readline().strip()
     if "," not in first and "\t" not in first and len(first.split()) >= 2:
         return "sequences"

@@ -14,7 +14,6 @@ import csv
 import io
 import os
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -25,38 +24,13 @@ import pyarrow.csv as pacsv
 from ..progress import bar as progress_bar
 
 from ..exceptions import DataFormatError, InvalidInputError
+from ..load_report import LoadReport
 
 #: Column kinds: "id" (int64 if every value is a canonical integer, else string), "int",
 #: "float", "timestamp" (int, float or ISO-8601), "text" (kept as arrow strings, e.g. for filters).
 KINDS = ("id", "int", "float", "timestamp", "text")
 
 _COMPRESSION = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd", ".lz4": "lz4"}
-
-
-@dataclass
-class LoadReport:
-    """What a loader read, dropped and why (``Interactions.report``)."""
-
-    path: str
-    rows: int = 0
-    bad_rows_skipped: int = 0
-    blank_lines: int = 0
-    filtered_out: int = 0
-    duplicates_dropped: int = 0
-    seconds: float = 0.0
-    first_bad_rows: List[str] = field(default_factory=list)
-
-    def __str__(self) -> str:
-        parts = [f"{self.path}: {self.rows} rows kept in {self.seconds:.1f} s"]
-        for name, n in (
-            ("bad rows skipped", self.bad_rows_skipped),
-            ("filtered out", self.filtered_out),
-            ("duplicate rows dropped", self.duplicates_dropped),
-            ("blank lines", self.blank_lines),
-        ):
-            if n:
-                parts.append(f"{n} {name}")
-        return ", ".join(parts)
 
 
 class _CountingFile(io.RawIOBase):
@@ -81,14 +55,14 @@ class _CountingFile(io.RawIOBase):
 
 def read_header(path: str, delimiter: str) -> List[str]:
     """The first line of ``path`` split into column names (stripped)."""
-    with _open_text(path) as f:
+    with open_text(path) as f:
         line = f.readline()
     if not line.strip():
         raise DataFormatError(f"{path}: empty file (expected a header line)", path=path, line=1)
     return [h.strip() for h in next(csv.reader([line], delimiter=delimiter))]
 
 
-def _open_text(path: str):
+def open_text(path: str):
     ext = os.path.splitext(path)[1].lower()
     if ext in _COMPRESSION:
         stream = pa.input_stream(path, compression=_COMPRESSION[ext])
@@ -98,7 +72,7 @@ def _open_text(path: str):
 
 def sniff_delimiter(path: str) -> str:
     """Tab if the first line has a tab, else comma (the two formats public dumps use)."""
-    with _open_text(path) as f:
+    with open_text(path) as f:
         line = f.readline()
     return "\t" if "\t" in line else ","
 
@@ -172,7 +146,7 @@ def read_delimited(
                 raise DataFormatError(f"{path}: {e}", path=path) from None
             reader = None
         except (pa.ArrowKeyError, KeyError):  # a wanted column beyond the first line's fields
-            with _open_text(path) as f:
+            with open_text(path) as f:
                 for _ in range(2 if header else 1):
                     first = f.readline()
             found = len(next(csv.reader([first], delimiter=delimiter), []))
@@ -240,7 +214,7 @@ def read_delimited(
                 if kind == "text":
                     converted[name] = col
                     continue
-                vals, col_bad, problem = _convert(col, kind, name, id_kinds, ts_kind)
+                vals, col_bad, problem = convert_column(col, kind, name, id_kinds, ts_kind)
                 converted[name] = vals
                 if col_bad is not None and col_bad.any():
                     i = int(np.flatnonzero(col_bad)[0])
@@ -299,7 +273,7 @@ def _take(v, mask: np.ndarray):
 _INT_PATTERN = r"^-?(0|[1-9][0-9]*)$"
 
 
-def _convert(col: pa.Array, kind: str, name: str, id_kinds: Dict[str, str], ts_kind: Dict[str, str]):
+def convert_column(col: pa.Array, kind: str, name: str, id_kinds: Dict[str, str], ts_kind: Dict[str, str]):
     """Converts one text column of a block. Returns ``(values, bad_mask or None, describe(i))``."""
     col = pc.utf8_trim_whitespace(col)
     empty = np.asarray(pc.equal(pc.utf8_length(col), 0).to_numpy(zero_copy_only=False), dtype=bool)

@@ -76,10 +76,10 @@ def load_user_sequences(
         report.rows = sum(r.rows for r in reports)
         report.blank_lines = sum(r.blank_lines for r in reports)
     user_col = [pa.array(np.concatenate(users).astype(str)) if users else pa.array([], pa.string())]
-    from ._reader import _convert
+    from ._reader import convert_column
 
     # Ids that are all canonical integers stay integers, as in every other loader.
-    user_chunks = [_convert(c, "id", "user", {}, {})[0] for c in user_col]
-    item_chunks = [_convert(c, "id", "item", {}, {})[0] for c in items]
+    user_chunks = [convert_column(c, "id", "user", {}, {})[0] for c in user_col]
+    item_chunks = [convert_column(c, "id", "item", {}, {})[0] for c in items]
     ts = np.concatenate(pos) if pos else np.zeros(0, np.int64)
     return build(report, user_chunks, item_chunks, ts, None, duplicates)

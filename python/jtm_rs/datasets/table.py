@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 from ..data import Interactions
 from ..exceptions import DataFormatError, InvalidInputError
 from ._build import build
-from ._reader import LoadReport, _convert, read_delimited, read_header, sniff_delimiter
+from ._reader import LoadReport, convert_column, read_delimited, read_header, sniff_delimiter
 
 Column = Union[str, int]
 
@@ -111,7 +111,7 @@ def _load_parquet(path, user, item, timestamp, category, duplicates, skip_bad_ro
         else:
             text = pc.fill_null(col.cast(pa.string()), "")
             kind = "timestamp" if role == "timestamp" else "id"
-            v, b, _ = _convert(text, kind, role, {}, {})
+            v, b, _ = convert_column(text, kind, role, {}, {})
             if b is not None:
                 null |= b
         converted[role] = v

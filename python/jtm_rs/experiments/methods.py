@@ -3,8 +3,9 @@
 The model-based rows are configurations of :class:`jtm_rs.JTM`:
 
 =========  ================================================================================
-dnn        the JTM model scored against every item (brute force), no tree at retrieval;
-           it is the final model of the ``jtm`` run, so the two rows differ only in retrieval
+dnn        the JTM model scored against every item (:class:`jtm_rs.jtm.BruteForce`), no tree
+           at retrieval; it is the final model of the ``jtm`` run, so the two rows differ only
+           in retrieval
 tdm        attention (DIN) model, no hierarchical representation, k-means tree re-clustered
            from the learned leaf embeddings between trainings (TDM's clustering)
 jtm-j      joint tree learning (Algorithm 2), no hierarchical user representation
@@ -15,39 +16,38 @@ jtm        both (paper Algorithm 1)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Dict, Optional
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
 
 from ..baselines import HSM, ItemCF, Popularity, YouTubeDNN
+from ..config import VARIANTS, JTMConfig
+from ..recommender import Recommender
 from .names import METHODS
-#: Named in the issue, not built yet: the runner says so instead of running them.
-NOT_BUILT: Dict[str, str] = {}
-#: JTM configurations of the model-based rows (``dnn`` reuses the ``jtm`` fit).
-JTM_VARIANTS: Dict[str, dict] = {
-    "jtm": dict(hierarchical=True, tree_learning="jtm"),
-    "jtm-j": dict(hierarchical=False, tree_learning="jtm"),
-    "jtm-h": dict(hierarchical=True, tree_learning="none"),
-    "tdm": dict(hierarchical=False, attention=True, tree_learning="clustering"),
-}
+
+#: Methods whose model is another method's fit, retrieved differently: when both run, the
+#: runner fits the other once and hands it to :func:`make` as ``shared``.
+SHARES_FIT: Dict[str, str] = {"dnn": "jtm"}
 
 
 @dataclass
 class Budget:
-    """Training options shared by every model-based method of one experiment."""
+    """Training options shared by every model-based method of one experiment (the JTM rows'
+    defaults are :class:`JTMConfig`'s)."""
 
-    iterations: int = 3
-    epochs: int = 1
-    max_examples_per_epoch: Optional[int] = None
+    iterations: int = JTMConfig.iterations
+    epochs: int = JTMConfig.epochs
+    max_examples_per_epoch: Optional[int] = JTMConfig.max_examples_per_epoch
+    #: Further JTMConfig fields of the JTM rows (each row's own settings, :data:`VARIANTS`, win).
+    jtm: Dict[str, Any] = field(default_factory=dict)
     n_threads: Optional[int] = None
     device: Optional[str] = None
     #: Item-CF's co-occurrence window; None: chosen on validation users.
     itemcf_window: Optional[int] = None
 
 
-def make(name: str, budget: Budget, seed: int):
-    """A fresh, unfitted recommender for ``name``."""
-    if name in NOT_BUILT:
-        raise NotImplementedError(NOT_BUILT[name])
+def make(name: str, budget: Budget, seed: int, shared: Optional[Recommender] = None) -> Recommender:
+    """A fresh, unfitted recommender for ``name`` (for a method of :data:`SHARES_FIT`, one over
+    the already fitted ``shared`` when given)."""
     if name == "popularity":
         return Popularity()
     if name == "itemcf":
@@ -56,9 +56,10 @@ def make(name: str, budget: Budget, seed: int):
         return YouTubeDNN(seed=seed, device=budget.device, n_threads=budget.n_threads)
     if name == "hsm":
         return HSM(seed=seed, device=budget.device, n_threads=budget.n_threads)
-    from ..jtm import JTM
+    from ..jtm import JTM, BruteForce
 
-    variant = JTM_VARIANTS["jtm" if name == "dnn" else name]
+    if name == "dnn":
+        return BruteForce(shared if shared is not None else make("jtm", budget, seed))
     return JTM(
         device=budget.device,
         n_threads=budget.n_threads,
@@ -66,5 +67,8 @@ def make(name: str, budget: Budget, seed: int):
         epochs=budget.epochs,
         max_examples_per_epoch=budget.max_examples_per_epoch,
         seed=seed,
-        **variant,
+        **{**budget.jtm, **VARIANTS[name]},
     )
+
+
+__all__ = ["METHODS", "SHARES_FIT", "Budget", "make"]

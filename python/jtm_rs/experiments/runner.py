@@ -20,7 +20,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from ..data import Interactions
-from .methods import METHODS, NOT_BUILT, Budget, make
+from ..exceptions import InvalidInputError
+from .methods import METHODS, SHARES_FIT, Budget, make
 
 
 def _log(msg: str) -> None:
@@ -44,8 +45,6 @@ class Experiment:
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
-            from ..exceptions import InvalidInputError
-
             raise InvalidInputError(f"unknown method(s) {unknown}; known: {', '.join(METHODS)}")
         self.out = Path(self.out)
         if self.show_progress is None:
@@ -73,28 +72,24 @@ class Experiment:
             test_users = split.test.evaluation_users()
             _log(f"[seed {seed}] split: {split.train.n_users} train / {split.validation.n_users} validation / "
                  f"{split.test.n_users} test users")
-            shared_jtm = None
-            # "dnn" scores the final model of the "jtm" run: fit jtm first when both are due.
-            todo.sort(key=lambda m: (m == "dnn", 0))
+            # A method of SHARES_FIT retrieves with another's fitted model: fit that one first.
+            todo.sort(key=lambda m: m in SHARES_FIT)
+            fitted: Dict[str, tuple] = {}
             for m in todo:
-                if m in NOT_BUILT:
-                    _log(f"[seed {seed}] {m}: skipped: {NOT_BUILT[m]}")
-                    continue
-                if m == "dnn" and shared_jtm is not None:
-                    rec, fit_s, curve = shared_jtm
+                base = SHARES_FIT.get(m)
+                if base in fitted:
+                    shared, fit_s, _ = fitted[base]
+                    rec, curve = make(m, self.budget, seed, shared=shared), []
                 else:
                     rec, fit_s, curve = self._fit(m, split, seed, test_users)
-                    if m == "jtm":
-                        shared_jtm = (rec, fit_s, curve)
+                    fitted[m] = (rec, fit_s, curve)
                 t = time.perf_counter()
-                kwargs = {"method": "brute_force"} if m == "dnn" else {}
-                metrics = rec.evaluate(test_users, self.M, **kwargs)
+                metrics = rec.evaluate(test_users, self.M)
                 eval_s = time.perf_counter() - t
                 result = {
                     "method": m, "seed": seed, "M": self.M, "test": metrics,
                     "fit_seconds": fit_s, "evaluate_seconds": eval_s,
-                    "curve": curve if m != "dnn" else [],
-                    "params": getattr(rec, "params", {}) if m != "dnn" else {},
+                    "curve": curve, "params": getattr(rec, "params", {}),
                 }
                 _write_json(self.result_path(m, seed), result)
                 _log(f"[seed {seed}] {m}: fit {fit_s:.1f} s, evaluate {eval_s:.1f} s: "
@@ -117,33 +112,30 @@ class Experiment:
         return results
 
     def _fit(self, m: str, split, seed: int, test_users):
+        """Fits method ``m``; returns it, the fit's seconds and its curve: the test metrics
+        after every round of a method that learns in rounds (Figure 2), the time those
+        measurements took not counted."""
         rec = make(m, self.budget, seed)
         curve: List[dict] = []
+        eval_time = [0.0]
+
+        def on_round(record) -> None:
+            t1 = time.perf_counter()
+            r = rec.evaluate(test_users, self.M)
+            eval_time[0] += time.perf_counter() - t1
+            curve.append({"iteration": record.iteration, **r, "objective": record.objective,
+                          "seconds": dict(record.seconds)})
+            _log(f"[seed {seed}] {m}: round {record.iteration} trained in {record.seconds.get('train', 0):.1f} s, "
+                 f"test R@{self.M} {100 * r['recall']:.2f} %")
+
         t = time.perf_counter()
-        from ..jtm import JTM
-
-        if isinstance(rec, JTM):  # a JTM variant: test metrics after every training (Figure 2)
-            eval_time = [0.0]
-
-            def on_round(record) -> None:
-                t1 = time.perf_counter()
-                r = rec.evaluate(test_users, self.M)
-                eval_time[0] += time.perf_counter() - t1
-                curve.append({"iteration": record.iteration, **r, "objective": record.objective,
-                              "seconds": dict(record.seconds)})
-                _log(f"[seed {seed}] {m}: round {record.iteration} trained in {record.seconds.get('train', 0):.1f} s, "
-                     f"test R@{self.M} {100 * r['recall']:.2f} %")
-
-            rec.fit(split, show_progress=self.show_progress, callback=on_round)
-            fit_s = time.perf_counter() - t - eval_time[0]
-            for c, h in zip(curve, rec.history):  # fill in what tree learning measured later
-                c["objective_after_tree_learning"] = h.objective_after_tree_learning
-                c["objective_by_level"] = h.objective_by_level
-                c["objective_by_level_after_tree_learning"] = h.objective_by_level_after_tree_learning
-                c["seconds"] = dict(h.seconds)
-        else:
-            rec.fit(split, show_progress=self.show_progress)
-            fit_s = time.perf_counter() - t
+        rec.fit(split, show_progress=self.show_progress, callback=on_round)
+        fit_s = time.perf_counter() - t - eval_time[0]
+        for c, h in zip(curve, rec.history):  # fill in what tree learning measured later
+            c["objective_after_tree_learning"] = h.objective_after_tree_learning
+            c["objective_by_level"] = h.objective_by_level
+            c["objective_by_level_after_tree_learning"] = h.objective_by_level_after_tree_learning
+            c["seconds"] = dict(h.seconds)
         return rec, fit_s, curve
 
     def _describe(self) -> dict:

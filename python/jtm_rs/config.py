@@ -1,0 +1,130 @@
+"""Everything that defines a JTM run (:class:`JTMConfig`, saved as ``config.json``) and what
+each round of the joint loop measured (:class:`IterationRecord`).
+
+:class:`JTMConfig` is the one source of defaults: the command line derives its options from
+its fields (each field's ``help`` metadata is the option's help), and the experiment runner,
+the demo and :func:`jtm_rs.learn_tree` read their defaults from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple, Union
+
+from .data import MAX_BEHAVIOURS
+from .exceptions import InvalidInputError
+
+INITIAL_TREES = ("auto", "category", "kmeans", "random")
+TREE_LEARNINGS = ("jtm", "clustering", "none")
+TREE_CHANGES = ("auto", "keep", "carry", "warm", "fresh")
+WEIGHTS_PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def _opt(default, help: str, **kw):
+    """A field with its command-line help; ``choices`` too where the values are fixed."""
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class JTMConfig:
+    """Everything that defines a JTM run (saved with the model)."""
+
+    arity: int = _opt(2, "children per tree node")
+    embedding_dim: int = _opt(24, "width of the node embeddings")
+    hidden: Tuple[int, ...] = _opt((128, 64, 24), "widths of the MLP's hidden layers")
+    hierarchical: bool = _opt(True, "JTM-H: behaviours at level l are their ancestors at l (False, JTM-J: the leaves)")
+    attention: bool = _opt(False, "DIN activation unit over the behaviours (the TDM model)")
+    iterations: int = _opt(3, "tree learnings in the joint loop; the model is trained iterations + 1 times")
+    epochs: int = _opt(1, "passes over the training examples per model training")
+    max_examples_per_epoch: Optional[int] = _opt(
+        None, "training examples drawn (without replacement) per epoch; None: all (the main bound on time)")
+    negatives: Union[int, List[int]] = _opt(
+        60, "negatives per example in total (spread over levels, more near the leaves), or one count per level")
+    # 8192 at 8e-3 (the learning rate scaled with the batch) trains ~1.5x faster than 2048 at
+    # 2e-3, same validation recall within noise (docs/ablations.md).
+    batch_size: int = _opt(8192, "samples per optimiser step (whole examples, ~79 samples each on a 15-level tree)")
+    learning_rate: float = _opt(8e-3, "Adam's step size")
+    # 4, chosen on validation users over 2..7: level with 7 in recall, tree learning 3-5x
+    # cheaper, and the eq. 2 objective falls at every tree learning (docs/ablations.md).
+    d: int = _opt(4, "levels per tree-learning segment (the paper's d)")
+    max_samples_per_item: Optional[int] = _opt(8, "training samples per item scored in tree learning (None: all)")
+    stay_bonus: float = _opt(
+        1.0, "tree learning: nats per training example added to an item's old place in every segment but the last (0: the paper)")
+    weights_precision: str = _opt(
+        "auto", "arithmetic of tree learning's scoring ('auto': bfloat16 where the device has it natively)",
+        choices=WEIGHTS_PRECISIONS)
+    initial_tree: str = _opt(
+        "auto", "'category' (paper), 'kmeans' (balanced k-means over co-occurrence embeddings, TDM's), 'random'; "
+        "'auto': category when the data has categories, else kmeans", choices=INITIAL_TREES)
+    tree_learning: str = _opt(
+        "jtm", "between trainings: 'jtm' (Algorithm 2), 'clustering' (TDM: k-means over the leaf embeddings) or "
+        "'none' (the initial tree stays, as JTM-H)", choices=TREE_LEARNINGS)
+    on_tree_change: str = _opt(
+        "auto", "what the model keeps when the tree changes: 'keep' (all, the paper), 'carry' (node embeddings move "
+        "with their items), 'warm' (new node embeddings), 'fresh' (new model); 'auto': keep after Algorithm 2, "
+        "carry after clustering", choices=TREE_CHANGES)
+    max_behaviours: int = _opt(MAX_BEHAVIOURS, "most recent behaviours the model sees")
+    objective_examples: int = _opt(4000, "examples in the fixed sample on which the eq. 2 objective is tracked")
+    validation_m: int = _opt(200, "M of the validation Precision/Recall/F@M recorded each round")
+    validation_users: Optional[int] = _opt(2000, "validation users measured each round (None: all)")
+    seed: int = _opt(0, "seed of the model, the sampling and the tree")
+
+    def __post_init__(self) -> None:
+        if self.arity < 2:
+            raise InvalidInputError(f"arity must be at least 2, got {self.arity}")
+        if self.iterations < 0 or self.epochs < 1 or self.batch_size < 1 or self.d < 1:
+            raise InvalidInputError("iterations must be >= 0; epochs, batch_size and d >= 1")
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise InvalidInputError(f"{f.name} must be one of {choices}, got {getattr(self, f.name)!r}")
+        self.hidden = tuple(self.hidden)
+
+    def changed(self) -> Dict[str, object]:
+        """The fields that differ from the defaults."""
+        default = dataclasses.asdict(JTMConfig())
+        return {k: v for k, v in dataclasses.asdict(self).items() if default.get(k) != v}
+
+
+#: The paper's model-based rows as configurations (Table 1); ``JTM.name`` is the first match.
+VARIANTS: Dict[str, dict] = {
+    "jtm": dict(hierarchical=True, tree_learning="jtm"),
+    "jtm-j": dict(hierarchical=False, tree_learning="jtm"),
+    "jtm-h": dict(hierarchical=True, tree_learning="none"),
+    "tdm": dict(hierarchical=False, attention=True, tree_learning="clustering"),
+}
+
+
+def variant_name(config: JTMConfig) -> str:
+    """The Table 1 row ``config`` is, by :data:`VARIANTS` (attention off unless named)."""
+    for name, settings in VARIANTS.items():
+        if all(getattr(config, k) == v for k, v in {"attention": False, **settings}.items()):
+            return name
+    return "jtm"
+
+
+@dataclass
+class IterationRecord:
+    """What one round of the joint loop measured (``JTM.history``)."""
+
+    iteration: int
+    train_loss: float
+    #: Eq. 2 per example on the fixed sample, model and tree as trained together.
+    objective: float
+    #: Same, after the tree was re-learned with the model fixed (None after the last training).
+    objective_after_tree_learning: Optional[float] = None
+    #: The two objectives level by level (entry j-1: level j), to see which segment moved.
+    objective_by_level: List[float] = field(default_factory=list)
+    objective_by_level_after_tree_learning: List[float] = field(default_factory=list)
+    validation: Dict[str, float] = field(default_factory=dict)
+    seconds: Dict[str, float] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        v = self.validation
+        val = f" | valid P/R/F {v['precision']:.4f}/{v['recall']:.4f}/{v['f_measure']:.4f}" if v else ""
+        return (f"round {self.iteration}: trained in {self.seconds['train']:.1f} s, loss {self.train_loss:.4f}, "
+                f"objective {self.objective:.3f}{val}")
+
+
+__all__ = ["JTMConfig", "IterationRecord", "VARIANTS", "variant_name"]

@@ -1,0 +1,41 @@
+"""Hierarchical user features (paper §3.3) of the training examples, on the model's device.
+
+A user's behaviours enter the model as tree nodes: with the hierarchical representation
+(JTM-H), the ancestors at the scored node's level of the behaviour items' leaves; without it
+(JTM-J), the leaves themselves.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._core import Tree
+from .data import Windows
+from .geometry import TreeGeometry
+
+
+class BehaviourLeaves:
+    """The leaves (under one tree) of every example's behaviours, gathered on the device."""
+
+    def __init__(self, windows: Windows, tree: Tree, device: torch.device):
+        self.windows = windows
+        self.device = device
+        self.leaf = torch.from_numpy(tree.leaves(windows.items)).to(device)
+        self.pos = torch.from_numpy(windows.pos).to(device)
+        self.row_start = torch.from_numpy(windows.row_start).to(device)
+        self.offsets = torch.arange(1, windows.max_behaviours + 1, device=device)
+
+    def __call__(self, examples: torch.Tensor) -> torch.Tensor:
+        """``LongTensor[B, max_behaviours]`` leaf ids, most recent first, ``-1`` padded."""
+        offs = self.pos[examples, None] - self.offsets
+        return torch.where(offs >= self.row_start[examples, None], self.leaf[offs.clamp(min=0)], -1)
+
+
+def behaviours_at(geometry: TreeGeometry, leaves: torch.Tensor, level, hierarchical: bool) -> torch.Tensor:
+    """The user representation at ``level``: ancestors of the behaviour leaves (JTM-H) or the
+    leaves themselves (JTM-J). ``level`` is an int or one level per row of ``leaves``."""
+    if not hierarchical:
+        return leaves
+    if isinstance(level, torch.Tensor) and level.dim() == 1:
+        level = level[:, None]
+    return geometry.ancestors(leaves, level)

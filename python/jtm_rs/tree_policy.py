@@ -1,0 +1,157 @@
+"""Where trees come from and what the model does when the tree changes.
+
+* the **initial tree**: by item category (the paper), balanced k-means over item
+  co-occurrence embeddings (TDM's) or random (:func:`initial_tree`);
+* **tree learning** between trainings: paper Algorithm 2 with weights from the model
+  (:func:`learn_tree_from_model`) or TDM's re-clustering of the learned leaf embeddings
+  (:func:`cluster_tree`);
+* **the model on a tree change** (:func:`on_tree_change`): node ids keep their positions but
+  not their items, so what the node embeddings learned no longer applies where it is.
+  ``"keep"`` (the default after Algorithm 2) is the paper's alternation: the model goes on
+  unchanged, as tree learning assumed when it placed items under the nodes whose (old)
+  embeddings suit their users. ``"carry"`` (the default after clustering) keeps the MLP and
+  moves the node embeddings with their items (:func:`jtm_rs.model.carry_node_embeddings`);
+  ``"warm"`` keeps the MLP and re-initialises the node embeddings; ``"fresh"`` starts a new
+  model. docs/ablations.md reports them, measured.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Callable, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._core import Tree
+from .config import JTMConfig
+from .cooccurrence import cooccurrence_embeddings
+from .data import Interactions
+from .exceptions import InvalidInputError
+from .features import BehaviourLeaves
+from .model import JTMModel, carry_node_embeddings
+from .progress import say
+from .threads import training_tuner
+from .training import make_optimizer
+from .tree_learning import learn_tree
+from .tree_weights import model_weights_fn
+
+ModelFactory = Callable[[Tree, JTMConfig], nn.Module]
+
+
+def default_model_factory(tree: Tree, config: JTMConfig) -> nn.Module:
+    return JTMModel(tree.n_nodes, config.embedding_dim, config.hidden, attention=config.attention)
+
+
+def new_model(factory: ModelFactory, tree: Tree, config: JTMConfig, device: torch.device, seed: int) -> nn.Module:
+    """A model for ``tree`` from ``factory``, seeded, on ``device``."""
+    torch.manual_seed(seed)
+    model = factory(tree, config).to(device)
+    check_model_fits(model, tree)
+    return model
+
+
+def check_model_fits(model: nn.Module, tree: Tree) -> None:
+    n = getattr(model, "n_nodes", None)
+    if n is not None and n < tree.n_nodes:
+        raise InvalidInputError(f"the model embeds {n} nodes but the tree has {tree.n_nodes}")
+
+
+def initial_tree(parts: Sequence[Interactions], config: JTMConfig, n_threads: Optional[int] = None,
+                 show_progress: bool = False) -> Tree:
+    """The tree the joint loop starts from, over every item of ``parts`` (``parts[0]`` are
+    the training behaviours: the co-occurrence embeddings come from them alone)."""
+    items = np.unique(np.concatenate([p.items for p in parts]))
+    if len(items) == 0:
+        raise InvalidInputError("empty dataset: no items to build a tree over")
+    has_categories = all(p.category is not None for p in parts)
+    kind = config.initial_tree
+    if kind == "auto":
+        kind = "category" if has_categories else "kmeans"
+    if kind == "kmeans":
+        t0 = time.perf_counter()
+        emb = cooccurrence_embeddings(parts[0], items, dim=config.embedding_dim, seed=config.seed)
+        tree = Tree.from_embeddings(items, emb, arity=config.arity, seed=config.seed, n_threads=n_threads)
+        if show_progress:
+            say(f"initial tree: balanced k-means over co-occurrence embeddings of {len(items)} items "
+                f"in {time.perf_counter() - t0:.1f} s")
+        return tree
+    if kind == "category":
+        if has_categories:
+            cats = [p.item_categories() for p in parts if len(p)]
+            it = np.concatenate([c["items"] for c in cats])
+            ct = np.concatenate([c["categories"] for c in cats])
+            it, first = np.unique(it, return_index=True)
+            return Tree.from_categories(it, ct[first], arity=config.arity, seed=config.seed)
+        warnings.warn("the data has no category column: starting from a random tree", stacklevel=4)
+    return Tree.random(items, arity=config.arity, seed=config.seed)
+
+
+def weights_precision(setting: str, device: torch.device) -> str:
+    """``"auto"`` made concrete: bfloat16 only where the device computes it natively (emulated
+    bfloat16 is slower than float32)."""
+    if setting != "auto":
+        return setting
+    if device.type == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    if device.type == "cpu":
+        try:
+            return "bfloat16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "float32"
+        except (AttributeError, RuntimeError):
+            return "float32"
+    return "float32"
+
+
+def learn_tree_from_model(model: nn.Module, tree: Tree, leaves: BehaviourLeaves, config: JTMConfig, *, d: int,
+                          seed: int, n_threads: Optional[int], show_progress: bool) -> Tree:
+    """Paper Algorithm 2 with ``model`` fixed, from the training examples behind ``leaves``."""
+    tuner = training_tuner(n_threads, leaves.device.type)  # the scoring's threads, as training's
+    weights = model_weights_fn(
+        model,
+        tree,
+        leaves,
+        hierarchical=config.hierarchical,
+        max_samples_per_item=config.max_samples_per_item,
+        seed=seed,
+        stay_bonus=config.stay_bonus,
+        precision=weights_precision(config.weights_precision, leaves.device),
+        threads=tuner,
+    )
+    try:
+        return learn_tree(weights, d, tree=tree, stay_bonus=weights.stay_bonus, n_threads=n_threads,
+                          show_progress=show_progress)
+    finally:
+        if tuner is not None:
+            tuner.finish()
+
+
+def cluster_tree(model: nn.Module, tree: Tree, seed: int, n_threads: Optional[int]) -> Tree:
+    """TDM's tree learning: balanced k-means over the model's current leaf embeddings."""
+    emb = getattr(model, "embedding", None)
+    if emb is None:
+        raise InvalidInputError("tree_learning='clustering' needs a model with an `embedding` table")
+    items = tree.items
+    vecs = emb.weight.detach()[torch.from_numpy(tree.leaves(items)).to(emb.weight.device)].float().cpu().numpy()
+    return Tree.from_embeddings(items, vecs, arity=tree.arity, leaf_level=tree.leaf_level, seed=seed, n_threads=n_threads)
+
+
+def on_tree_change(model: nn.Module, optimizer, old_tree: Tree, new_tree: Tree, config: JTMConfig,
+                   factory: ModelFactory, device: torch.device, iteration: int) -> Tuple[nn.Module, object]:
+    """The model and optimiser to go on with after the tree changed (``config.on_tree_change``)."""
+    mode = config.on_tree_change
+    if mode == "auto":
+        mode = "carry" if config.tree_learning == "clustering" else "keep"
+    if mode == "keep":
+        return model, optimizer  # θ goes on as it is (and so do Adam's moments): the paper's alternation
+    table = getattr(getattr(model, "embedding", None), "weight", None)
+    if mode == "carry" and isinstance(table, torch.Tensor):
+        carry_node_embeddings(table.data, old_tree, new_tree)
+    elif mode == "fresh" or not hasattr(model, "reset_embeddings"):
+        model = new_model(factory, new_tree, config, device, seed=config.seed + iteration)
+    else:
+        torch.manual_seed(config.seed + iteration)
+        model.reset_embeddings()
+    # The optimiser's moments belong to the old placement.
+    return model, make_optimizer(model, config.learning_rate)
