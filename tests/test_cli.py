@@ -126,3 +126,28 @@ def test_fit_prints_progress_lines_when_output_is_not_a_terminal(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "round 0: trained in" in out.stderr and "round 0: tree learned in" in out.stderr
     assert "round 0 epoch 1/1:" in out.stderr and "learn_tree:" in out.stderr  # the phases' own lines
+
+
+def test_train_options_are_the_configs_fields(tmp_path):
+    """Every JTMConfig field is an option of train and experiment (derived, not copied), and a
+    --config file sets fields that options then override."""
+    import argparse
+    import dataclasses
+
+    from jtm_rs.cli_options import config_overrides
+    from jtm_rs.config import JTMConfig
+
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for command in ("train", "experiment"):
+        text = sub[command].format_help()
+        for f in dataclasses.fields(JTMConfig):
+            if f.name != "seed":
+                assert f"--{f.name.replace('_', '-')}" in text, (command, f.name)
+    cfg = tmp_path / "c.json"
+    cfg.write_text('{"d": 3, "stay_bonus": 0.5}')
+    a = parser.parse_args(["train", "x.csv", "--config", str(cfg), "--d", "5", "--no-hierarchy",
+                           "--max-samples-per-item", "none", "--hidden", "32", "16", "--negatives", "30"])
+    assert config_overrides(a) == {"d": 5, "stay_bonus": 0.5, "hierarchical": False, "max_samples_per_item": None,
+                                   "hidden": [32, 16], "negatives": 30}
+    JTMConfig(**config_overrides(a))  # a valid configuration

@@ -24,10 +24,11 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional
 
 import numpy as np
 
+from .cli_options import add_config_options, config_overrides, experiment_budget
 from .exceptions import InvalidInputError, JtmError
 
 
@@ -46,56 +47,6 @@ def _runtime_args(p: argparse.ArgumentParser) -> None:
                    help="threads of the Rust core and of torch together (default: every core for the Rust core, "
                    "one torch thread; see the README's Threads)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress, warnings and errors only")
-
-
-#: Older or shorter spellings of some JTMConfig options.
-_ALIASES = {"max_examples_per_epoch": ["--examples-per-epoch"]}
-
-
-def _config_args(p: argparse.ArgumentParser, exclude: Sequence[str] = ()) -> None:
-    """One option per :class:`JTMConfig` field (``--max-examples-per-epoch`` for
-    ``max_examples_per_epoch``), its help from the field; unset options keep the configuration's
-    value (``--config FILE``, else the defaults). ``None`` is written ``none``."""
-    from .config import JTMConfig
-
-    g = p.add_argument_group("model and training (JTMConfig; default: --config's, else the library's)")
-    g.add_argument("--config", default=None, metavar="FILE", help="JSON object of JTMConfig fields")
-    for f in dataclasses.fields(JTMConfig):
-        if f.name in exclude:
-            continue
-        flags = [f"--{f.name.replace('_', '-')}", *_ALIASES.get(f.name, [])]
-        kw = dict(dest=f"config_{f.name}", default=None, help=f"{f.metadata['help']} (default: {f.default!r})")
-        if isinstance(f.default, bool):
-            g.add_argument(*flags, action=argparse.BooleanOptionalAction, **kw)
-        elif isinstance(f.default, (tuple, list)) or f.name == "negatives":
-            g.add_argument(*flags, type=int, nargs="+", metavar="N", **kw)
-        else:
-            kind = float if isinstance(f.default, float) else str if isinstance(f.default, str) else int
-            g.add_argument(*flags, type=_or_none(kind), choices=f.metadata.get("choices"), **kw)
-    if "hierarchical" not in exclude:
-        g.add_argument("--no-hierarchy", dest="config_hierarchical", action="store_false", default=None,
-                       help="JTM-J: the same as --no-hierarchical")
-
-
-def _or_none(kind):
-    def parse(text: str):
-        return None if text.lower() == "none" else kind(text)
-
-    parse.__name__ = kind.__name__
-    return parse
-
-
-def _config_overrides(a: argparse.Namespace) -> dict:
-    """The JTMConfig fields of ``--config`` and of the options given, by name."""
-    out = {}
-    if getattr(a, "config", None) is not None:
-        out = json.loads(Path(a.config).read_text())
-        if not isinstance(out, dict):
-            raise InvalidInputError(f"{a.config}: not a JSON object of JTMConfig fields")
-    for k, v in vars(a).items():
-        if k.startswith("config_") and v is not None:
-            out[k[len("config_"):]] = v[0] if k == "config_negatives" and len(v) == 1 else v
-    return out
 
 
 def _load(a: argparse.Namespace, path: Optional[str] = None):
@@ -166,7 +117,7 @@ def cmd_train(a: argparse.Namespace) -> None:
         raise InvalidInputError("train needs --out DIR (or --resume DIR to go on with a killed run)")
     split = _load_split(a, a.min_interactions, a.validation, a.test, a.seed)
     try:
-        config = JTMConfig(**{"seed": a.seed, **_config_overrides(a)})
+        config = JTMConfig(**{"seed": a.seed, **config_overrides(a)})
     except TypeError as e:
         raise InvalidInputError(f"--config: {e}") from None
     jtm = JTM(config, device=a.device, n_threads=a.threads)
@@ -271,21 +222,12 @@ def cmd_experiment(a: argparse.Namespace) -> None:
         validation=a.validation,
         test=a.test,
         min_interactions=a.min_interactions,
-        budget=Budget(n_threads=a.threads, device=a.device, itemcf_window=a.itemcf_window, **_budget(a)),
+        budget=Budget(n_threads=a.threads, device=a.device, itemcf_window=a.itemcf_window, **experiment_budget(a)),
         show_progress=False if a.quiet else None,
         data_name=a.name or Path(a.data).stem,
     )
     exp.report() if a.report_only else exp.run()
     print((Path(a.out) / "table.md").read_text())
-
-
-def _budget(a: argparse.Namespace) -> dict:
-    """The experiment's JTMConfig options: the Budget's own fields, the rest as ``jtm``."""
-    from .experiments import Budget
-
-    over = _config_overrides(a)
-    own = {f.name for f in dataclasses.fields(Budget)}
-    return {**{k: v for k, v in over.items() if k in own}, "jtm": {k: v for k, v in over.items() if k not in own}}
 
 
 class HELP_FORMAT(argparse.ArgumentDefaultsHelpFormatter):
@@ -336,8 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--tree", default=None, metavar="FILE",
                    help="initial tree (a Tree.save / learn-tree file holding every item); default: built from the data")
     t.add_argument("--seed", type=int, default=0, help="seed of the split, the model and the sampling")
-    _config_args(t, exclude=("seed",))
-    t.add_argument("--m", dest="config_validation_m", type=int, default=None, help="the same as --validation-m")
+    add_config_options(t, exclude=("seed",))
+    t.add_argument("--m", dest="config_validation_m", type=int, default=argparse.SUPPRESS, help="the same as --validation-m")
     _runtime_args(t)
     t.set_defaults(fn=cmd_train)
 
@@ -375,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--name", default=None, help="data set name in the table (default: file name)")
     x.add_argument("--m", type=int, default=200, help="M of Precision/Recall/F@M")
     _split_args(x)
-    _config_args(x, exclude=("seed",))
+    add_config_options(x, exclude=("seed",))
     x.add_argument("--itemcf-window", type=int, default=None, help="Item-CF history window (default: chosen on validation users)")
     x.add_argument("--report-only", action="store_true", help="only rewrite table and figure from the cached results")
     _runtime_args(x)

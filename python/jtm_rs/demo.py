@@ -19,8 +19,11 @@ import argparse
 import time
 from typing import TYPE_CHECKING, Dict, List, Optional
 
+from .config import TREE_CHANGES
+
 if TYPE_CHECKING:  # the CLI reads add_arguments before torch is imported
-    from .jtm import JTM, IterationRecord
+    from .config import IterationRecord
+    from .jtm import JTM
 
 
 #: The default demo and ``--full`` (the larger demo of the README's results).
@@ -41,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--examples-per-epoch", type=int, default=None,
                    help="training examples per model training, the main bound on time (default 30000; --full: 60000)")
     p.add_argument("--m", type=int, default=50, help="M of Precision/Recall/F@M (paper: 200)")
-    p.add_argument("--on-tree-change", choices=["auto", "keep", "carry", "warm", "fresh"], default="auto",
+    p.add_argument("--on-tree-change", choices=TREE_CHANGES, default="auto",
                    help="what the model keeps when the tree changes (JTMConfig.on_tree_change)")
     p.add_argument("--no-ablation", action="store_true", help="skip the JTM-J and planted-tree runs")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available)")

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Protocol, Sequence
 
 import numpy as np
+import torch
 
 from ._core import Tree
 from .checkpoint import (
@@ -27,23 +28,37 @@ from .checkpoint import (
     save_jtm,
     training_state,
 )
-from .config import IterationRecord
+from .config import IterationRecord, JTMConfig
 from .data import EvaluationUsers, Interactions
 from .exceptions import InvalidInputError, UnknownItemError
 from .features import BehaviourLeaves
 from .progress import bar as progress_bar, say
 from .threads import training_tuner
 from .training import default_negatives, make_optimizer, objective_by_level, train_epoch
-from .tree_policy import cluster_tree, initial_tree, learn_tree_from_model, new_model, on_tree_change
+from .ids import IdMap
+from .tree_policy import ModelFactory, cluster_tree, initial_tree, learn_tree_from_model, new_model, on_tree_change
 
-if TYPE_CHECKING:  # the loop drives the façade's state; no import at run time
-    from .jtm import JTM
+
+class Learner(Protocol):
+    """What the loop reads and updates: :class:`jtm_rs.JTM`'s state."""
+
+    config: JTMConfig
+    model_factory: ModelFactory
+    device: torch.device
+    n_threads: Optional[int]
+    tree: Optional[Tree]
+    model: Optional[torch.nn.Module]
+    optimizer: object
+    history: List[IterationRecord]
+    item_ids: Optional[IdMap]
+
+    def evaluate(self, users, M: int = 200, **kwargs) -> Dict[str, float]: ...
 
 
 class JointLoop:
-    """One run of :meth:`JTM.fit` over ``jtm``'s state (tree, model, optimiser, history)."""
+    """One run of :meth:`JTM.fit` over a learner's state (tree, model, optimiser, history)."""
 
-    def __init__(self, jtm: "JTM", train: Interactions, corpus: Sequence[Interactions], *, show_progress: bool,
+    def __init__(self, jtm: Learner, train: Interactions, corpus: Sequence[Interactions], *, show_progress: bool,
                  callback: Optional[Callable[[IterationRecord], object]], checkpoint_dir: Optional[Path]):
         cfg = jtm.config
         self.jtm, self.cfg = jtm, cfg
