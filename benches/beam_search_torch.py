@@ -1,7 +1,7 @@
 """Beam search with a torch scorer, end to end: time per user, and how much of it is the
 Rust driver versus the model.
 
-The scorer is the DESIGN §4.3 shape without the behaviour windows: a user embedding and a
+The scorer is the docs/design.md §4.3 shape without the behaviour windows: a user embedding and a
 node embedding through an MLP 128-64-24 with PReLU to one logit, on CUDA when available.
 
 Run: python benches/beam_search_torch.py [--items 1000000] [--users 2048] [--k 200] [--batch 512]

@@ -1,4 +1,4 @@
-//! Layer-wise beam search (DESIGN §4.5, paper §2 / TDM retrieval).
+//! Layer-wise beam search (docs/design.md §4.5, paper §2 / TDM retrieval).
 //!
 //! For a batch of users: start at the first level with more than k live nodes (every level
 //! above it fits in the beam whole), and at each level score the live children of each user's

@@ -1,4 +1,4 @@
-//! The initial tree from item embeddings (DESIGN §4.1): recursive balanced k-means, as TDM
+//! The initial tree from item embeddings (docs/design.md §4.1): recursive balanced k-means, as TDM
 //! builds its initial tree and re-clusters it from learned leaf embeddings (the "clustering"
 //! tree learning of the paper's Figure 2).
 //!

@@ -2,7 +2,7 @@
 //! Recommender Systems", Zhu et al., NeurIPS 2019).
 //!
 //! Plain Rust, usable and testable without Python:
-//! - [`tree`]: the tree index and its initial constructions (DESIGN §2, §4.1);
+//! - [`tree`]: the tree index and its initial constructions (docs/design.md §2, §4.1);
 //! - [`samples`]: training samples with per-level negatives (§4.2);
 //! - [`kmeans_tree`]: the initial tree by recursive balanced k-means over embeddings (§4.1);
 //! - [`tree_learning`]: paper Algorithm 2, segmented greedy assignment with rebalance (§4.4);

@@ -1,4 +1,4 @@
-//! Training samples with per-level negatives (DESIGN §4.2, paper eq. 2 with sampled negatives).
+//! Training samples with per-level negatives (docs/design.md §4.2, paper eq. 2 with sampled negatives).
 //!
 //! For each target item and each level l ≥ `start_level`: the positive `b_l(π(c))` (label 1)
 //! then `n_l` distinct negatives drawn uniformly from the live nodes of level l other than the

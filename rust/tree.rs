@@ -1,4 +1,4 @@
-//! The tree index (DESIGN §2): a complete b-ary tree with heap-ordered node ids, items on a
+//! The tree index (docs/design.md §2): a complete b-ary tree with heap-ordered node ids, items on a
 //! subset of its leaves.
 //!
 //! Node arithmetic: root 0, children of n are `b·n+1 … b·n+b`, parent `(n−1)/b`, level l holds
@@ -427,7 +427,7 @@ impl Tree {
             .collect()
     }
 
-    /// Checks every invariant of DESIGN §2; used by tests and after tree learning.
+    /// Checks every invariant of docs/design.md §2; used by tests and after tree learning.
     pub fn validate(&self) -> Result<()> {
         let rebuilt =
             Tree::from_leaves(&self.item_ids, &self.item_leaf, self.arity, self.leaf_level)?;

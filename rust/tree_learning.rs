@@ -1,4 +1,4 @@
-//! JTM tree learning — paper Algorithm 2 (DESIGN §4.4).
+//! JTM tree learning — paper Algorithm 2 (docs/design.md §4.4).
 //!
 //! Items are re-placed top-down, `d` levels at a time. In the segment `s..=e`, every item keeps
 //! the ancestor `p` at level `s−1` chosen by earlier segments and is re-assigned among the
@@ -82,7 +82,7 @@ impl Default for LearnConfig {
 /// Keep-order of an overflowing candidate, after the lazy rule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rebalance {
-    /// Heaviest weight first (DESIGN §4.4, as public implementations do).
+    /// Heaviest weight first (docs/design.md §4.4, as public implementations do).
     Weight,
     /// Largest regret first: the items that lose most by moving to their next free choice stay.
     /// Closer to the optimal assignment on packed levels (see benches/assignment_quality.py).

@@ -1,4 +1,4 @@
-"""User-behaviour data, the paper's split protocol and training windows (DESIGN §4.6).
+"""User-behaviour data, the paper's split protocol and training windows (docs/design.md §4.6).
 
 Everything is held in flat numpy arrays sorted by (user, timestamp); training windows and
 evaluation features are views computed from positions into those arrays, so a dataset of

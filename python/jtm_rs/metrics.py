@@ -1,4 +1,4 @@
-"""Precision / Recall / F-measure @ M (paper §4, DESIGN §4.6)."""
+"""Precision / Recall / F-measure @ M (paper §4, docs/design.md §4.6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The deep model that scores (user, node) pairs (DESIGN §4.3) and the hierarchical user
+"""The deep model that scores (user, node) pairs (docs/design.md §4.3) and the hierarchical user
 representation (paper §3.3).
 
 Call convention, which any ``torch.nn.Module`` can follow to plug in::

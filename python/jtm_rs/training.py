@@ -1,7 +1,7 @@
 """Training the model with the tree fixed (paper Algorithm 1, first step) and the objective.
 
 Per epoch, the Rust generator draws per-level samples for the epoch's examples (the target's
-ancestor with label 1 and uniform live negatives with label 0, DESIGN §4.2); the loss is
+ancestor with label 1 and uniform live negatives with label 0, docs/design.md §4.2); the loss is
 binary cross-entropy with logits over those samples (paper eq. 2 with sampled negatives).
 Batches are gathered with tensor indexing on the model's device — no DataLoader, so no worker
 processes (rayon does not survive ``fork``) and no per-example Python.

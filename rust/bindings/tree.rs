@@ -450,7 +450,7 @@ impl PyTree {
 
     // ------------------------------------------------------------- samples and search
 
-    /// Training samples with per-level negatives (DESIGN §4.2). Returns
+    /// Training samples with per-level negatives (docs/design.md §4.2). Returns
     /// `(example_index, node, level, label)`.
     #[pyo3(signature = (targets, negatives, start_level=Int(1), seed=Seed(0), n_threads=None))]
     fn generate_samples<'py>(
@@ -481,7 +481,7 @@ impl PyTree {
         ))
     }
 
-    /// Beam search for `n_users` users (DESIGN §4.5): `score_fn(user_rows, nodes, level)` is
+    /// Beam search for `n_users` users (docs/design.md §4.5): `score_fn(user_rows, nodes, level)` is
     /// called once per level with every (user row, node) pair and returns one float per pair.
     /// Returns `(items int64[n_users, m], scores float32[n_users, m])`, best first.
     #[pyo3(signature = (score_fn, n_users, k, m=None, n_threads=None))]
