@@ -54,3 +54,11 @@ class TreeGeometry:
         width = self.arity ** (level - parent_level)
         first = self.level_start[level] + (parents - self.level_start[parent_level]) * width
         return first[:, None] + torch.arange(width, device=parents.device)
+
+    def parent(self, nodes: torch.Tensor) -> torch.Tensor:
+        """Parent of each (non-root) node."""
+        return torch.div(nodes - 1, self.arity, rounding_mode="floor")
+
+    def children(self, nodes: torch.Tensor) -> torch.Tensor:
+        """``[..., b]``: the children of each node, left to right."""
+        return nodes[..., None] * self.arity + torch.arange(1, self.arity + 1, device=nodes.device)

@@ -19,7 +19,6 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ._core import Tree
-from .data import Windows
 from .exceptions import InvalidInputError
 from .features import BehaviourLeaves
 from .geometry import TreeGeometry

@@ -50,13 +50,11 @@ class HSM(TorchRecommender):
         leaves = torch.from_numpy(tree.leaves(windows.targets)).to(self.device)
         L, b = tree.leaf_level, tree.arity
         levels = torch.arange(1, L + 1, device=self.device)
-        offsets = torch.arange(1, b + 1, device=self.device)
 
         def batch_loss(rows: torch.Tensor) -> torch.Tensor:
             u = model.user(feats[rows])  # [B, h]
             path = self.geometry.ancestors(leaves[rows, None], levels[None, :])  # [B, L] levels 1..L
-            parent = (path - 1) // b
-            children = parent[..., None] * b + offsets  # [B, L, b]
+            children = self.geometry.children(self.geometry.parent(path))  # [B, L, b]
             logits = torch.einsum("bh,blch->blc", u, model.nodes(children))
             logits = logits.masked_fill(~self.live[children], float("-inf"))
             target = path - children[..., 0]  # which child is on the path
@@ -92,8 +90,6 @@ class HSM(TorchRecommender):
         model.eval()
         M = min(M, tree.n_items)
         k = max(M, self.beam_size or M)
-        b = tree.arity
-        offsets = torch.arange(1, b + 1, device=self.device)
         f = np.asarray(features, dtype=np.int64)
         f = np.where(f < model.n_items, f, PAD)
         ids, scores = [], []
@@ -103,7 +99,7 @@ class HSM(TorchRecommender):
             beam = torch.zeros(n, 1, dtype=torch.long, device=self.device)  # the root
             logp = torch.zeros(n, 1, device=self.device)
             for _ in range(tree.leaf_level):
-                children = beam[..., None] * b + offsets  # [n, K, b]
+                children = self.geometry.children(beam)  # [n, K, b]
                 live = self.live[children] & torch.isfinite(logp)[..., None]
                 logits = torch.einsum("nh,nkch->nkc", u, model.nodes(children)).masked_fill(~live, float("-inf"))
                 child_logp = (logp[..., None] + torch.log_softmax(logits, dim=-1)).masked_fill(~live, float("-inf"))
