@@ -1001,6 +1001,64 @@ mod tests {
         assert!(matches!(d0, Err(JtmError::InvalidArgument(_))));
     }
 
+    /// Weights pulling every item to the sibling of its old ancestor at the segment's end:
+    /// the stay bonus outweighs the pull in the first segment only, and only for the items
+    /// that have one.
+    #[test]
+    fn stay_bonus_keeps_items_home_except_in_the_last_segment() {
+        let items: Vec<i64> = (0..64).collect();
+        let t = Tree::random(&items, 2, None, 3).unwrap();
+        let (l, d) = (t.leaf_level(), t.leaf_level() - 1);
+        let pull = |r: &WeightRequest| -> Result<Vec<f64>> {
+            let mut w = vec![0.0; r.items.len() * r.n_candidates];
+            for (i, (&item, &p)) in r.items.iter().zip(&r.parents).enumerate() {
+                let own = t.leaf_of(item).unwrap();
+                let old = t.ancestor(own, r.end_level).unwrap();
+                let sibling = if old % 2 == 1 { old + 1 } else { old - 1 };
+                let cands = t.descendants(p, r.end_level).unwrap();
+                if cands.contains(&sibling) {
+                    w[i * r.n_candidates + (sibling - cands.start) as usize] = 1.0;
+                }
+            }
+            Ok(w)
+        };
+        let at_l_1 = |tree: &Tree| -> Vec<u64> {
+            items
+                .iter()
+                .map(|&i| tree.ancestor(tree.leaf_of(i).unwrap(), l - 1).unwrap())
+                .collect()
+        };
+        let before = at_l_1(&t);
+        let run = |bonus: Vec<f64>| {
+            let cfg = LearnConfig {
+                d,
+                stay_bonus: bonus,
+                ..Default::default()
+            };
+            learn_tree(&t, cfg, Some(1), pull).unwrap()
+        };
+        let moved = at_l_1(&run(Vec::new()));
+        assert!(moved.iter().zip(&before).all(|(a, b)| a != b));
+        let half: Vec<f64> = items
+            .iter()
+            .map(|&i| if i % 2 == 0 { 10.0 } else { 0.0 })
+            .collect();
+        let learned = run(half);
+        let kept = at_l_1(&learned);
+        let stayed = |even: bool| {
+            (0..items.len())
+                .filter(|&k| (k % 2 == 0) == even && kept[k] == before[k])
+                .count()
+        };
+        assert_eq!(stayed(true), items.len() / 2);
+        assert!(stayed(false) < items.len() / 2); // where capacity lets them, the others move
+                                                  // The last segment gets no bonus: kept items still follow the pull to the other leaf.
+        let leaf = |tree: &Tree, i: i64| tree.leaf_of(i).unwrap();
+        assert!(items
+            .iter()
+            .any(|&i| i % 2 == 0 && leaf(&learned, i) != leaf(&t, i)));
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(40))]
         #[test]

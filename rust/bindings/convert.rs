@@ -49,6 +49,25 @@ pub fn int_array<'py>(
     Ok(arr.cast_into::<PyArrayDyn<i64>>()?.readonly())
 }
 
+/// `numpy.asarray(obj)`, refused unless it has `ndim` dimensions of numbers.
+fn numeric_array<'py>(
+    obj: &Bound<'py, PyAny>,
+    what: &str,
+    ndim: usize,
+) -> PyResult<Bound<'py, PyAny>> {
+    let arr = obj.py().import("numpy")?.call_method1("asarray", (obj,))?;
+    let got: usize = arr.getattr("ndim")?.extract()?;
+    let kind: String = arr.getattr("dtype")?.getattr("kind")?.extract()?;
+    if got != ndim || !(kind == "f" || kind == "i" || kind == "u") {
+        return Err(JtmError::InvalidArgument(format!(
+            "{what} must be a {ndim}-D float array, got {got} dimension(s) of dtype {}",
+            arr.getattr("dtype")?.str()?
+        ))
+        .into());
+    }
+    Ok(arr)
+}
+
 /// A C-contiguous `float32[n, dim]` view of `obj` (converted once if needed).
 pub fn float_matrix<'py>(
     obj: &Bound<'py, PyAny>,
@@ -61,16 +80,7 @@ pub fn float_matrix<'py>(
     }
     let py = obj.py();
     let np = py.import("numpy")?;
-    let arr = np.call_method1("asarray", (obj,))?;
-    let ndim: usize = arr.getattr("ndim")?.extract()?;
-    let kind: String = arr.getattr("dtype")?.getattr("kind")?.extract()?;
-    if ndim != 2 || !(kind == "f" || kind == "i" || kind == "u") {
-        return Err(JtmError::InvalidArgument(format!(
-            "{what} must be a 2-D float array, got {ndim} dimension(s) of dtype {}",
-            arr.getattr("dtype")?.str()?
-        ))
-        .into());
-    }
+    let arr = numeric_array(obj, what, 2)?;
     let kw = PyDict::new(py);
     kw.set_item("dtype", "float32")?;
     let arr = np.call_method("ascontiguousarray", (arr,), Some(&kw))?;
@@ -92,18 +102,7 @@ pub fn int_vec(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<i64>> {
 
 /// A 1-D float64 list (numbers of any float or int dtype).
 pub fn float_vec(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<f64>> {
-    let np = obj.py().import("numpy")?;
-    let arr = np.call_method1("asarray", (obj,))?;
-    let ndim: usize = arr.getattr("ndim")?.extract()?;
-    let kind: String = arr.getattr("dtype")?.getattr("kind")?.extract()?;
-    if ndim != 1 || !(kind == "f" || kind == "i" || kind == "u") {
-        return Err(JtmError::InvalidArgument(format!(
-            "{what} must be a 1-D float array, got {ndim} dimension(s) of dtype {}",
-            arr.getattr("dtype")?.str()?
-        ))
-        .into());
-    }
-    let arr = arr.call_method1("astype", ("float64",))?;
+    let arr = numeric_array(obj, what, 1)?.call_method1("astype", ("float64",))?;
     Ok(arr
         .cast_into::<numpy::PyArray1<f64>>()?
         .readonly()
