@@ -309,7 +309,7 @@ mod tests {
                     s[leaf as usize] = (rng.below(1_000_000) as f32) / 1e3;
                 }
                 for n in (1..tree.n_nodes()).rev() {
-                    let p = ((n - 1) / tree.arity()) as usize;
+                    let p = tree.parent(n).unwrap() as usize;
                     s[p] = s[p].max(s[n as usize]);
                 }
                 s

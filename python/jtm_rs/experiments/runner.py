@@ -180,7 +180,7 @@ def write_table(results: Dict[str, List[dict]], out: Path, M: int, name: str) ->
         fit = np.mean([x["fit_seconds"] for x in rows])
         ev = np.mean([x["evaluate_seconds"] for x in rows])
         users = int(np.mean([x["test"]["n_users"] for x in rows]))
-        fit_note = " (the jtm fit)" if m == "dnn" else ""
+        fit_note = f" (the {SHARES_FIT[m]} fit)" if m in SHARES_FIT else ""
         pm = (lambda v: f"{v[0]:.2f} ± {v[1]:.2f}") if len(rows) > 1 else (lambda v: f"{v[0]:.2f}")  # no std of one seed
         lines.append(
             f"| {m} | {pm(p)} | {pm(r)} | {pm(f)} | "
