@@ -383,6 +383,11 @@ impl Tree {
     // ----------------------------------------------------------------- items
 
     /// Index of `item` in [`Tree::item_ids`].
+    /// Whether `item` is in the tree: a binary search, O(log n_items).
+    pub fn contains(&self, item: i64) -> bool {
+        self.item_ids.binary_search(&item).is_ok()
+    }
+
     pub fn item_index(&self, item: i64) -> Result<usize> {
         self.item_ids
             .binary_search(&item)

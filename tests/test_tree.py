@@ -257,3 +257,13 @@ def test_a_forked_child_runs_parallel_calls():
         child.kill()
         pytest.fail("the forked child hung in a parallel call")
     assert child.exitcode == 0 and queue.get(timeout=5) is True
+
+
+def test_contains_matches_isin_over_the_items():
+    rng = np.random.default_rng(0)
+    items = rng.choice(10**6, 5000, replace=False)
+    tree = Tree.random(items, seed=0)
+    probe = np.concatenate([rng.choice(items, 300), rng.integers(-5, 10**6, 300)]).reshape(20, 30)
+    got = tree.contains(probe)
+    assert got.shape == probe.shape and got.dtype == bool
+    assert np.array_equal(got, np.isin(probe, items)) and got.any() and not got.all()

@@ -188,7 +188,7 @@ class JTM(Recommender):
 
     def known_items(self, items: np.ndarray) -> np.ndarray:
         tree, _ = self.check_fitted()
-        return np.isin(items, tree.items)
+        return tree.contains(items)  # a binary search per id, nothing per item of the catalogue
 
     def recommend(self, behaviours, M: int = 200, *, beam_size: Optional[int] = None, method: str = "beam",
                   on_unknown: str = "raise", batch_size: int = 1024, pad=PAD) -> Tuple[np.ndarray, np.ndarray]:

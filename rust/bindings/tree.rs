@@ -335,6 +335,22 @@ impl PyTree {
         })
     }
 
+    /// Whether each id is an item of the tree (same shape as `items`); O(log n_items) each,
+    /// so a call costs nothing in proportion to the catalogue.
+    fn contains<'py>(
+        &self,
+        py: Python<'py>,
+        items: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArrayDyn<bool>>> {
+        let a = int_array(items, "items")?;
+        let out: Vec<bool> = a
+            .as_slice()?
+            .iter()
+            .map(|&i| self.inner.contains(i))
+            .collect();
+        PyArray1::from_vec(py, out).reshape(a.shape())
+    }
+
     /// Whether each node has an item below it.
     fn is_live<'py>(
         &self,
