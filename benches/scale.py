@@ -63,11 +63,10 @@ def main() -> None:
     users = a.users or max(1000, a.items // 5)
     gen = timed("generate", lambda: synthetic.generate(a.items, users, seed=a.seed),
                 lambda g: f"{len(g.interactions):,} behaviours of {users:,} users")
-    data = gen.interactions
-    del gen  # the planted tree and interests: not needed
-    split = timed("split", lambda: data.filter_users(10).split(0.1, 0.1, seed=a.seed),
-                  lambda s: f"{s.train.n_users:,} train users")
-    del data
+    t = time.perf_counter()
+    split = gen.interactions.filter_users(10).split(0.1, 0.1, seed=a.seed)
+    phase("split", time.perf_counter() - t, f"{split.train.n_users:,} train users")
+    del gen  # the planted tree and the full data: only the split is needed
     timed("windows", lambda: split.train.training_windows(), lambda w: f"{len(w):,} training examples")
     cfg = JTMConfig(iterations=a.iterations, max_examples_per_epoch=a.examples, seed=a.seed,
                     validation_users=500, initial_tree="kmeans")
