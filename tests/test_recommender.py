@@ -61,3 +61,11 @@ def test_recommender_load_returns_whichever_baseline_was_saved(split, tmp_path):
     assert isinstance(Recommender.load(tmp_path / "p"), Popularity)
     with pytest.raises(CorruptModelError, match="not a ItemCF"):
         ItemCF.load(tmp_path / "p")
+
+
+def test_a_jtm_is_named_for_its_configuration():
+    from jtm_rs.config import VARIANTS
+
+    for name, settings in VARIANTS.items():
+        assert JTM(**settings).name == name
+    assert JTM(attention=True).name == "jtm"  # no row of its own: the nearest is JTM
