@@ -38,6 +38,8 @@ def main() -> None:
     p.add_argument("--latency-calls", type=int, default=30)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--initial-tree", default="kmeans", choices=["kmeans", "random", "category"],
+                   help="the initial tree (generated data has categories)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
 
@@ -69,8 +71,8 @@ def main() -> None:
     del gen  # the planted tree and the full data: only the split is needed
     timed("windows", lambda: split.train.training_windows(), lambda w: f"{len(w):,} training examples")
     cfg = JTMConfig(iterations=a.iterations, max_examples_per_epoch=a.examples, seed=a.seed,
-                    validation_users=500, initial_tree="kmeans")
-    tree = timed("initial tree (k-means)", lambda: initial_tree([split.train, split.validation, split.test], cfg, a.threads),
+                    validation_users=500, initial_tree=a.initial_tree)
+    tree = timed(f"initial tree ({a.initial_tree})", lambda: initial_tree([split.train, split.validation, split.test], cfg, a.threads),
                  lambda t: f"{t.n_items:,} items, {t.leaf_level} levels")
     jtm = JTM(cfg, device=a.device, n_threads=a.threads)
     t0 = time.perf_counter()
