@@ -136,3 +136,20 @@ def test_hsm_beam_search_is_exact_when_the_beam_holds_every_node():
     best = np.argsort(-total.numpy(), axis=1, kind="stable")
     assert np.allclose(np.sort(scores, axis=1), np.sort(total.numpy(), axis=1), atol=1e-4)
     assert set(ids[0, :5].tolist()) == set(items[best[0, :5]].tolist())
+
+
+def test_cooccurrence_embeddings_do_not_depend_on_how_far_ids_spread():
+    """The SVD has one row per item, not per id up to the largest: spreading the ids out
+    (as the generator and real catalogues do) changes nothing but the labels."""
+    import dataclasses
+
+    from jtm_rs.cooccurrence import cooccurrence_embeddings
+
+    gen = synthetic.generate(200, 300, seed=4).interactions
+    dense_items, dense = np.unique(gen.item, return_inverse=True)
+    near = dataclasses.replace(gen, item=dense.astype(np.int64))
+    far = dataclasses.replace(gen, item=dense.astype(np.int64) * 10**6)
+    a = cooccurrence_embeddings(near, np.arange(len(dense_items)), seed=0)
+    b = cooccurrence_embeddings(far, np.arange(len(dense_items)) * 10**6, seed=0)
+    assert a.shape == b.shape == (len(dense_items), 24) and np.abs(a).max() > 0
+    assert np.allclose(np.abs(a), np.abs(b), atol=1e-5)

@@ -6,6 +6,8 @@ embeddings are a truncated SVD of the cosine-normalised matrix when no model exi
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import svds
@@ -48,9 +50,15 @@ def item_counts(data: Interactions, n_items: int) -> np.ndarray:
 def cooccurrence_embeddings(data: Interactions, items: np.ndarray, dim: int = 24, window: int = 10, seed: int = 0) -> np.ndarray:
     """``float32[len(items), dim]``: item embeddings from a truncated SVD of the cosine
     co-occurrence matrix (rows scaled by sqrt of the singular values). Items the data never
-    shows get zero rows."""
-    n = int(max(items.max(initial=-1), data.item.max(initial=-1))) + 1
-    s = cosine_normalise(cooccurrence(data, n, window), item_counts(data, n))
+    shows get zero rows.
+
+    The matrix has one row per distinct item of ``items`` and ``data``, not one per id up to
+    the largest: ids spread over a wide range would otherwise size the SVD by that range
+    (docs/scale.md)."""
+    universe = np.union1d(np.asarray(items), data.item)
+    compact = dataclasses.replace(data, item=np.searchsorted(universe, data.item), item_ids=None)
+    n = len(universe)
+    s = cosine_normalise(cooccurrence(compact, n, window), item_counts(compact, n))
     k = min(dim, n - 2) if n > 2 else 0
     if k < 1 or s.nnz == 0:
         return np.zeros((len(items), dim), np.float32)
@@ -59,4 +67,4 @@ def cooccurrence_embeddings(data: Interactions, items: np.ndarray, dim: int = 24
     emb = (u * np.sqrt(np.maximum(sv, 0))).astype(np.float32)
     if k < dim:
         emb = np.pad(emb, ((0, 0), (0, dim - k)))
-    return emb[items]
+    return emb[np.searchsorted(universe, items)]
