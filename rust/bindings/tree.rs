@@ -59,14 +59,14 @@ fn opt_level(leaf_level: Option<Int>) -> PyResult<Option<u32>> {
 }
 
 /// Maps each id of an int64 array (any shape) through `f`, keeping the shape.
-fn map_ids<'py>(
+fn map_ids<'py, T: numpy::Element>(
     py: Python<'py>,
     ids: &Bound<'py, PyAny>,
     what: &str,
-    f: impl Fn(i64) -> Result<i64, JtmError>,
-) -> PyResult<Bound<'py, PyArrayDyn<i64>>> {
+    f: impl Fn(i64) -> Result<T, JtmError>,
+) -> PyResult<Bound<'py, PyArrayDyn<T>>> {
     let a = int_array(ids, what)?;
-    let out: Vec<i64> = a
+    let out: Vec<T> = a
         .as_slice()?
         .iter()
         .map(|&x| f(x))
@@ -342,13 +342,7 @@ impl PyTree {
         py: Python<'py>,
         items: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyArrayDyn<bool>>> {
-        let a = int_array(items, "items")?;
-        let out: Vec<bool> = a
-            .as_slice()?
-            .iter()
-            .map(|&i| self.inner.contains(i))
-            .collect();
-        PyArray1::from_vec(py, out).reshape(a.shape())
+        map_ids(py, items, "items", |i| Ok(self.inner.contains(i)))
     }
 
     /// Whether each node has an item below it.
@@ -357,13 +351,9 @@ impl PyTree {
         py: Python<'py>,
         nodes: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyArrayDyn<bool>>> {
-        let a = int_array(nodes, "nodes")?;
-        let out: Vec<bool> = a
-            .as_slice()?
-            .iter()
-            .map(|&n| Ok(self.inner.is_live(self.node(n)?)))
-            .collect::<Result<_, JtmError>>()?;
-        PyArray1::from_vec(py, out).reshape(a.shape())
+        map_ids(py, nodes, "nodes", |n| {
+            Ok(self.inner.is_live(self.node(n)?))
+        })
     }
 
     /// Live node ids of `level`, ascending.
