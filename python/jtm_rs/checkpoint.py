@@ -24,7 +24,7 @@ from ._core import Tree
 from .config import IterationRecord, JTMConfig
 from .exceptions import CorruptModelError, InvalidInputError
 from .ids import IdMap
-from .storage import FORMAT_VERSION, Parts, has_save, read_json, read_parts, write_parts, write_synced
+from .storage import FORMAT_VERSION, Parts, has_save, read_json, read_parts, write_parts
 
 
 @dataclass
@@ -50,10 +50,10 @@ def save_jtm(path: Path, config: JTMConfig, tree: Tree, model: torch.nn.Module, 
     }
     records = json.dumps([dataclasses.asdict(r) for r in history], indent=1).encode()
     parts: Parts = {
-        "config": (".json", lambda p: write_synced(p, json.dumps(meta, indent=1).encode())),
+        "config": (".json", lambda p: p.write_bytes(json.dumps(meta, indent=1).encode())),
         "tree": (".jtm", tree.save),
         "model": (".pt", lambda p: torch.save(model.state_dict(), p)),
-        "history": (".json", lambda p: write_synced(p, records)),
+        "history": (".json", lambda p: p.write_bytes(records)),
     }
     if item_ids is not None:
         parts["item_ids"] = (".npz", item_ids.save)

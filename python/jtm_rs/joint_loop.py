@@ -20,6 +20,7 @@ import torch
 
 from ._core import Tree
 from .checkpoint import (
+    SavedJTM,
     check_resumable,
     data_fingerprint,
     has_checkpoint,
@@ -53,6 +54,8 @@ class Learner(Protocol):
     item_ids: Optional[IdMap]
 
     def evaluate(self, users, M: int = 200, **kwargs) -> Dict[str, float]: ...
+
+    def restore(self, saved: SavedJTM) -> None: ...
 
 
 class JointLoop:
@@ -96,9 +99,7 @@ class JointLoop:
         jtm = self.jtm
         saved = read_jtm(path, jtm.device)
         round_ = check_resumable(path, saved, self.cfg, self.fingerprint)
-        jtm.tree, jtm.history, jtm.item_ids = saved.tree, saved.history, saved.item_ids
-        jtm.model = new_model(jtm.model_factory, saved.tree, self.cfg, jtm.device, seed=self.cfg.seed)
-        jtm.model.load_state_dict(saved.model_state)
+        jtm.restore(saved)  # its config equals ours: check_resumable said so
         jtm.model.train()
         jtm.optimizer = make_optimizer(jtm.model, self.cfg.learning_rate)
         restore_training_state(path, saved.training, self.rng, jtm.optimizer)

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ._core import Tree
-from .checkpoint import read_jtm, save_jtm
+from .checkpoint import SavedJTM, read_jtm, save_jtm
 from .config import IterationRecord, JTMConfig, variant_name
 from .data import PAD, EvaluationUsers, Interactions, Split
 from .encoding import drop_unknown
@@ -256,13 +256,16 @@ class JTM(Recommender):
         """Reads what :meth:`save` (or a checkpoint of :meth:`fit`) wrote. Nothing is
         unpickled. A model saved from a custom ``model_factory`` needs the same factory here."""
         self = cls(model_factory=model_factory, device=device, n_threads=n_threads)
-        saved = read_jtm(Path(path), self.device)
+        self.restore(read_jtm(Path(path), self.device))
+        self.model.eval()
+        return self
+
+    def restore(self, saved: SavedJTM) -> None:
+        """Takes the configuration, tree, model weights, history and id map of a save."""
         self.config = saved.config
         self.tree, self.history, self.item_ids = saved.tree, saved.history, saved.item_ids
         self.model = new_model(self.model_factory, saved.tree, saved.config, self.device, seed=saved.config.seed)
         self.model.load_state_dict(saved.model_state)
-        self.model.eval()
-        return self
 
 
 class BruteForce(Recommender):

@@ -35,7 +35,7 @@ def write_parts(d: Path, parts: Parts) -> None:
     for kind, (suffix, write) in parts.items():
         names[kind] = f"{kind}-{token}{suffix}"
         write(d / names[kind])
-        _fsync_file(d / names[kind])
+        _fsync_file(d / names[kind])  # on disk before the manifest names it
     manifest = {
         "format_version": FORMAT_VERSION,
         "token": token,
@@ -43,7 +43,7 @@ def write_parts(d: Path, parts: Parts) -> None:
     }
     previous = _read_manifest(d) if (d / MANIFEST).exists() else None
     tmp = d / f".{MANIFEST}.{token}.tmp"
-    write_synced(tmp, json.dumps(manifest, indent=1).encode())
+    _write_synced(tmp, json.dumps(manifest, indent=1).encode())
     os.replace(tmp, d / MANIFEST)
     _fsync_dir(d)
     # The previous save's parts go last; so do leftovers of saves killed over an hour ago (a
@@ -101,7 +101,7 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def write_synced(path: Path, data: bytes) -> None:
+def _write_synced(path: Path, data: bytes) -> None:
     with open(path, "wb") as f:
         f.write(data)
         f.flush()

@@ -128,9 +128,10 @@ def model_weights_fn(
         return (out * torch.from_numpy(weight).to(device)[:, None]).cpu().numpy()
 
     # The examples the kept samples stand for, per item of the tree (0 for items without any).
-    k = np.searchsorted(keys, tree.items)
-    found = (k < len(keys)) & (keys[np.minimum(k, len(keys) - 1)] == tree.items) if len(keys) else np.zeros(tree.n_items, bool)
-    kept = np.diff(indptr)[np.minimum(k, len(keys) - 1)] if len(keys) else np.zeros(tree.n_items, np.int64)
-    per_item = np.where(found, kept * scale[np.minimum(k, len(keys) - 1)] if len(keys) else 0.0, 0.0)
+    per_item = np.zeros(tree.n_items)
+    pos = np.searchsorted(tree.items, keys)
+    ok = pos < tree.n_items
+    ok[ok] = tree.items[pos[ok]] == keys[ok]
+    per_item[pos[ok]] = (np.diff(indptr) * scale)[ok]
     weights.stay_bonus = stay_bonus * per_item if stay_bonus else None
     return weights
