@@ -5,8 +5,17 @@ latency of one user's call).
     python benches/scale.py --items 100000                      # users: items / 5
     python benches/scale.py --items 1000000 --examples 20000 --iterations 1 --threads 2
 
+    python benches/scale.py --user-behavior ub.csv --examples 20000 --iterations 1 --threads 2
+
 Prints one Markdown table: per phase its seconds, the process's resident memory after it and
-its peak so far (GiB), and a note (rates, sizes). Every phase runs once; rerun for spread.
+its peak so far (GiB), that peak's growth over the process before the data (after the imports)
+per item and per behaviour of the data, and a note (rates, sizes). Every phase runs once; rerun
+for spread. ``--user-behavior`` reads a UserBehavior-layout CSV (``benches/write_user_behavior.py``
+writes generated data in it) with the project's loader instead of generating.
+
+Tree learning's *scored pairs* are the (sample, node) pairs its ``weights_fn`` scores: per kept
+sample (at most ``max_samples_per_item`` per item) and per segment ``s..e``, the
+``b + b² + … + b^(e−s+1)`` nodes of the parent's subtree.
 """
 
 from __future__ import annotations
@@ -14,6 +23,10 @@ from __future__ import annotations
 import argparse
 import resource
 import time
+
+from jtm_rs.config import JTMConfig
+
+JTM_DEFAULTS = JTMConfig()
 
 
 def rss_gib() -> float:
@@ -30,7 +43,7 @@ def peak_gib() -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--items", type=int, required=True)
+    p.add_argument("--items", type=int, default=None, help="items to generate (or --user-behavior)")
     p.add_argument("--users", type=int, default=None, help="default: items / 5")
     p.add_argument("--iterations", type=int, default=1)
     p.add_argument("--examples", type=int, default=20000, help="training examples per training (the budget)")
@@ -41,19 +54,28 @@ def main() -> None:
     p.add_argument("--initial-tree", default="kmeans", choices=["kmeans", "random", "category"],
                    help="the initial tree (generated data has categories)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--user-behavior", default=None, metavar="CSV",
+                   help="load this UserBehavior-layout file instead of generating (--items is then ignored)")
+    p.add_argument("--max-samples-per-item", type=int, default=JTM_DEFAULTS.max_samples_per_item,
+                   help="tree learning's samples per item (JTMConfig)")
     a = p.parse_args()
+    if (a.items is None) == (a.user_behavior is None):
+        p.error("give --items N (generate) or --user-behavior CSV (load), not both")
 
     import numpy as np
     import torch
 
     from jtm_rs import JTM, synthetic
-    from jtm_rs.config import JTMConfig
     from jtm_rs.tree_policy import initial_tree
 
     rows = []
+    base = rss_gib()  # the process before any data: interpreter, torch, the extension
+    size = {"items": 0, "behaviours": 0}
 
     def phase(name: str, seconds: float, note: str = "") -> None:
-        rows.append((name, seconds, rss_gib(), peak_gib(), note))
+        grown = max(peak_gib() - base, 0.0) * 2**30
+        rows.append((name, seconds, rss_gib(), peak_gib(), grown / max(size["items"], 1),
+                     grown / max(size["behaviours"], 1), note))
         print(f"{name}: {seconds:.1f} s, {rss_gib():.2f} GiB ({note})", flush=True)
 
     def timed(name, fn, note=lambda r: ""):
@@ -62,16 +84,29 @@ def main() -> None:
         phase(name, time.perf_counter() - t, note(r))
         return r
 
-    users = a.users or max(1000, a.items // 5)
-    gen = timed("generate", lambda: synthetic.generate(a.items, users, seed=a.seed),
-                lambda g: f"{len(g.interactions):,} behaviours of {users:,} users")
     t = time.perf_counter()
-    split = gen.interactions.filter_users(10).split(0.1, 0.1, seed=a.seed)
+    if a.user_behavior:
+        from jtm_rs.datasets import load_user_behavior
+
+        data = load_user_behavior(a.user_behavior, show_progress=False)
+        source = "load (UserBehavior CSV)"
+    else:
+        users = a.users or max(1000, a.items // 5)
+        data = synthetic.generate(a.items, users, seed=a.seed).interactions  # the planted tree is dropped
+        source = "generate"
+    size.update(items=data.n_items, behaviours=len(data))
+    phase(source, time.perf_counter() - t, f"{len(data):,} behaviours of {data.n_users:,} users, {data.n_items:,} items")
+    t = time.perf_counter()
+    split = data.filter_users(10).split(0.1, 0.1, seed=a.seed)
     phase("split", time.perf_counter() - t, f"{split.train.n_users:,} train users")
-    del gen  # the planted tree and the full data: only the split is needed
-    timed("windows", lambda: split.train.training_windows(), lambda w: f"{len(w):,} training examples")
+    del data  # only the split is needed
+    windows = timed("windows", lambda: split.train.training_windows(), lambda w: f"{len(w):,} training examples")
     cfg = JTMConfig(iterations=a.iterations, max_examples_per_epoch=a.examples, seed=a.seed,
-                    validation_users=500, initial_tree=a.initial_tree)
+                    validation_users=500, initial_tree=a.initial_tree,
+                    max_samples_per_item=a.max_samples_per_item)
+    per_training = min(a.examples, len(windows)) * cfg.epochs
+    scored = scored_pairs(windows.targets, cfg)
+    del windows
     tree = timed(f"initial tree ({a.initial_tree})", lambda: initial_tree([split.train, split.validation, split.test], cfg, a.threads),
                  lambda t: f"{t.n_items:,} items, {t.leaf_level} levels")
     jtm = JTM(cfg, device=a.device, n_threads=a.threads)
@@ -80,12 +115,13 @@ def main() -> None:
     fit_s = time.perf_counter() - t0
     for r in jtm.history:
         s = r.seconds
-        phase(f"round {r.iteration}: training", s["train"], f"{a.examples / s['train']:,.0f} examples/s")
+        phase(f"round {r.iteration}: training", s["train"], f"{per_training / s['train']:,.0f} examples/s")
         if "validate" in s:
             phase(f"round {r.iteration}: validation", s["validate"], "500 users, beam")
         if "learn_tree" in s:
             phase(f"round {r.iteration}: tree learning", s["learn_tree"],
-                  f"objective {r.objective:.3f} -> {r.objective_after_tree_learning:.3f}")
+                  f"objective {r.objective:.3f} -> {r.objective_after_tree_learning:.3f}; "
+                  f"{scored(tree.arity, tree.leaf_level) / s['learn_tree']:,.0f} scored pairs/s")
     learn = sum(r.seconds.get("learn_tree", 0.0) for r in jtm.history)
     phase("fit (all rounds)", fit_s, f"tree learning {learn / fit_s:.0%} of it")
 
@@ -110,12 +146,30 @@ def main() -> None:
     phase("one user's retrieve (M=200)", float(np.sum(lat)),
           f"p50 {np.percentile(lat_ms, 50):.1f} ms, p99 {np.percentile(lat_ms, 99):.1f} ms over {a.latency_calls} calls")
 
-    print(f"\n{a.items:,} items, {users:,} users generated, {a.iterations} iteration(s), {a.examples:,} examples per "
-          f"training, device {a.device}, torch threads {torch.get_num_threads()}, n_threads {a.threads}\n")
-    print("| phase | seconds | resident GiB after | peak GiB so far | note |")
-    print("|---|---|---|---|---|")
-    for name, s, rss, peak, note in rows:
-        print(f"| {name} | {s:.1f} | {rss:.2f} | {peak:.2f} | {note} |")
+    print(f"\n{size['items']:,} items, {size['behaviours']:,} behaviours, {a.iterations} iteration(s), {per_training:,} "
+          f"examples per training, device {a.device}, torch threads {torch.get_num_threads()}, n_threads {a.threads}, "
+          f"{base:.2f} GiB before the data\n")
+    print("| phase | seconds | resident GiB after | peak GiB so far | peak growth bytes/item | bytes/behaviour | note |")
+    print("|---|---|---|---|---|---|---|")
+    for name, s, rss, peak, per_item, per_beh, note in rows:
+        print(f"| {name} | {s:.1f} | {rss:.2f} | {peak:.2f} | {per_item:,.0f} | {per_beh:,.0f} | {note} |")
+
+
+def scored_pairs(targets, cfg):
+    """``(arity, leaf_level) -> pairs`` that one tree learning scores for these training targets."""
+    import numpy as np
+
+    _, counts = np.unique(targets, return_counts=True)
+    cap = cfg.max_samples_per_item
+    samples = int(np.minimum(counts, cap).sum()) if cap is not None else int(counts.sum())
+
+    def pairs(arity: int, leaf_level: int) -> int:
+        per_sample = 0
+        for s in range(1, leaf_level + 1, cfg.d):
+            per_sample += sum(arity**k for k in range(1, min(cfg.d, leaf_level - s + 1) + 1))
+        return samples * per_sample
+
+    return pairs
 
 
 if __name__ == "__main__":

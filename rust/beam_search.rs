@@ -29,6 +29,8 @@ pub struct BeamSearch<'t> {
     k: usize,
     m: usize,
     start_level: u32,
+    /// The most pairs one user can have at a level (bounds the per-level work).
+    widest: usize,
     /// Level of the candidates to expand next; `None` once the leaves are selected.
     level: Option<u32>,
     /// Each user's beam (node ids) at the level above `level`.
@@ -38,6 +40,21 @@ pub struct BeamSearch<'t> {
     offsets: Vec<usize>,
     items: Vec<i64>,
     scores: Vec<f32>,
+}
+
+/// Searches scoring fewer (user, node) pairs per level than this run on the calling thread
+/// (`BeamSearch::is_small`): for one user (400 pairs at k = 200) the pool's hand-offs cost
+/// more than the work.
+pub const SMALL_SEARCH_PAIRS: usize = 1 << 14;
+
+/// `f(0..n)` collected in order, on rayon's current pool or, for a small search, sequentially
+/// (a parallel iterator would still go through a pool).
+fn per_user<T: Send>(n: usize, parallel: bool, f: impl Fn(usize) -> T + Sync + Send) -> Vec<T> {
+    if parallel {
+        (0..n).into_par_iter().map(f).collect()
+    } else {
+        (0..n).map(f).collect()
+    }
 }
 
 /// First level with more than k live nodes, or the leaf level if none has.
@@ -95,6 +112,7 @@ impl<'t> BeamSearch<'t> {
             k,
             m,
             start_level: start,
+            widest: widest.max(m as u128) as usize,
             level: Some(start),
             beams: Vec::new(),
             nodes: Vec::new(),
@@ -106,6 +124,12 @@ impl<'t> BeamSearch<'t> {
 
     pub fn start_level(&self) -> u32 {
         self.start_level
+    }
+
+    /// Whether a level's pairs are few enough to expand and select on the calling thread
+    /// ([`SMALL_SEARCH_PAIRS`]).
+    pub fn is_small(&self) -> bool {
+        (self.n_users as u128) * (self.widest as u128) < SMALL_SEARCH_PAIRS as u128
     }
 
     /// The pairs to score at the next level (None when the search is done); `OutOfMemory`
@@ -122,14 +146,13 @@ impl<'t> BeamSearch<'t> {
                 "the beam's candidate counts",
             )?
         } else {
-            self.beams
-                .par_iter()
-                .map(|beam| {
-                    beam.iter()
-                        .map(|&n| live_children(tree, n, level).len())
-                        .sum()
-                })
-                .collect()
+            let beams = &self.beams;
+            per_user(self.n_users, !self.is_small(), |u| {
+                beams[u]
+                    .iter()
+                    .map(|&n| live_children(tree, n, level).len())
+                    .sum()
+            })
         };
         self.offsets.clear();
         self.offsets.push(0);
@@ -155,25 +178,27 @@ impl<'t> BeamSearch<'t> {
         }
         let beams = &self.beams;
         let first = level == self.start_level;
-        slices
-            .into_par_iter()
-            .enumerate()
-            .for_each(|(u, (out_n, out_r))| {
-                out_r.fill(u as i64);
-                if first {
-                    for (o, &n) in out_n.iter_mut().zip(tree.live_at(level)) {
-                        *o = n as i64;
-                    }
-                } else {
-                    let mut at = 0;
-                    for &b in &beams[u] {
-                        for &n in live_children(tree, b, level) {
-                            out_n[at] = n as i64;
-                            at += 1;
-                        }
+        let fill = |(u, (out_n, out_r)): (usize, (&mut [i64], &mut [i64]))| {
+            out_r.fill(u as i64);
+            if first {
+                for (o, &n) in out_n.iter_mut().zip(tree.live_at(level)) {
+                    *o = n as i64;
+                }
+            } else {
+                let mut at = 0;
+                for &b in &beams[u] {
+                    for &n in live_children(tree, b, level) {
+                        out_n[at] = n as i64;
+                        at += 1;
                     }
                 }
-            });
+            }
+        };
+        if self.is_small() {
+            slices.into_iter().enumerate().for_each(fill);
+        } else {
+            slices.into_par_iter().enumerate().for_each(fill);
+        }
         self.nodes.extend_from_slice(&nodes);
         Ok(Some(Candidates {
             user_rows: rows,
@@ -207,27 +232,24 @@ impl<'t> BeamSearch<'t> {
         let leaves = level == self.tree.leaf_level();
         let keep = if leaves { self.m } else { self.k };
         let (nodes, offsets) = (&self.nodes, &self.offsets);
-        let best: Vec<Vec<(f32, i64)>> = (0..self.n_users)
-            .into_par_iter()
-            .map(|u| {
-                let r = offsets[u]..offsets[u + 1];
-                let mut pairs: Vec<(f32, i64)> = scores[r.clone()]
-                    .iter()
-                    .copied()
-                    .zip(nodes[r].iter().copied())
-                    .collect();
-                if pairs.len() > keep {
-                    pairs.select_nth_unstable_by(keep - 1, by_score);
-                    pairs.truncate(keep);
-                }
-                // A beam's order is whatever the (deterministic) selection left; only the
-                // leaves are returned best first.
-                if leaves {
-                    pairs.sort_unstable_by(by_score);
-                }
-                pairs
-            })
-            .collect();
+        let best: Vec<Vec<(f32, i64)>> = per_user(self.n_users, !self.is_small(), |u| {
+            let r = offsets[u]..offsets[u + 1];
+            let mut pairs: Vec<(f32, i64)> = scores[r.clone()]
+                .iter()
+                .copied()
+                .zip(nodes[r].iter().copied())
+                .collect();
+            if pairs.len() > keep {
+                pairs.select_nth_unstable_by(keep - 1, by_score);
+                pairs.truncate(keep);
+            }
+            // A beam's order is whatever the (deterministic) selection left; only the
+            // leaves are returned best first.
+            if leaves {
+                pairs.sort_unstable_by(by_score);
+            }
+            pairs
+        });
         if leaves {
             self.items = Vec::with_capacity(self.n_users * self.m);
             self.scores = Vec::with_capacity(self.n_users * self.m);
@@ -284,11 +306,12 @@ pub fn beam_search<F>(
 where
     F: FnMut(&[i64], &[i64], u32) -> Result<Vec<f32>>,
 {
-    use crate::parallel::run;
+    use crate::parallel::run_sized;
     let mut search = BeamSearch::new(tree, n_users, k, m)?;
-    while let Some(c) = run(n_threads, || search.expand())? {
+    let here = search.is_small();
+    while let Some(c) = run_sized(n_threads, here, || search.expand())? {
         let s = score(&c.user_rows, &c.nodes, c.level)?;
-        run(n_threads, || search.select(&s))?;
+        run_sized(n_threads, here, || search.select(&s))?;
     }
     search.finish()
 }
@@ -362,6 +385,33 @@ mod tests {
                 );
                 assert!(got_s[u * m..(u + 1) * m].windows(2).all(|w| w[0] >= w[1]));
             }
+        }
+    }
+
+    #[test]
+    fn a_small_search_on_the_calling_thread_equals_the_parallel_one() {
+        let items: Vec<i64> = (0..3000).collect();
+        let tree = Tree::random(&items, 2, None, 5).unwrap();
+        // Scores that break the max-heap property, hashed from (user row, node).
+        let score = |rows: &[i64], nodes: &[i64], offset: i64| {
+            rows.iter()
+                .zip(nodes)
+                .map(|(&u, &n)| {
+                    let mut r = SplitMix64::new(((u + offset) as u64) << 32 | n as u64);
+                    (r.next_u64() >> 40) as f32
+                })
+                .collect::<Vec<f32>>()
+        };
+        let (n_users, k, m) = (1200, 8, 5);
+        assert!(!BeamSearch::new(&tree, n_users, k, m).unwrap().is_small());
+        assert!(BeamSearch::new(&tree, 1, k, m).unwrap().is_small());
+        let (all, all_s) =
+            beam_search(&tree, n_users, k, m, Some(2), |u, n, _| Ok(score(u, n, 0))).unwrap();
+        for u in [0, 1, 599, 1199] {
+            let (one, one_s) =
+                beam_search(&tree, 1, k, m, Some(2), |r, n, _| Ok(score(r, n, u as i64))).unwrap();
+            assert_eq!(&all[u * m..(u + 1) * m], &one[..], "user {u}");
+            assert_eq!(&all_s[u * m..(u + 1) * m], &one_s[..]);
         }
     }
 

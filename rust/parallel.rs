@@ -80,14 +80,31 @@ pub fn run<R: Send>(n_threads: Option<usize>, f: impl FnOnce() -> Result<R> + Se
             }
         }
     };
-    outcome.unwrap_or_else(|panic| {
-        let msg = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".into());
-        Err(JtmError::Internal(msg))
-    })
+    outcome.unwrap_or_else(panic_error)
+}
+
+/// [`run`], or with `here` on the calling thread (a panic still becomes
+/// `JtmError::Internal`): for sections too small to repay handing them to a pool's thread and
+/// waiting for it (one user's beam-search level, where the hand-offs cost more than the work).
+pub fn run_sized<R: Send>(
+    n_threads: Option<usize>,
+    here: bool,
+    f: impl FnOnce() -> Result<R> + Send,
+) -> Result<R> {
+    if here && n_threads != Some(0) {
+        catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(panic_error)
+    } else {
+        run(n_threads, f)
+    }
+}
+
+fn panic_error<R>(panic: Box<dyn std::any::Any + Send>) -> Result<R> {
+    let msg = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    Err(JtmError::Internal(msg))
 }
 
 /// What rayon's global pool would hold: `RAYON_NUM_THREADS`, else the available cores.

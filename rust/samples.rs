@@ -23,13 +23,16 @@ pub struct Samples {
 }
 
 /// `negatives[l]` is the count for level l (length `leaf_level + 1`; entries below
-/// `start_level` are ignored).
+/// `start_level` are ignored). Example `e` of `targets` draws from random stream
+/// `first_stream + e`, so an epoch generated in chunks (`first_stream` = the chunk's offset)
+/// equals the epoch generated at once, in a chunk's memory.
 pub fn generate(
     tree: &Tree,
     targets: &[i64],
     negatives: &[i64],
     start_level: u32,
     seed: u64,
+    first_stream: u64,
 ) -> Result<Samples> {
     let leaf_level = tree.leaf_level();
     if negatives.len() != leaf_level as usize + 1 {
@@ -73,7 +76,7 @@ pub fn generate(
         .zip(out.label.par_chunks_mut(block))
         .enumerate()
         .for_each(|(e, (((ex, node), lev), lab))| {
-            let mut rng = SplitMix64::for_stream(seed, e as u64);
+            let mut rng = SplitMix64::for_stream(seed, first_stream + e as u64);
             let mut picked: Vec<usize> = Vec::new();
             let mut r = 0;
             for (&l, &n_neg) in levels.iter().zip(&per_level) {
@@ -137,7 +140,7 @@ mod tests {
     fn positives_are_ancestors_and_negatives_are_live_others() {
         let t = tree();
         let negs = vec![0, 1, 2, 3, 4, 5, 6, 200];
-        let s = generate(&t, &[5, 17, 5], &negs, 1, 3).unwrap();
+        let s = generate(&t, &[5, 17, 5], &negs, 1, 3, 0).unwrap();
         let block = s.node.len() / 3;
         // level 1 has 2 live nodes: one negative at most; level 7 (leaves) has 100: 99 others.
         assert_eq!(
@@ -174,11 +177,30 @@ mod tests {
         let t = tree();
         let negs = vec![0, 1, 1, 2, 2, 3, 3, 10];
         let targets: Vec<i64> = (0..100).collect();
-        let a = crate::parallel::run(Some(1), || generate(&t, &targets, &negs, 1, 42)).unwrap();
-        let b = crate::parallel::run(Some(2), || generate(&t, &targets, &negs, 1, 42)).unwrap();
-        let c = generate(&t, &targets, &negs, 1, 43).unwrap();
+        let a = crate::parallel::run(Some(1), || generate(&t, &targets, &negs, 1, 42, 0)).unwrap();
+        let b = crate::parallel::run(Some(2), || generate(&t, &targets, &negs, 1, 42, 0)).unwrap();
+        let c = generate(&t, &targets, &negs, 1, 43, 0).unwrap();
         assert_eq!(a, b);
         assert_ne!(a.node, c.node);
+    }
+
+    #[test]
+    fn chunks_with_their_first_stream_equal_the_whole() {
+        let t = tree();
+        let negs = [0, 1, 1, 2, 2, 3, 3, 4];
+        let targets: Vec<i64> = (0..50).map(|i| (i * 7) % 40).collect();
+        let whole = generate(&t, &targets, &negs, 1, 9, 0).unwrap();
+        let (a, b) = targets.split_at(17);
+        let (sa, sb) = (
+            generate(&t, a, &negs, 1, 9, 0).unwrap(),
+            generate(&t, b, &negs, 1, 9, 17).unwrap(),
+        );
+        assert_eq!(whole.node, [sa.node, sb.node].concat());
+        assert_eq!(whole.label, [sa.label, sb.label].concat());
+        assert_ne!(
+            whole.node,
+            generate(&t, &targets, &negs, 1, 9, 1).unwrap().node
+        );
     }
 
     #[test]
@@ -186,7 +208,7 @@ mod tests {
         let t = tree();
         let mut negs = vec![0; 8];
         negs[7] = 1;
-        let s = generate(&t, &vec![0; 20000], &negs, 7, 5).unwrap();
+        let s = generate(&t, &vec![0; 20000], &negs, 7, 5, 0).unwrap();
         let mut counts = std::collections::HashMap::new();
         for r in 0..s.node.len() {
             if s.label[r] == 0.0 {
@@ -204,9 +226,9 @@ mod tests {
     #[test]
     fn bad_arguments() {
         let t = tree();
-        assert!(generate(&t, &[1], &[0; 3], 1, 0).is_err());
-        assert!(generate(&t, &[1], &[0, 0, 0, 0, 0, 0, 0, -1], 1, 0).is_err());
-        assert!(generate(&t, &[1000], &[0; 8], 1, 0).is_err());
-        assert!(generate(&t, &[1], &[0; 8], 9, 0).is_err());
+        assert!(generate(&t, &[1], &[0; 3], 1, 0, 0).is_err());
+        assert!(generate(&t, &[1], &[0, 0, 0, 0, 0, 0, 0, -1], 1, 0, 0).is_err());
+        assert!(generate(&t, &[1000], &[0; 8], 1, 0, 0).is_err());
+        assert!(generate(&t, &[1], &[0; 8], 9, 0, 0).is_err());
     }
 }

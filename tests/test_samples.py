@@ -52,3 +52,41 @@ def test_bad_sample_arguments():
         generate_samples(tree, [1000], [1] * tree.n_levels)
     with pytest.raises(InvalidInputError):
         generate_samples(tree, [1], [1] * tree.n_levels, start_level=99)
+
+
+def test_chunks_with_their_first_stream_equal_the_whole():
+    tree = Tree.random(np.arange(500), seed=2)
+    negs = [0] + [3] * tree.leaf_level
+    targets = np.arange(500)[::-1].copy()
+    whole = generate_samples(tree, targets, negs, seed=4)
+    parts = [generate_samples(tree, targets[i : i + 128], negs, seed=4, first_stream=i) for i in range(0, 500, 128)]
+    for field in ("node", "level", "label"):
+        assert np.array_equal(getattr(whole, field), np.concatenate([getattr(p, field) for p in parts]))
+
+
+def test_an_epoch_trained_in_sample_chunks_is_the_epoch_trained_at_once(monkeypatch):
+    """train_epoch generates samples a chunk of batches at a time; the chunk size must not
+    change what is trained."""
+    import torch
+
+    from jtm_rs import synthetic, training
+    from jtm_rs.config import JTMConfig
+    from jtm_rs.features import BehaviourLeaves
+    from jtm_rs.tree_policy import default_model_factory, new_model
+
+    data = synthetic.generate(600, 150, seed=1).interactions
+    tree = Tree.random(np.unique(data.item), seed=0)
+    windows = data.training_windows()
+    leaves = BehaviourLeaves(windows, tree, torch.device("cpu"))
+    negs = training.default_negatives(tree.leaf_level, 20)
+    examples = np.random.default_rng(0).permutation(len(windows))[:700]
+    states = []
+    for chunk in (1 << 15, 16):  # 16 examples: several chunks, each of whole batches
+        monkeypatch.setattr(training, "SAMPLE_CHUNK_EXAMPLES", chunk)
+        model = new_model(default_model_factory, tree, JTMConfig(), torch.device("cpu"), seed=0)
+        opt = training.make_optimizer(model, 1e-2)
+        loss = training.train_epoch(model, opt, tree, leaves, examples, negs, hierarchical=True, batch_size=256, seed=3)
+        states.append((loss, model.state_dict()))
+    (loss_a, a), (loss_b, b) = states
+    assert loss_a == loss_b
+    assert all(torch.equal(a[k], b[k]) for k in a)

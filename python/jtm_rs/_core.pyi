@@ -75,6 +75,7 @@ class Tree:
         start_level: int = 1,
         seed: int = 0,
         n_threads: Optional[int] = None,
+        first_stream: int = 0,
     ) -> Tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float32]]: ...
     def beam_search(
         self,

@@ -26,12 +26,15 @@ def generate_samples(
     start_level: int = 1,
     seed: int = 0,
     n_threads: Optional[int] = None,
+    first_stream: int = 0,
 ) -> Samples:
     """For each target item and each level from ``start_level`` to the leaves: the target's
     ancestor (label 1) and ``negatives[level]`` distinct other live nodes of that level drawn
     uniformly (label 0; capped at the number of other live nodes). Seeded and independent of
     the thread count.
 
-    ``negatives`` has one count per level ``0..tree.leaf_level``.
+    ``negatives`` has one count per level ``0..tree.leaf_level``. Target ``e`` draws from
+    random stream ``first_stream + e``: an epoch generated in chunks, each with its offset in
+    the epoch, equals the epoch generated at once.
     """
-    return Samples(*tree.generate_samples(targets, list(negatives), start_level, seed, n_threads))
+    return Samples(*tree.generate_samples(targets, list(negatives), start_level, seed, n_threads, first_stream))

@@ -22,6 +22,8 @@ seconds):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator, Tuple
+
 import numpy as np
 
 from ._core import Tree
@@ -39,6 +41,104 @@ class SyntheticData:
 
     def planted_tree(self, arity: int = 2) -> Tree:
         return Tree.from_order(self.planted_order, arity=arity)
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """The knobs of users' behaviour (see the module docstring)."""
+
+    max_interests: int = 3
+    p_near: float = 0.7
+    kinship: int = 3
+    min_length: int = 10
+    mean_length: float = 30.0
+    max_length: int = 120
+    drift: float = 0.08
+    noise: float = 0.03
+
+
+class _World:
+    """The planted tree, its interest clusters and the items' popularity: what every user of one
+    data set shares. Draws from ``rng`` in a fixed order, so one seed gives one world."""
+
+    def __init__(self, n_items: int, cluster_size: int, category_size: int, zipf: float, rng: np.random.Generator):
+        self.n_items = n_items
+        # Non-contiguous user-facing ids, so nothing can rely on ids being positions.
+        self.order = rng.choice(20 * n_items, size=n_items, replace=False).astype(np.int64)
+        self.planted = Tree.from_order(self.order, arity=2)
+        L = self.planted.leaf_level
+        self.interest_level = int(np.clip(L - int(np.log2(max(cluster_size, 1))), 1, L))
+        self.category_level = int(np.clip(L - int(np.log2(max(category_size, 1))), 1, L))
+        # Interest clusters: contiguous ranges of the planted order.
+        cluster_of = self.planted.item_ancestors(self.order, self.interest_level)  # per planted position
+        _, self.lo = np.unique(cluster_of, return_index=True)
+        self.hi = np.append(self.lo[1:], n_items)
+        self.n_clusters = len(self.lo)
+        # Popularity: Zipf over a random rank; cumulative over planted positions for in-cluster draws.
+        pop = 1.0 / np.power(rng.permutation(n_items) + 1.0, zipf)
+        self.cum = np.concatenate(([0.0], np.cumsum(pop)))
+        self.cluster_pop = self.cum[self.hi] - self.cum[self.lo]
+
+    def near(self, c: np.ndarray, kinship: int, rng: np.random.Generator) -> np.ndarray:
+        """A random cluster under the same planted ancestor ``kinship`` levels above."""
+        span = 2 ** min(kinship, self.interest_level)
+        base = (c // span) * span
+        return np.minimum(base + rng.integers(0, span, size=len(c)), self.n_clusters - 1)
+
+    def draw_clusters(self, k: int, rng: np.random.Generator) -> np.ndarray:
+        return rng.choice(self.n_clusters, size=k, p=self.cluster_pop / self.cluster_pop.sum())
+
+    def behaviours(self, n_users: int, b: Behaviour, rng: np.random.Generator):
+        """``n_users`` users' sequences: ``(lengths [U], items [U, T], active [U, T])``."""
+        lengths = np.minimum(b.min_length + rng.geometric(1.0 / (b.mean_length - b.min_length + 1), size=n_users) - 1,
+                             b.max_length)
+        interests = np.empty((n_users, b.max_interests), dtype=np.int64)
+        interests[:, 0] = self.draw_clusters(n_users, rng)
+        for j in range(1, b.max_interests):
+            interests[:, j] = np.where(rng.random(n_users) < b.p_near, self.near(interests[:, 0], b.kinship, rng),
+                                       self.draw_clusters(n_users, rng))
+        n_interests = rng.integers(1, b.max_interests + 1, size=n_users)
+        current = interests[np.arange(n_users), rng.integers(0, n_interests)]
+        cum, lo, hi = self.cum, self.lo, self.hi
+        t_max = int(lengths.max())
+        items = np.full((n_users, t_max), -1, dtype=np.int64)
+        global_cum = cum / cum[-1]
+        for t in range(t_max):
+            moves = rng.random(n_users) < b.drift
+            if moves.any():
+                u = np.flatnonzero(moves)
+                to_own = rng.random(len(u)) < 0.5
+                own = interests[u, rng.integers(0, n_interests[u])]
+                current[u] = np.where(to_own, own, self.near(current[u], b.kinship, rng))
+            c = current
+            x = cum[lo[c]] + rng.random(n_users) * self.cluster_pop[c]
+            pos = np.clip(np.searchsorted(cum, x, side="right") - 1, lo[c], hi[c] - 1)
+            noisy = rng.random(n_users) < b.noise
+            if noisy.any():
+                pos[noisy] = np.minimum(np.searchsorted(global_cum, rng.random(noisy.sum()), side="right") - 1,
+                                        self.n_items - 1)
+            items[:, t] = self.order[pos]
+        return lengths, items, np.arange(t_max)[None, :] < lengths[:, None]
+
+    def categories(self, category_noise: float, rng: np.random.Generator):
+        """``item ids -> category ids``: planted ancestor at ``category_level``, some relabelled,
+        ids shuffled."""
+        cat_node = self.planted.item_ancestors(self.order, self.category_level)
+        cat_nodes, cat_index = np.unique(cat_node, return_inverse=True)
+        relabel = rng.random(self.n_items) < category_noise
+        cat_index[relabel] = rng.integers(0, len(cat_nodes), size=int(relabel.sum()))
+        cat_ids = rng.permutation(len(cat_nodes))[cat_index]
+        sorter = np.argsort(self.order)
+        return lambda it: cat_ids[sorter[np.searchsorted(self.order, it, sorter=sorter)]]
+
+
+def _rows(lengths: np.ndarray, items: np.ndarray, active: np.ndarray, first_user: int, rng: np.random.Generator):
+    """The columns ``(users, items, timestamps)`` of users ``first_user, first_user + 1, …``."""
+    n_users, t_max = items.shape
+    user_ids = np.repeat(np.arange(first_user, first_user + n_users, dtype=np.int64), lengths)
+    start = rng.integers(1_500_000_000, 1_510_000_000, size=n_users)
+    steps = rng.integers(1, 3600, size=(n_users, t_max)).cumsum(axis=1)
+    return user_ids, items[active], (start[:, None] + steps)[active]
 
 
 def generate(
@@ -60,87 +160,57 @@ def generate(
     seed: int = 0,
 ) -> SyntheticData:
     """Generate a :class:`SyntheticData` (see the module docstring for the story)."""
+    behaviour = _checked(n_items, n_users, Behaviour(max_interests, p_near, kinship, min_length, mean_length,
+                                                     max_length, drift, noise))
+    rng = np.random.default_rng(seed)
+    world = _World(n_items, cluster_size, category_size, zipf, rng)
+    lengths, items, active = world.behaviours(n_users, behaviour, rng)
+    item_cat = world.categories(category_noise, rng)
+    users, row_items, timestamps = _rows(lengths, items, active, 0, rng)
+    return SyntheticData(
+        Interactions(users, row_items, timestamps, item_cat(row_items)),
+        world.order,
+        world.interest_level,
+        world.category_level,
+    )
+
+
+def generate_columns(
+    n_items: int,
+    n_users: int,
+    *,
+    chunk_users: int = 100_000,
+    behaviour: Behaviour = Behaviour(),
+    cluster_size: int = 32,
+    zipf: float = 1.0,
+    category_size: int = 128,
+    category_noise: float = 0.2,
+    seed: int = 0,
+) -> Iterator[Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """The data of :func:`generate`'s story in chunks of ``chunk_users`` users, for data sets too
+    large to hold twice (10^8 behaviours): yields ``(users, items, categories, timestamps)``
+    columns, users numbered ``0..n_users-1`` in order. With ``chunk_users >= n_users`` the rows
+    are :func:`generate`'s for the same arguments."""
+    behaviour = _checked(n_items, n_users, behaviour)
+    if chunk_users < 1:
+        raise InvalidInputError(f"chunk_users must be at least 1, got {chunk_users}")
+    rng = np.random.default_rng(seed)
+    world = _World(n_items, cluster_size, category_size, zipf, rng)
+    item_cat = None
+    for first in range(0, n_users, chunk_users):
+        lengths, items, active = world.behaviours(min(chunk_users, n_users - first), behaviour, rng)
+        if item_cat is None:  # after the first users, where generate() draws it
+            item_cat = world.categories(category_noise, rng)
+        users, row_items, timestamps = _rows(lengths, items, active, first, rng)
+        yield users, row_items, item_cat(row_items), timestamps
+
+
+def _checked(n_items: int, n_users: int, b: Behaviour) -> Behaviour:
     if n_items < 2 or n_users < 1:
         raise InvalidInputError(f"need at least 2 items and 1 user, got {n_items} items, {n_users} users")
-    if not (1 <= min_length <= max_length) or mean_length < min_length:
+    if not (1 <= b.min_length <= b.max_length) or b.mean_length < b.min_length:
         raise InvalidInputError("lengths must satisfy 1 <= min_length <= mean_length, min_length <= max_length")
-    rng = np.random.default_rng(seed)
-    # Non-contiguous user-facing ids, so nothing can rely on ids being positions.
-    order = rng.choice(20 * n_items, size=n_items, replace=False).astype(np.int64)
-    planted = Tree.from_order(order, arity=2)
-    L = planted.leaf_level
-    interest_level = int(np.clip(L - int(np.log2(max(cluster_size, 1))), 1, L))
-    category_level = int(np.clip(L - int(np.log2(max(category_size, 1))), 1, L))
-
-    # Interest clusters: contiguous ranges of the planted order.
-    cluster_of = planted.item_ancestors(order, interest_level)  # per planted position
-    clusters, lo = np.unique(cluster_of, return_index=True)
-    hi = np.append(lo[1:], n_items)
-    n_clusters = len(clusters)
-
-    # Popularity: Zipf over a random rank; cumulative over planted positions for in-cluster draws.
-    pop = 1.0 / np.power(rng.permutation(n_items) + 1.0, zipf)
-    cum = np.concatenate(([0.0], np.cumsum(pop)))
-    cluster_pop = cum[hi] - cum[lo]
-
-    def near(c: np.ndarray) -> np.ndarray:
-        # A random cluster under the same planted ancestor `kinship` levels above.
-        span = 2 ** min(kinship, interest_level)
-        base = (c // span) * span
-        return np.minimum(base + rng.integers(0, span, size=len(c)), n_clusters - 1)
-
-    def draw_clusters(k: int) -> np.ndarray:
-        return rng.choice(n_clusters, size=k, p=cluster_pop / cluster_pop.sum())
-
-    lengths = np.minimum(
-        min_length + rng.geometric(1.0 / (mean_length - min_length + 1), size=n_users) - 1, max_length
-    )
-    interests = np.empty((n_users, max_interests), dtype=np.int64)
-    interests[:, 0] = draw_clusters(n_users)
-    for j in range(1, max_interests):
-        interests[:, j] = np.where(rng.random(n_users) < p_near, near(interests[:, 0]), draw_clusters(n_users))
-    n_interests = rng.integers(1, max_interests + 1, size=n_users)
-    current = interests[np.arange(n_users), rng.integers(0, n_interests)]
-
-    t_max = int(lengths.max())
-    items = np.full((n_users, t_max), -1, dtype=np.int64)
-    global_cum = cum / cum[-1]
-    for t in range(t_max):
-        moves = rng.random(n_users) < drift
-        if moves.any():
-            u = np.flatnonzero(moves)
-            to_own = rng.random(len(u)) < 0.5
-            own = interests[u, rng.integers(0, n_interests[u])]
-            current[u] = np.where(to_own, own, near(current[u]))
-        c = current
-        x = cum[lo[c]] + rng.random(n_users) * cluster_pop[c]
-        pos = np.clip(np.searchsorted(cum, x, side="right") - 1, lo[c], hi[c] - 1)
-        noisy = rng.random(n_users) < noise
-        if noisy.any():
-            pos[noisy] = np.minimum(np.searchsorted(global_cum, rng.random(noisy.sum()), side="right") - 1, n_items - 1)
-        items[:, t] = order[pos]
-    active = np.arange(t_max)[None, :] < lengths[:, None]
-
-    # Categories: planted ancestor at category_level, some relabelled, ids shuffled.
-    cat_node = planted.item_ancestors(order, category_level)
-    cat_nodes, cat_index = np.unique(cat_node, return_inverse=True)
-    relabel = rng.random(n_items) < category_noise
-    cat_index[relabel] = rng.integers(0, len(cat_nodes), size=int(relabel.sum()))
-    cat_ids = rng.permutation(len(cat_nodes))[cat_index]
-    sorter = np.argsort(order)
-    item_cat = lambda it: cat_ids[sorter[np.searchsorted(order, it, sorter=sorter)]]  # noqa: E731
-
-    user_ids = np.repeat(np.arange(n_users, dtype=np.int64), lengths)
-    row_items = items[active]
-    start = rng.integers(1_500_000_000, 1_510_000_000, size=n_users)
-    steps = rng.integers(1, 3600, size=(n_users, t_max)).cumsum(axis=1)
-    timestamps = (start[:, None] + steps)[active]
-    return SyntheticData(
-        Interactions(user_ids, row_items, timestamps, item_cat(row_items)),
-        order,
-        interest_level,
-        category_level,
-    )
+    return b
 
 
-__all__ = ["SyntheticData", "generate"]
+__all__ = ["SyntheticData", "Behaviour", "generate", "generate_columns"]

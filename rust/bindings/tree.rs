@@ -457,8 +457,9 @@ impl PyTree {
     // ------------------------------------------------------------- samples and search
 
     /// Training samples with per-level negatives (docs/design.md §4.2). Returns
-    /// `(example_index, node, level, label)`.
-    #[pyo3(signature = (targets, negatives, start_level=Int(1), seed=Seed(0), n_threads=None))]
+    /// `(example_index, node, level, label)`. Example `e` draws from random stream
+    /// `first_stream + e`: an epoch generated in chunks equals the epoch generated at once.
+    #[pyo3(signature = (targets, negatives, start_level=Int(1), seed=Seed(0), n_threads=None, first_stream=Count(0)))]
     fn generate_samples<'py>(
         &self,
         py: Python<'py>,
@@ -467,8 +468,10 @@ impl PyTree {
         start_level: Int,
         seed: Seed,
         n_threads: Option<Count>,
+        first_stream: Count,
     ) -> PyResult<SampleArrays<'py>> {
         let seed = seed.0;
+        let first_stream = first_stream.0 as u64;
         let n_threads = n_threads.map(|c| c.0);
         let start_level = level_arg(&self.inner, start_level)?;
         let targets = int_array(targets, "targets")?;
@@ -476,7 +479,7 @@ impl PyTree {
         let (tree, t) = (&self.inner, targets.as_slice()?);
         let s = py.detach(|| {
             parallel::run(n_threads, || {
-                samples::generate(tree, t, &negatives, start_level, seed)
+                samples::generate(tree, t, &negatives, start_level, seed, first_stream)
             })
         })?;
         Ok((
@@ -504,7 +507,11 @@ impl PyTree {
         let (n_users, k, m) = (n_users.0, k.0, m.map(|c| c.0));
         let m = m.unwrap_or(k);
         let mut search = BeamSearch::new(&self.inner, n_users, k, m)?;
-        while let Some(c) = py.detach(|| parallel::run(n_threads, || search.expand()))? {
+        // A small search (one user) stays on this thread: see `SMALL_SEARCH_PAIRS`.
+        let here = search.is_small();
+        while let Some(c) =
+            py.detach(|| parallel::run_sized(n_threads, here, || search.expand()))?
+        {
             let n = c.nodes.len();
             let rows = c.user_rows.into_pyarray(py);
             let nodes = c.nodes.into_pyarray(py);
@@ -513,7 +520,7 @@ impl PyTree {
             match callback_floats(out, "score_fn", &[n])? {
                 Floats::F32(s) => {
                     let s = s.as_slice()?;
-                    py.detach(|| parallel::run(n_threads, || search.select(s)))?
+                    py.detach(|| parallel::run_sized(n_threads, here, || search.select(s)))?
                 }
                 Floats::F64(s) => {
                     let s = s.as_slice()?;
@@ -529,7 +536,7 @@ impl PyTree {
                         .into());
                     }
                     let s: Vec<f32> = s.iter().map(|&x| x as f32).collect();
-                    py.detach(|| parallel::run(n_threads, || search.select(&s)))?
+                    py.detach(|| parallel::run_sized(n_threads, here, || search.select(&s)))?
                 }
             }
             py.check_signals()?;
