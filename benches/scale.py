@@ -21,10 +21,15 @@ sample (at most ``max_samples_per_item`` per item) and per segment ``s..e``, the
 from __future__ import annotations
 
 import argparse
+import os
 import resource
+import sys
 import time
 
 from jtm_rs.config import JTMConfig
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from arithmetic import gemm_flops_per_s  # noqa: E402
 
 JTM_DEFAULTS = JTMConfig()
 
@@ -105,7 +110,7 @@ def main() -> None:
                     validation_users=500, initial_tree=a.initial_tree,
                     max_samples_per_item=a.max_samples_per_item)
     per_training = min(a.examples, len(windows)) * cfg.epochs
-    scored = scored_pairs(windows.targets, cfg)
+    work = tree_learning_work(windows.targets, cfg)
     del windows
     tree = timed(f"initial tree ({a.initial_tree})", lambda: initial_tree([split.train, split.validation, split.test], cfg, a.threads),
                  lambda t: f"{t.n_items:,} items, {t.leaf_level} levels")
@@ -119,9 +124,10 @@ def main() -> None:
         if "validate" in s:
             phase(f"round {r.iteration}: validation", s["validate"], "500 users, beam")
         if "learn_tree" in s:
+            pairs, flops = work(tree.arity, tree.leaf_level)
             phase(f"round {r.iteration}: tree learning", s["learn_tree"],
                   f"objective {r.objective:.3f} -> {r.objective_after_tree_learning:.3f}; "
-                  f"{scored(tree.arity, tree.leaf_level) / s['learn_tree']:,.0f} scored pairs/s")
+                  f"{pairs / s['learn_tree']:,.0f} scored pairs/s, {flops / s['learn_tree'] / 1e9:.1f} GFLOP/s")
     learn = sum(r.seconds.get("learn_tree", 0.0) for r in jtm.history)
     phase("fit (all rounds)", fit_s, f"tree learning {learn / fit_s:.0%} of it")
 
@@ -149,27 +155,43 @@ def main() -> None:
     print(f"\n{size['items']:,} items, {size['behaviours']:,} behaviours, {a.iterations} iteration(s), {per_training:,} "
           f"examples per training, device {a.device}, torch threads {torch.get_num_threads()}, n_threads {a.threads}, "
           f"{base:.2f} GiB before the data\n")
+    threads = a.threads or os.cpu_count()  # every core the run may use: the limit of the machine
+    pairs, flops = work(tree.arity, tree.leaf_level)
+    gemm = gemm_flops_per_s(threads)
+    print(f"tree learning scores {pairs:,} pairs ({flops / 1e9:,.0f} GFLOP) per round; this machine's GEMM of the "
+          f"MLP's shape runs {gemm / 1e9:.0f} GFLOP/s on {threads} thread(s): an arithmetic limit of "
+          f"{flops / gemm:.0f} s ({gemm / flops * pairs:,.0f} pairs/s)\n")
     print("| phase | seconds | resident GiB after | peak GiB so far | peak growth bytes/item | bytes/behaviour | note |")
     print("|---|---|---|---|---|---|---|")
     for name, s, rss, peak, per_item, per_beh, note in rows:
         print(f"| {name} | {s:.1f} | {rss:.2f} | {peak:.2f} | {per_item:,.0f} | {per_beh:,.0f} | {note} |")
 
 
-def scored_pairs(targets, cfg):
-    """``(arity, leaf_level) -> pairs`` that one tree learning scores for these training targets."""
+def tree_learning_work(targets, cfg):
+    """``(arity, leaf_level) -> (scored pairs, FLOPs)`` of one tree learning for these training
+    targets and the default model's shapes. Per kept sample and segment of ``n`` levels: the
+    user's share of the first layer once per level (``n · d_user · h1`` multiply-adds) and the
+    rest of the MLP per scored pair (``h1·h2 + h2·h3 + h3``); the node's share, once per distinct
+    node of a block, is left out. A multiply-add is 2 FLOPs."""
     import numpy as np
 
     _, counts = np.unique(targets, return_counts=True)
     cap = cfg.max_samples_per_item
     samples = int(np.minimum(counts, cap).sum()) if cap is not None else int(counts.sum())
+    widths = [(10 + 1) * cfg.embedding_dim, *cfg.hidden, 1]  # input: 10 windows + the node
+    d_user = widths[0] - cfg.embedding_dim
+    rest = sum(a * b for a, b in zip(widths[1:], widths[2:]))
 
-    def pairs(arity: int, leaf_level: int) -> int:
-        per_sample = 0
+    def work(arity: int, leaf_level: int):
+        pairs = macs = 0
         for s in range(1, leaf_level + 1, cfg.d):
-            per_sample += sum(arity**k for k in range(1, min(cfg.d, leaf_level - s + 1) + 1))
-        return samples * per_sample
+            n = min(cfg.d, leaf_level - s + 1)
+            p = sum(arity**k for k in range(1, n + 1))
+            pairs += p
+            macs += n * d_user * widths[1] + p * rest
+        return samples * pairs, 2.0 * samples * macs
 
-    return pairs
+    return work
 
 
 if __name__ == "__main__":

@@ -34,6 +34,9 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from arithmetic import gemm_flops_per_s  # noqa: E402
 
 
 def _flops_per_example(model, leaf_level: int, pairs: int) -> float:
@@ -57,20 +60,6 @@ def _flops_per_example(model, leaf_level: int, pairs: int) -> float:
         if isinstance(layer, torch.nn.Linear):
             macs += pairs * layer.in_features * layer.out_features
     return 2.0 * 3.0 * macs
-
-
-def _gemm_flops_per_s(threads: int) -> float:
-    import torch
-
-    torch.set_num_threads(threads)
-    a, b = torch.randn(8192, 128), torch.randn(128, 64)
-    best = 0.0
-    for _ in range(5):
-        t = time.perf_counter()
-        for _ in range(50):
-            a @ b
-        best = max(best, 50 * 2 * 8192 * 128 * 64 / (time.perf_counter() - t))
-    return best
 
 
 def child(args: argparse.Namespace) -> None:
@@ -121,7 +110,7 @@ def child(args: argparse.Namespace) -> None:
     used = (tuner.chosen or 1) if tuner is not None else int(args.threads)
     pairs = sum(negatives[1:]) + tree.leaf_level
     flops = _flops_per_example(model, tree.leaf_level, pairs)
-    gemm = _gemm_flops_per_s(used)
+    gemm = gemm_flops_per_s(used)
     print(json.dumps(dict(rate=rate, flops=flops, gemm=gemm, limit=gemm / flops, leaf_level=tree.leaf_level,
                           pairs=pairs, batch_size=cfg.batch_size, used=used)))
 

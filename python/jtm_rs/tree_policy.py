@@ -29,6 +29,7 @@ from ._core import Tree
 from .config import JTMConfig
 from .cooccurrence import cooccurrence_embeddings
 from .data import Interactions
+from .distributed import Ranks, sharded_weights_fn
 from .exceptions import InvalidInputError
 from .features import BehaviourLeaves
 from .model import JTMModel, carry_node_embeddings
@@ -105,8 +106,11 @@ def weights_precision(setting: str, device: torch.device) -> str:
 
 
 def learn_tree_from_model(model: nn.Module, tree: Tree, leaves: BehaviourLeaves, config: JTMConfig, *, d: int,
-                          seed: int, n_threads: Optional[int], show_progress: bool) -> Tree:
-    """Paper Algorithm 2 with ``model`` fixed, from the training examples behind ``leaves``."""
+                          seed: int, n_threads: Optional[int], show_progress: bool,
+                          ranks: Optional[Ranks] = None) -> Tree:
+    """Paper Algorithm 2 with ``model`` fixed, from the training examples behind ``leaves``.
+    With ``ranks`` (every rank calling it alike), the model scoring is split over the ranks and
+    every rank returns the same tree (:func:`jtm_rs.distributed.sharded_weights_fn`)."""
     tuner = training_tuner(n_threads, leaves.device.type)  # the scoring's threads, as training's
     weights = model_weights_fn(
         model,
@@ -119,6 +123,9 @@ def learn_tree_from_model(model: nn.Module, tree: Tree, leaves: BehaviourLeaves,
         precision=weights_precision(config.weights_precision, leaves.device),
         threads=tuner,
     )
+    if ranks is not None:
+        weights = sharded_weights_fn(weights, ranks)
+        show_progress = show_progress and ranks.is_leader
     try:
         return learn_tree(weights, d, tree=tree, stay_bonus=weights.stay_bonus, n_threads=n_threads,
                           show_progress=show_progress)

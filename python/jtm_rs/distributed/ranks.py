@@ -1,0 +1,82 @@
+"""The process group a distributed run works in: this process's rank, the world size, and the
+collectives the library needs, on numpy arrays (gloo on CPU; NCCL through the current CUDA
+device)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from ..exceptions import InvalidInputError
+
+
+class Ranks:
+    """This process's place in an initialised torch.distributed group (default: the world)."""
+
+    def __init__(self, group: Optional[Any] = None):
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            raise InvalidInputError(
+                "torch.distributed is not initialised: start the processes with torchrun (or another "
+                "launcher) and call torch.distributed.init_process_group() before a distributed run"
+            )
+        self.group = group
+        self.rank = dist.get_rank(group)
+        self.world = dist.get_world_size(group)
+        # NCCL moves CUDA tensors only; gloo and the rest take CPU ones.
+        backend = dist.get_backend(group)
+        self.device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
+
+    @classmethod
+    def current(cls) -> Optional["Ranks"]:
+        """The world group's ranks when torch.distributed is initialised, else None."""
+        import torch.distributed as dist
+
+        return cls() if dist.is_available() and dist.is_initialized() else None
+
+    @property
+    def is_leader(self) -> bool:
+        """Rank 0: the one that writes checkpoints and prints progress."""
+        return self.rank == 0
+
+    def mine(self, n: int) -> slice:
+        """This rank's share of ``n`` rows: every ``world``-th row from ``rank`` (interleaved, so
+        shares of rows sorted by anything stay alike)."""
+        return slice(self.rank, n, self.world)
+
+    def gather_rows(self, part: np.ndarray, n: int) -> np.ndarray:
+        """Every rank's :meth:`mine` share of an ``[n, ...]`` array, put back together on every
+        rank (``part`` is this rank's rows, in order)."""
+        import torch.distributed as dist
+
+        per = -(-n // self.world)  # all_gather needs one shape: shares padded to the largest
+        part = np.ascontiguousarray(part)
+        src = torch.from_numpy(part).to(self.device)
+        padded = src.new_zeros((per, *src.shape[1:]))
+        padded[: len(src)] = src
+        gathered = [torch.empty_like(padded) for _ in range(self.world)]
+        dist.all_gather(gathered, padded, group=self.group)
+        out = np.empty((n, *part.shape[1:]), dtype=part.dtype)
+        for r, g in enumerate(gathered):
+            rows = range(r, n, self.world)
+            out[r::self.world] = g[: len(rows)].cpu().numpy()
+        return out
+
+    def check_same(self, what: str, value: str) -> None:
+        """Refuses to go on, on every rank, unless ``value`` (e.g. a fingerprint of the data or
+        the configuration) is the same on all ranks; the error names ``what`` and the ranks."""
+        import torch.distributed as dist
+
+        digest = hashlib.sha256(value.encode()).hexdigest()[:16]
+        seen: list = [None] * self.world
+        dist.all_gather_object(seen, digest, group=self.group)
+        differ = [r for r, d in enumerate(seen) if d != seen[0]]
+        if differ:
+            raise InvalidInputError(f"the {what} differs across ranks: rank(s) {differ} disagree with rank 0")
+
+
+__all__ = ["Ranks"]
