@@ -9,6 +9,7 @@ use crate::{kmeans_tree, parallel, persistence, samples};
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple, PyType};
+use rayon::prelude::*;
 use std::path::PathBuf;
 
 /// `(example_index, node, level, label)`.
@@ -58,21 +59,38 @@ fn opt_level(leaf_level: Option<Int>) -> PyResult<Option<u32>> {
     }
 }
 
-/// Maps each id of an int64 array (any shape) through `f`, keeping the shape.
-fn map_ids<'py, T: numpy::Element>(
+/// Maps each id of an int64 array (any shape) through `f`, keeping the shape. Large arrays
+/// (the leaves of every behaviour: 10^8 at the paper's scale) are mapped on rayon's pool with
+/// the GIL released; small ones (one user's call) here.
+fn map_ids<'py, T: numpy::Element + Send>(
     py: Python<'py>,
+    tree: &Tree,
     ids: &Bound<'py, PyAny>,
     what: &str,
-    f: impl Fn(i64) -> Result<T, JtmError>,
+    f: impl Fn(&Tree, i64) -> Result<T, JtmError> + Sync,
 ) -> PyResult<Bound<'py, PyArrayDyn<T>>> {
     let a = int_array(ids, what)?;
-    let out: Vec<T> = a
-        .as_slice()?
-        .iter()
-        .map(|&x| f(x))
-        .collect::<Result<_, _>>()?;
+    let slice = a.as_slice()?;
+    let out: Vec<T> = if slice.len() < PARALLEL_IDS {
+        slice
+            .iter()
+            .map(|&x| f(tree, x))
+            .collect::<Result<_, _>>()?
+    } else {
+        py.detach(|| {
+            parallel::run(None, || {
+                slice
+                    .par_iter()
+                    .map(|&x| f(tree, x))
+                    .collect::<Result<_, _>>()
+            })
+        })?
+    };
     PyArray1::from_vec(py, out).reshape(a.shape())
 }
+
+/// Ids from which [`map_ids`] maps in parallel.
+const PARALLEL_IDS: usize = 1 << 16;
 
 impl PyTree {
     fn node(&self, n: i64) -> Result<u64, JtmError> {
@@ -255,7 +273,9 @@ impl PyTree {
         py: Python<'py>,
         items: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyArrayDyn<i64>>> {
-        map_ids(py, items, "items", |i| Ok(self.inner.leaf_of(i)? as i64))
+        map_ids(py, &self.inner, items, "items", |t, i| {
+            Ok(t.leaf_of(i)? as i64)
+        })
     }
 
     /// Item on each leaf; `default` for empty leaves.
@@ -267,12 +287,12 @@ impl PyTree {
         default: Int,
     ) -> PyResult<Bound<'py, PyArrayDyn<i64>>> {
         let level = self.inner.leaf_level();
-        map_ids(py, leaves, "leaves", |n| {
-            let node = self.node(n)?;
-            if self.inner.level_of(node) != level {
+        map_ids(py, &self.inner, leaves, "leaves", |t, n| {
+            let node = t.check_node(n)?;
+            if t.level_of(node) != level {
                 return Err(JtmError::InvalidNode(format!("node {n} is not a leaf")));
             }
-            Ok(self.inner.item_at(node).unwrap_or(default.0))
+            Ok(t.item_at(node).unwrap_or(default.0))
         })
     }
 
@@ -284,8 +304,8 @@ impl PyTree {
         level: Int,
     ) -> PyResult<Bound<'py, PyArrayDyn<i64>>> {
         let level = level_arg(&self.inner, level)?;
-        map_ids(py, nodes, "nodes", |n| {
-            Ok(self.inner.ancestor(self.node(n)?, level)? as i64)
+        map_ids(py, &self.inner, nodes, "nodes", |t, n| {
+            Ok(t.ancestor(t.check_node(n)?, level)? as i64)
         })
     }
 
@@ -297,8 +317,8 @@ impl PyTree {
         level: Int,
     ) -> PyResult<Bound<'py, PyArrayDyn<i64>>> {
         let level = level_arg(&self.inner, level)?;
-        map_ids(py, items, "items", |i| {
-            Ok(self.inner.ancestor(self.inner.leaf_of(i)?, level)? as i64)
+        map_ids(py, &self.inner, items, "items", |t, i| {
+            Ok(t.ancestor(t.leaf_of(i)?, level)? as i64)
         })
     }
 
@@ -330,8 +350,8 @@ impl PyTree {
         py: Python<'py>,
         nodes: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyArrayDyn<i64>>> {
-        map_ids(py, nodes, "nodes", |n| {
-            Ok(self.inner.level_of(self.node(n)?) as i64)
+        map_ids(py, &self.inner, nodes, "nodes", |t, n| {
+            Ok(t.level_of(t.check_node(n)?) as i64)
         })
     }
 
@@ -342,7 +362,7 @@ impl PyTree {
         py: Python<'py>,
         items: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyArrayDyn<bool>>> {
-        map_ids(py, items, "items", |i| Ok(self.inner.contains(i)))
+        map_ids(py, &self.inner, items, "items", |t, i| Ok(t.contains(i)))
     }
 
     /// Whether each node has an item below it.
@@ -351,8 +371,8 @@ impl PyTree {
         py: Python<'py>,
         nodes: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyArrayDyn<bool>>> {
-        map_ids(py, nodes, "nodes", |n| {
-            Ok(self.inner.is_live(self.node(n)?))
+        map_ids(py, &self.inner, nodes, "nodes", |t, n| {
+            Ok(t.is_live(t.check_node(n)?))
         })
     }
 
