@@ -160,7 +160,7 @@ def main() -> None:
     gemm = gemm_flops_per_s(threads)
     print(f"tree learning scores {pairs:,} pairs ({flops / 1e9:,.0f} GFLOP) per round; this machine's GEMM of the "
           f"MLP's shape runs {gemm / 1e9:.0f} GFLOP/s on {threads} thread(s): an arithmetic limit of "
-          f"{flops / gemm:.0f} s ({gemm / flops * pairs:,.0f} pairs/s)\n")
+          f"{flops / gemm:.1f} s ({gemm / flops * pairs:,.0f} pairs/s)\n")
     print("| phase | seconds | resident GiB after | peak GiB so far | peak growth bytes/item | bytes/behaviour | note |")
     print("|---|---|---|---|---|---|---|")
     for name, s, rss, peak, per_item, per_beh, note in rows:

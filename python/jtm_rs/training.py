@@ -107,9 +107,10 @@ class LazyAdam(torch.optim.Optimizer):
                 state["exp_avg"].index_copy_(0, rows, m)
                 state["exp_avg_sq"].index_copy_(0, rows, v)
                 step_size = lr * math.sqrt(1 - b2**t) / (1 - b1**t)
-                # Scaled before, not through index_add_'s alpha: on CPU the alpha path was 4x
-                # slower (15 vs 3.8 ms for 59k rows of a 2M-row table).
-                p.index_add_(0, rows, m.div_(v.sqrt_().add_(eps)).mul_(-step_size))
+                # index_add_'s alpha path is 4x slower on CPU than scaling first (15 vs 3.8 ms for
+                # 59k rows of a 2M-row table; ~6 % of a training step at 10^6 items) but rounds
+                # differently: it stays until Table 1 is measured again (docs/scale.md).
+                p.index_add_(0, rows, m.div_(v.sqrt_().add_(eps)), alpha=-step_size)
         return loss
 
 
