@@ -175,10 +175,12 @@ def tree_learning_work(targets, cfg):
     node of a block, is left out. A multiply-add is 2 FLOPs."""
     import numpy as np
 
+    from jtm_rs.model import TIME_WINDOWS
+
     _, counts = np.unique(targets, return_counts=True)
     cap = cfg.max_samples_per_item
     samples = int(np.minimum(counts, cap).sum()) if cap is not None else int(counts.sum())
-    widths = [(10 + 1) * cfg.embedding_dim, *cfg.hidden, 1]  # input: 10 windows + the node
+    widths = [(len(TIME_WINDOWS) + 1) * cfg.embedding_dim, *cfg.hidden, 1]  # input: the windows + the node
     d_user = widths[0] - cfg.embedding_dim
     rest = sum(a * b for a, b in zip(widths[1:], widths[2:]))
 

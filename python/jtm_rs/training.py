@@ -181,7 +181,10 @@ def train_epoch(
     device = leaves.device
     geometry = TreeGeometry.of(tree, device)
     targets = leaves.windows.targets[examples]
-    block = len(generate_samples(tree, targets[:1], negatives, start_level=1, seed=seed).node)
+    # One example's samples give the block every example shares: its size and level pattern.
+    first = generate_samples(tree, targets[:1], negatives, start_level=1, seed=seed)
+    block = len(first.node)
+    level = torch.from_numpy(first.level).to(device)
     n_ex = len(examples)
     per_batch = max(1, batch_size // max(block, 1))
     # Samples are generated a chunk of whole batches at a time (the chunk's examples keep their
@@ -189,7 +192,6 @@ def train_epoch(
     # x ~90 per example, 3.7 GB for 1.5 M examples of a 10^6-item tree.
     chunk = per_batch * max(1, SAMPLE_CHUNK_EXAMPLES // per_batch)
     ex_t = torch.from_numpy(np.ascontiguousarray(examples, dtype=np.int64)).to(device)
-    level = None
     model.train()
     total, count = 0.0, 0
     if threads is not None:
@@ -200,8 +202,6 @@ def train_epoch(
             n_c = min(chunk, n_ex - c0)
             node = torch.from_numpy(s.node).to(device).view(n_c, block)
             label = torch.from_numpy(s.label).to(device).view(n_c, block)
-            if level is None:
-                level = torch.from_numpy(s.level[:block]).to(device)
             for lo in range(0, n_c, per_batch):
                 ex = ex_t[c0 + lo : c0 + lo + per_batch]
                 with tuned(threads, len(ex) * block):
