@@ -121,3 +121,36 @@ def test_bad_search_arguments():
     assert items.shape == (0, 3)
     items, _ = beam_search(tree, zero, 2, k=20, m=10)  # k above the corpus: every item
     assert sorted(items[0].tolist()) == list(range(10))
+
+
+@pytest.mark.parametrize("hierarchical,attention", [(True, False), (False, False), (True, True)])
+def test_model_score_fn_equals_the_model_at_every_level(rng, hierarchical, attention):
+    """The scorer of a JTMModel computes each user's first-layer share once per search (for all
+    levels; the attention model cannot split and takes the per-level path): every level's
+    scores equal the model's forward, over batches of users that replace each other."""
+    torch = pytest.importorskip("torch")
+    from jtm_rs.features import behaviours_at
+    from jtm_rs.geometry import TreeGeometry
+    from jtm_rs.model import JTMModel
+    from jtm_rs.retrieval import model_score_fn
+
+    tree = Tree.random(np.arange(3000), seed=2)
+    torch.manual_seed(0)
+    model = JTMModel(tree.n_nodes, attention=attention).eval()
+    user_leaves = torch.from_numpy(tree.leaves(rng.choice(3000, size=(7, 30)).ravel()).reshape(7, 30))
+    user_leaves[2, 5:] = -1
+    geometry = TreeGeometry.of(tree)
+    fast = model_score_fn(model, tree, user_leaves, hierarchical=hierarchical)
+    seen = []
+
+    def checked(users, nodes, level):
+        got = fast(users, nodes, level)
+        beh = behaviours_at(geometry, user_leaves[torch.from_numpy(users)], level, hierarchical)
+        with torch.no_grad():
+            want = model(beh, torch.from_numpy(nodes))
+        assert torch.allclose(got, want, atol=1e-5)
+        seen.append(level)
+        return got
+
+    items, _ = beam_search(tree, checked, 7, k=20, m=10, batch_size=3)
+    assert items.shape == (7, 10) and len(seen) == 3 * (tree.leaf_level - seen[0] + 1)

@@ -179,7 +179,25 @@ class JTMModel(nn.Module):
         # index_select, not indexing: its backward is an index_add_ (2.4x faster on CPU than
         # indexing's accumulating index_put_).
         h = torch.addmm(h_user.index_select(0, rows), table.index_select(0, local_nodes), w_node.T)
-        return self.mlp[1:](h).squeeze(-1)
+        return self._rest_of_mlp(h).squeeze(-1)
+
+    def user_share(self, behaviours: torch.Tensor) -> Optional[torch.Tensor]:
+        """The first layer's user share, bias included, of each row of ``behaviours``:
+        ``[G, W] -> [G, H]``, the part of a pair's pre-activation that does not depend on the
+        node (:meth:`score_user_share` adds the rest). ``None`` where the first layer does not
+        split (the attention model; batch norm first)."""
+        if self.attention is not None or not isinstance(self.mlp[0], nn.Linear):
+            return None
+        return self._first_layer_parts(behaviours, behaviours.new_zeros(0))[0]
+
+    def score_user_share(self, share: torch.Tensor, rows: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
+        """``score_pairs`` from precomputed :meth:`user_share` rows: ``[G, H], [P], [P] -> [P]``.
+        A beam search computes each user's share once for all its levels and calls this per
+        level: one user's search at 10^6 items was mostly the per-level user work."""
+        first = self.mlp[0]
+        d_user = len(self.window_sizes) * self.embedding_dim
+        h = torch.addmm(share.index_select(0, rows), self._embed(nodes), first.weight[:, d_user:].T)
+        return self._rest_of_mlp(h).squeeze(-1)
 
     def score_grid(self, behaviours: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
         """``[S, W], [S, C] -> [S, C]`` (tree learning's and beam search's shape): as

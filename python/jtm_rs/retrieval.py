@@ -77,7 +77,11 @@ def _numpy_scores(score_fn: ScoreFn, offset: int) -> ScoreFn:
 def model_score_fn(model, tree: Tree, user_leaves, *, hierarchical: bool) -> ScoreFn:
     """A beam-search ``score_fn`` from a torch model following the :mod:`jtm_rs.model` call
     convention; ``user_leaves`` is ``LongTensor[n_users, W]`` (behaviour leaves, ``-1`` padded)
-    on the model's device. Returns float32 tensors (moved to numpy by :func:`beam_search`)."""
+    on the model's device. Returns float32 tensors (moved to numpy by :func:`beam_search`).
+
+    A model with ``user_share``/``score_user_share`` (:class:`~jtm_rs.model.JTMModel`) has each
+    user's share of the first layer computed once, for the level asked first and every level
+    below it, when the user first appears; each level then costs only its pairs."""
     import torch
 
     from .features import behaviours_at
@@ -86,14 +90,61 @@ def model_score_fn(model, tree: Tree, user_leaves, *, hierarchical: bool) -> Sco
 
     device = user_leaves.device
     geometry = TreeGeometry.of(tree, device)
+    shares = _UserShares(model, geometry, user_leaves, hierarchical) if hasattr(model, "score_user_share") else None
 
     @torch.no_grad()
     def score(user_rows: np.ndarray, nodes: np.ndarray, level: int):
-        users, rows = torch.unique(torch.from_numpy(user_rows).to(device), return_inverse=True)
+        rows = torch.from_numpy(user_rows).to(device)
+        nodes_t = torch.from_numpy(nodes).to(device)
+        found = shares.rows(rows, level) if shares is not None else None
+        if found is not None:
+            return model.score_user_share(*found, nodes_t).float()
+        users, inverse = torch.unique(rows, return_inverse=True)
         beh = behaviours_at(geometry, user_leaves[users], level, hierarchical)
-        return score_pairs(model, beh, rows, torch.from_numpy(nodes).to(device)).float()
+        return score_pairs(model, beh, inverse, nodes_t).float()
 
     return score
+
+
+class _UserShares:
+    """The first-layer user shares (``model.user_share``) of :func:`model_score_fn`, for the
+    users of the current search (a batch of :func:`beam_search`) at every level from the first
+    one asked to the leaves: ``[users * levels, H]``, user-major."""
+
+    def __init__(self, model, geometry, user_leaves, hierarchical: bool):
+        import torch
+
+        self.model, self.geometry, self.user_leaves, self.hierarchical = model, geometry, user_leaves, hierarchical
+        self.slot = torch.full((len(user_leaves),), -1, dtype=torch.int64, device=user_leaves.device)
+        self.share = None
+        self.first_level = 0
+        self.n_levels = 1
+        self.splits = True
+
+    def rows(self, user_rows, level: int):
+        """``(share, each pair's row in it)``, or ``None`` where the model's first layer does
+        not split."""
+        if self.splits and (self.share is None or level < self.first_level or bool((self.slot[user_rows] < 0).any())):
+            self._compute(user_rows, level)
+        if not self.splits:
+            return None
+        offset = level - self.first_level if self.hierarchical else 0
+        return self.share, self.slot[user_rows] * self.n_levels + offset
+
+    def _compute(self, user_rows, level: int) -> None:
+        import torch
+
+        users = torch.unique(user_rows)
+        beh = self.user_leaves[users]
+        self.first_level, self.n_levels = level, 1
+        if self.hierarchical:
+            levels = torch.arange(level, self.geometry.leaf_level + 1, device=beh.device)
+            beh = self.geometry.ancestors(beh[:, None, :], levels[None, :, None]).flatten(0, 1)
+            self.n_levels = len(levels)
+        self.share = self.model.user_share(beh)
+        self.splits = self.share is not None
+        self.slot.fill_(-1)
+        self.slot[users] = torch.arange(len(users), device=users.device)
 
 
 def brute_force(model, tree: Tree, user_leaves, m: int, *, hierarchical: bool, batch_pairs: int = 1 << 21):
