@@ -7,7 +7,8 @@
 //! - [`kmeans_tree`]: the initial tree by recursive balanced k-means over embeddings (§4.1);
 //! - [`tree_learning`]: paper Algorithm 2, segmented greedy assignment with rebalance (§4.4);
 //! - [`beam_search`]: layer-wise retrieval (§4.5);
-//! - [`persistence`]: the tree file format.
+//! - [`persistence`]: the tree file format;
+//! - [`training_kernels`]: the training step's memory-bound CPU kernel (lazy Adam's row update).
 //!
 //! The PyO3 layer (`bindings`, feature `python`) only converts arguments, releases the GIL
 //! around parallel steps and maps [`error::JtmError`] to Python exceptions.
@@ -19,6 +20,7 @@ pub mod parallel;
 pub mod persistence;
 pub mod rng;
 pub mod samples;
+pub mod training_kernels;
 pub mod tree;
 pub mod tree_learning;
 

@@ -175,12 +175,17 @@ def test_sparse_model_trains_with_lazy_adam():
     assert isinstance(dense, torch.optim.Adam)
 
 
-def test_lazy_adam_is_sparse_adam():
+@pytest.mark.parametrize("native", [True, False])  # the Rust row update (CPU float32); torch's ops
+def test_lazy_adam_is_sparse_adam(monkeypatch, native):
     """Same update and state as torch's SparseAdam, for sorted distinct rows (the fast path)
     and for repeated, unsorted ones (coalesced first)."""
     import copy
 
+    import jtm_rs.training as training
     from jtm_rs.training import LazyAdam
+
+    if not native:
+        monkeypatch.setattr(training, "_native_rows", lambda *a: False)
 
     torch.manual_seed(0)
     a = torch.nn.Embedding(50, 4, sparse=True)

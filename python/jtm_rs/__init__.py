@@ -25,6 +25,7 @@ from .exceptions import (
     InvalidInputError,
     JtmError,
     JtmInternalError,
+    RankLostError,
     UnknownItemError,
 )
 

@@ -99,3 +99,17 @@ def learn_tree(
     keep_better: bool = True,
     stay_bonus: Optional[npt.ArrayLike] = None,
 ) -> Tree: ...
+
+def lazy_adam_rows(
+    param: npt.NDArray[np.float32],
+    exp_avg: npt.NDArray[np.float32],
+    exp_avg_sq: npt.NDArray[np.float32],
+    rows: npt.NDArray[np.int64],
+    grad: npt.NDArray[np.float32],
+    beta1: float,
+    beta2: float,
+    eps: float,
+    step_size: float,
+) -> None:
+    """Lazy Adam on rows ``rows`` (strictly increasing) of the ``[n, dim]`` table ``param`` and
+    its moments, in place (C-contiguous float32); ``grad`` is ``[len(rows), dim]``."""

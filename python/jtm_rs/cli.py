@@ -96,8 +96,28 @@ def cmd_generate(a: argparse.Namespace) -> None:
 
 
 def cmd_train(a: argparse.Namespace) -> None:
+    if not a.distributed:
+        _train(a, leader=True)
+        return
+    import torch.distributed as dist
+
+    from .distributed.launch import init_from_environment
+
+    started, a.device = init_from_environment(a.device, a.rank_timeout)
+    leader = dist.get_rank() == 0
+    a.quiet = a.quiet or not leader  # one rank reports
+    try:
+        _train(a, leader=leader)
+    finally:
+        if started:
+            dist.destroy_process_group()
+
+
+def _train(a: argparse.Namespace, leader: bool) -> None:
+    """``train``'s work; over ranks, every rank runs it and the ``leader`` alone writes."""
     from .jtm import JTM, JTMConfig
 
+    fit = {"show_progress": not a.quiet, "distributed": a.distributed}
     if a.resume is not None:
         # Everything that defines the run comes from it; only runtime options are new.
         out = Path(a.resume)
@@ -110,8 +130,9 @@ def cmd_train(a: argparse.Namespace) -> None:
         config = JTMConfig(**info["config"])
         split = _load_split(a, info["min_interactions"], info["validation"], info["test"], info["seed"])
         jtm = JTM(config, device=a.device, n_threads=a.threads)
-        jtm.fit(split, show_progress=not a.quiet, resume=out)
-        print(f"saved to {out}")
+        jtm.fit(split, resume=out, **fit)
+        if leader:
+            print(f"saved to {out}")
         return
     if a.out is None:
         raise InvalidInputError("train needs --out DIR (or --resume DIR to go on with a killed run)")
@@ -125,12 +146,14 @@ def cmd_train(a: argparse.Namespace) -> None:
     # `evaluate` must judge on this run's test users, and that `--resume` goes on with.
     split_info = {"validation": a.validation, "test": a.test, "seed": a.seed, "min_interactions": a.min_interactions,
                   "config": dataclasses.asdict(jtm.config)}
-    Path(a.out).mkdir(parents=True, exist_ok=True)
-    tmp = Path(a.out) / ".split.json.tmp"
-    tmp.write_text(json.dumps(split_info))
-    tmp.replace(Path(a.out) / "split.json")
-    jtm.fit(split, tree=_tree_arg(a), show_progress=not a.quiet, checkpoint_dir=a.out)  # the last checkpoint is the model
-    print(f"saved to {a.out}")
+    if leader:
+        Path(a.out).mkdir(parents=True, exist_ok=True)
+        tmp = Path(a.out) / ".split.json.tmp"
+        tmp.write_text(json.dumps(split_info))
+        tmp.replace(Path(a.out) / "split.json")
+    jtm.fit(split, tree=_tree_arg(a), checkpoint_dir=a.out, **fit)  # the last checkpoint is the model
+    if leader:
+        print(f"saved to {a.out}")
 
 
 def _saved_split(a: argparse.Namespace, jtm=None):
@@ -280,6 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0, help="seed of the split, the model and the sampling")
     add_config_options(t, exclude=("seed",))
     t.add_argument("--m", dest="config_validation_m", type=int, default=argparse.SUPPRESS, help="the same as --validation-m")
+    t.add_argument("--distributed", action="store_true",
+                   help="one rank of a torch.distributed run started by torchrun (docs/distributed.md)")
+    t.add_argument("--rank-timeout", type=float, default=None, metavar="SECONDS",
+                   help="with --distributed: how long a rank waits for the others before failing (default 600)")
     _runtime_args(t)
     t.set_defaults(fn=cmd_train)
 

@@ -44,6 +44,11 @@ class CorruptModelError(JtmError, ValueError):
     config that does not describe a model); the message names the file."""
 
 
+class RankLostError(JtmError, RuntimeError):
+    """A distributed run lost one of its ranks: it died, or did not answer within the rank
+    timeout. Every other rank ends with this error instead of waiting forever."""
+
+
 class JtmInternalError(JtmError, RuntimeError):
     """A broken invariant inside jtm_rs: a bug, please report it."""
 
@@ -56,5 +61,6 @@ __all__ = [
     "CallbackError",
     "CorruptTreeError",
     "CorruptModelError",
+    "RankLostError",
     "JtmInternalError",
 ]

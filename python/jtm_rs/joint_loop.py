@@ -11,6 +11,7 @@ one that was never interrupted.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Protocol, Sequence
@@ -31,6 +32,7 @@ from .checkpoint import (
 )
 from .config import IterationRecord, JTMConfig
 from .data import EvaluationUsers, Interactions
+from .distributed import Ranks, data_parallel
 from .exceptions import InvalidInputError, UnknownItemError
 from .features import BehaviourLeaves
 from .progress import bar as progress_bar, say
@@ -62,10 +64,14 @@ class JointLoop:
     """One run of :meth:`JTM.fit` over a learner's state (tree, model, optimiser, history)."""
 
     def __init__(self, jtm: Learner, train: Interactions, corpus: Sequence[Interactions], *, show_progress: bool,
-                 callback: Optional[Callable[[IterationRecord], object]], checkpoint_dir: Optional[Path]):
+                 callback: Optional[Callable[[IterationRecord], object]], checkpoint_dir: Optional[Path],
+                 ranks: Optional[Ranks] = None):
         cfg = jtm.config
-        self.jtm, self.cfg = jtm, cfg
-        self.show_progress, self.callback, self.checkpoint_dir = show_progress, callback, checkpoint_dir
+        self.jtm, self.cfg, self.ranks = jtm, cfg, ranks
+        # Over ranks, rank 0 alone prints and writes checkpoints; every rank runs the loop.
+        leader = ranks is None or ranks.is_leader
+        self.show_progress, self.callback = show_progress and leader, callback
+        self.checkpoint_dir, self.writes_checkpoints = checkpoint_dir, leader
         self.windows = train.training_windows(cfg.max_behaviours)
         if len(self.windows) == 0:
             raise InvalidInputError(
@@ -89,7 +95,12 @@ class JointLoop:
         jtm.model = new_model(jtm.model_factory, jtm.tree, cfg, jtm.device, seed=cfg.seed)
         jtm.optimizer = make_optimizer(jtm.model, cfg.learning_rate)
         jtm.history = []
-        self.fingerprint = data_fingerprint(self.windows, jtm.tree) if self.checkpoint_dir is not None else ""
+        needs_fingerprint = self.checkpoint_dir is not None or self.ranks is not None
+        self.fingerprint = data_fingerprint(self.windows, jtm.tree) if needs_fingerprint else ""
+        if self.ranks is not None:
+            # Before any collective that would hang or mix unlike things: refused by name.
+            self.ranks.check_same("configuration", repr(dataclasses.asdict(cfg)))
+            self.ranks.check_same("training data or initial tree", self.fingerprint)
 
     def resume(self, path: Path) -> Optional[int]:
         """Restores model, tree, history, optimiser and random state from the checkpoint in
@@ -139,7 +150,7 @@ class JointLoop:
         jtm.history.append(record)
         if self.show_progress:
             say(record.describe())
-        if self.checkpoint_dir is not None:
+        if self.checkpoint_dir is not None and self.writes_checkpoints:
             save_jtm(self.checkpoint_dir, cfg, jtm.tree, jtm.model, jtm.history, jtm.item_ids,
                      training_state(it, self.rng, self.fingerprint, jtm.optimizer))
         return record
@@ -151,7 +162,8 @@ class JointLoop:
             new_tree = cluster_tree(jtm.model, jtm.tree, cfg.seed + it, jtm.n_threads)
         else:
             new_tree = learn_tree_from_model(jtm.model, jtm.tree, leaves, cfg, d=cfg.d, seed=cfg.seed + it,
-                                             n_threads=jtm.n_threads, show_progress=self.show_progress)
+                                             n_threads=jtm.n_threads, show_progress=self.show_progress,
+                                             ranks=self.ranks)
         record.seconds["learn_tree"] = time.perf_counter() - t0
         after = objective_by_level(jtm.model, new_tree, leaves, self.fixed, hierarchical=cfg.hierarchical)
         record.objective_after_tree_learning = float(after.sum())
@@ -173,6 +185,9 @@ class JointLoop:
         n = len(leaves.windows)
         loss = float("nan")
         tuner = training_tuner(jtm.n_threads, jtm.device.type)
+        ranks = self.ranks
+        # Over ranks: DDP around this round's model (tree learning may replace the model).
+        scorer = data_parallel(jtm.model, ranks) if ranks is not None else None
         for epoch in range(cfg.epochs):
             k = n if cfg.max_examples_per_epoch is None else min(n, cfg.max_examples_per_epoch)
             examples = self.rng.permutation(n)[:k]  # shuffled: batches are runs of whole examples
@@ -191,8 +206,11 @@ class JointLoop:
                     seed=int(self.rng.integers(2**62)),
                     progress=bar,
                     threads=tuner,
+                    shard=None if ranks is None else (ranks.rank, ranks.world),
+                    scorer=scorer,
                 )
-        return loss
+        # Each rank's mean over as many samples as the others': their mean is the epoch's.
+        return loss if ranks is None else ranks.mean(loss)
 
 
 def validation_users(validation, max_behaviours: int, n: Optional[int], seed: int) -> Optional[EvaluationUsers]:

@@ -29,7 +29,8 @@ from .checkpoint import SavedJTM, read_jtm, save_jtm
 from .config import IterationRecord, JTMConfig, variant_name
 from .data import PAD, EvaluationUsers, Interactions, Split
 from .encoding import drop_unknown
-from .exceptions import InvalidInputError
+from .distributed import Ranks
+from .exceptions import InvalidInputError, JtmError, RankLostError
 from .features import BehaviourLeaves
 from .ids import IdMap
 from .joint_loop import JointLoop, validation_users
@@ -106,6 +107,7 @@ class JTM(Recommender):
         callback: Optional[Callable[[IterationRecord], object]] = None,
         checkpoint_dir: Union[str, PathLike, None] = None,
         resume: Union[str, PathLike, None] = None,
+        distributed: bool = False,
     ) -> "JTM":
         """Runs Algorithm 1 (:mod:`jtm_rs.joint_loop`).
 
@@ -132,6 +134,14 @@ class JTM(Recommender):
             model and history as one that was never interrupted (checkpoints keep going to
             ``resume`` unless ``checkpoint_dir`` says otherwise). A directory without a
             checkpoint yet starts from the beginning; a finished run returns at once.
+        distributed
+            Run over the ranks of the torch.distributed process group that the caller
+            initialised (``torchrun`` and ``init_process_group``; every rank calls ``fit`` with
+            the same data and configuration, which is checked): training with
+            ``DistributedDataParallel`` on each rank's block of every epoch, tree learning's
+            scoring split over the ranks; rank 0 alone prints and writes checkpoints, so
+            ``checkpoint_dir`` and ``resume`` must be one directory all ranks can read
+            (:mod:`jtm_rs.distributed`, ``docs/distributed.md``).
         """
         if show_progress:
             ensure_handler()
@@ -142,7 +152,8 @@ class JTM(Recommender):
             checkpoint_dir = resume
         cfg = self.config
         loop = JointLoop(self, train, corpus, show_progress=show_progress, callback=callback,
-                         checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir))
+                         checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir),
+                         ranks=Ranks() if distributed else None)
         self.item_ids = train.item_ids
         loop.start(tree, validation_users(validation, cfg.max_behaviours, cfg.validation_users, cfg.seed))
         start = loop.resume(Path(resume)) if resume is not None else None
@@ -150,7 +161,16 @@ class JTM(Recommender):
             if show_progress:
                 say(f"{resume}: the run had finished; nothing to resume")
             return self
-        loop.run(start)
+        try:
+            loop.run(start)
+        except RuntimeError as e:
+            if not distributed or isinstance(e, JtmError):
+                raise
+            # torch.distributed's own message is a page of C++ source paths and advice.
+            raise RankLostError(
+                f"rank {loop.ranks.rank}: another rank of the distributed run died or stopped answering "
+                f"({str(e).splitlines()[0][:300]}); checkpoints, if any, are in the checkpoint directory"
+            ) from e
         return self
 
     @uses_torch_threads

@@ -9,8 +9,9 @@ processes (rayon does not survive ``fork``) and no per-example Python.
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -18,8 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._core import Tree
+from ._core import Tree, lazy_adam_rows
 from .exceptions import InvalidInputError
+from .distributed.training import shard_batches
 from .features import BehaviourLeaves
 from .geometry import TreeGeometry
 from .model import score_pairs
@@ -102,16 +104,27 @@ class LazyAdam(torch.optim.Optimizer):
                     state["exp_avg_sq"] = torch.zeros_like(p)
                 state["step"] += 1
                 t = state["step"]
+                step_size = lr * math.sqrt(1 - b2**t) / (1 - b1**t)
+                if _native_rows(p, state, values, rows):
+                    # One pass over the touched rows (rust/training_kernels.rs): the gathers
+                    # and scatters below were ~16 % of a training step at 10^6 items.
+                    lazy_adam_rows(p.detach().numpy(), state["exp_avg"].numpy(), state["exp_avg_sq"].numpy(),
+                                   rows.numpy(), values.numpy(), b1, b2, eps, step_size)
+                    continue
                 m = state["exp_avg"].index_select(0, rows).lerp_(values, 1 - b1)
                 v = state["exp_avg_sq"].index_select(0, rows).mul_(b2).addcmul_(values, values, value=1 - b2)
                 state["exp_avg"].index_copy_(0, rows, m)
                 state["exp_avg_sq"].index_copy_(0, rows, v)
-                step_size = lr * math.sqrt(1 - b2**t) / (1 - b1**t)
-                # index_add_'s alpha path is 4x slower on CPU than scaling first (15 vs 3.8 ms for
-                # 59k rows of a 2M-row table; ~6 % of a training step at 10^6 items) but rounds
-                # differently: it stays until Table 1 is measured again (docs/scale.md).
                 p.index_add_(0, rows, m.div_(v.sqrt_().add_(eps)), alpha=-step_size)
         return loss
+
+
+def _native_rows(p: torch.Tensor, state: dict, values: torch.Tensor, rows: torch.Tensor) -> bool:
+    """Whether :func:`lazy_adam_rows` can update ``p`` in place: contiguous CPU float32 tables
+    and gradient, int64 rows."""
+    tables = (p, state["exp_avg"], state["exp_avg_sq"], values)
+    on_cpu = all(x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous() for x in tables)
+    return on_cpu and p.dim() == 2 and rows.dtype == torch.int64 and rows.is_contiguous()
 
 
 def make_optimizer(model: nn.Module, learning_rate: float):
@@ -169,10 +182,19 @@ def train_epoch(
     seed: int,
     progress: Optional[tqdm] = None,
     threads: Optional[ThreadTuner] = None,
+    shard: Optional[Tuple[int, int]] = None,
+    scorer: Optional[Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = None,
 ) -> float:
     """One pass, in the order given, over the samples of ``examples`` (rows of
     ``leaves.windows``); returns the mean loss per sample. With ``threads``, torch's thread
-    count is chosen by timing the first batches (:class:`ThreadTuner`).
+    count is chosen by timing the first batches (:class:`ThreadTuner`). Example ``e`` draws its
+    negatives from random stream ``e``. ``scorer(behaviours, rows, nodes)`` gives the logits
+    (default: the model's :func:`~jtm_rs.model.score_pairs`).
+
+    With ``shard=(rank, world)`` (distributed training, with the DDP-wrapped
+    :class:`~jtm_rs.distributed.PairScorer` as ``scorer``), this rank trains on its part of
+    every batch (:func:`~jtm_rs.distributed.shard_batches`): the ranks' steps are the
+    one-process steps, each example with its one-process samples.
 
     The generator gives every example one block of samples with the same level pattern, so a
     batch is whole examples (about ``batch_size`` samples) and each user representation is
@@ -185,28 +207,35 @@ def train_epoch(
     first = generate_samples(tree, targets[:1], negatives, start_level=1, seed=seed)
     block = len(first.node)
     level = torch.from_numpy(first.level).to(device)
-    n_ex = len(examples)
     per_batch = max(1, batch_size // max(block, 1))
+    streams = np.arange(len(examples))  # each example's random stream: its place in the epoch
+    if shard is not None:
+        per_batch, streams = shard_batches(len(examples), per_batch, *shard)
+        examples, targets = examples[streams], targets[streams]
+    n_ex = len(examples)
     # Samples are generated a chunk of whole batches at a time (the chunk's examples keep their
     # random streams, so the epoch is the same): a whole epoch's samples at once were 28 bytes
     # x ~90 per example, 3.7 GB for 1.5 M examples of a 10^6-item tree.
     chunk = per_batch * max(1, SAMPLE_CHUNK_EXAMPLES // per_batch)
     ex_t = torch.from_numpy(np.ascontiguousarray(examples, dtype=np.int64)).to(device)
+    if scorer is None:
+        scorer = functools.partial(score_pairs, model)
     model.train()
     total, count = 0.0, 0
     if threads is not None:
         threads.start()
     try:
         for c0 in range(0, n_ex, chunk):
-            s = generate_samples(tree, targets[c0 : c0 + chunk], negatives, start_level=1, seed=seed, first_stream=c0)
+            node, label = _samples(tree, targets[c0 : c0 + chunk], negatives, seed, streams[c0 : c0 + chunk])
             n_c = min(chunk, n_ex - c0)
-            node = torch.from_numpy(s.node).to(device).view(n_c, block)
-            label = torch.from_numpy(s.label).to(device).view(n_c, block)
+            node = torch.from_numpy(node).to(device).view(n_c, block)
+            label = torch.from_numpy(label).to(device).view(n_c, block)
             for lo in range(0, n_c, per_batch):
                 ex = ex_t[c0 + lo : c0 + lo + per_batch]
                 with tuned(threads, len(ex) * block):
-                    value, n_pairs = _train_batch(model, optimizer, geometry, leaves, ex, node[lo : lo + per_batch],
-                                                  label[lo : lo + per_batch], level, tree.leaf_level, hierarchical)
+                    value, n_pairs = _train_batch(scorer, optimizer, geometry, leaves, ex,
+                                                  node[lo : lo + per_batch], label[lo : lo + per_batch], level,
+                                                  tree.leaf_level, hierarchical)
                 total += value * n_pairs
                 count += n_pairs
                 if progress is not None:
@@ -223,13 +252,26 @@ def train_epoch(
 SAMPLE_CHUNK_EXAMPLES = 1 << 15
 
 
-def _train_batch(model, optimizer, geometry: TreeGeometry, leaves: BehaviourLeaves, ex: torch.Tensor,
+def _samples(tree: Tree, targets: np.ndarray, negatives: Sequence[int], seed: int,
+             streams: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """``(node, label)`` of the samples of ``targets``, target ``i`` drawing from random stream
+    ``streams[i]``: one generator call per run of consecutive streams (one run in a
+    one-process epoch; a rank's parts of the batches in a distributed one)."""
+    runs = np.split(np.arange(len(streams)), np.flatnonzero(np.diff(streams) != 1) + 1)
+    parts = [generate_samples(tree, targets[r], negatives, start_level=1, seed=seed, first_stream=int(streams[r[0]]))
+             for r in runs if len(r)]
+    if len(parts) == 1:
+        return parts[0].node, parts[0].label
+    return np.concatenate([p.node for p in parts]), np.concatenate([p.label for p in parts])
+
+
+def _train_batch(scorer, optimizer, geometry: TreeGeometry, leaves: BehaviourLeaves, ex: torch.Tensor,
                  node: torch.Tensor, label: torch.Tensor, level: torch.Tensor, leaf_level: int,
                  hierarchical: bool) -> Tuple[float, int]:
     """One optimiser step on the samples of examples ``ex``: ``(mean loss, samples)``."""
     beh = user_levels(geometry, leaves(ex), hierarchical)
     rows = pair_rows(len(ex), level, leaf_level, hierarchical)
-    logits = score_pairs(model, beh, rows, node.reshape(-1))
+    logits = scorer(beh, rows, node.reshape(-1))
     loss = F.binary_cross_entropy_with_logits(logits, label.reshape(-1))
     optimizer.zero_grad(set_to_none=True)
     loss.backward()

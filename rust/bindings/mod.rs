@@ -4,6 +4,7 @@
 mod convert;
 mod error;
 mod functions;
+mod kernels;
 mod tree;
 
 use pyo3::prelude::*;
@@ -12,6 +13,7 @@ use pyo3::prelude::*;
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<tree::PyTree>()?;
     m.add_function(wrap_pyfunction!(functions::learn_tree, m)?)?;
+    m.add_function(wrap_pyfunction!(kernels::lazy_adam_rows, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -66,6 +66,14 @@ class Ranks:
             out[r::self.world] = g[: len(rows)].cpu().numpy()
         return out
 
+    def mean(self, value: float) -> float:
+        """The mean over ranks of a number (every rank gets it)."""
+        import torch.distributed as dist
+
+        t = torch.tensor([float(value)], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t, group=self.group)
+        return float(t) / self.world
+
     def check_same(self, what: str, value: str) -> None:
         """Refuses to go on, on every rank, unless ``value`` (e.g. a fingerprint of the data or
         the configuration) is the same on all ranks; the error names ``what`` and the ranks."""

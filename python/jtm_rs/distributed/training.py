@@ -1,0 +1,78 @@
+"""Training over ranks with ``DistributedDataParallel``: each rank trains on its block of every
+epoch's examples and DDP averages the gradients, so every rank takes the same optimiser steps.
+
+* Every rank shuffles the epoch alike (the loop's random state is the same everywhere) and
+  takes its ``world``-th part of every one-process batch (:func:`shard_batches`): the ranks'
+  batches together are the one-process batch, DDP's mean of the ranks' mean gradients is its
+  mean gradient, and each example keeps its one-process random stream (its place in the
+  epoch), so its negatives are the one-process ones. A run is reproducible for a seed and a
+  world size, and follows the one-process run up to the order of float sums.
+* The node-embedding table is replicated (4.2 M items: 8.4 M nodes x 24 floats, 0.8 GB) and
+  its sparse gradient (the rows a batch touched) is all-reduced as a sparse tensor, which
+  gloo supports; NCCL has no sparse all-reduce (``docs/distributed.md``).
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..model import score_pairs
+from .ranks import Ranks
+
+
+class PairScorer(nn.Module):
+    """``model.score_pairs`` as a module's ``forward``: DDP synchronises gradients through the
+    forward of the module it wraps, and training scores pairs, not ``model(...)``."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, behaviours: torch.Tensor, rows: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
+        return score_pairs(self.model, behaviours, rows, nodes)
+
+
+def data_parallel(model: nn.Module, ranks: Ranks) -> nn.Module:
+    """``model``'s pair scorer wrapped in DDP over ``ranks`` (rank 0's weights broadcast first)."""
+    device_ids = [ranks.device.index] if ranks.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(PairScorer(model), device_ids=device_ids, process_group=ranks.group)
+
+
+def shard_batches(n_examples: int, per_batch: int, rank: int, world: int) -> Tuple[int, np.ndarray]:
+    """This rank's examples of a one-process epoch of ``n_examples`` in batches of
+    ``per_batch``: ``(examples per rank and step, their places in the epoch)``.
+
+    A step takes ``per_batch`` examples rounded down to a multiple of ``world`` (at least
+    ``world``), and each rank its ``world``-th part of them, in order: the ranks' steps
+    together are the one-process steps whenever ``per_batch`` is already such a multiple. The
+    epoch is cut to a multiple of ``world`` (at most ``world - 1`` examples left out), so every
+    rank takes the same number of steps, which DDP needs: a rank with a step more would wait
+    for the others forever."""
+    step = max(world, per_batch - per_batch % world)
+    n = n_examples - n_examples % world
+    full = n - n % step
+    body = np.arange(full).reshape(-1, world, step // world)[:, rank, :].ravel()
+    tail = np.arange(full, n).reshape(world, -1)[rank]
+    return step // world, np.concatenate([body, tail])
+
+
+def gradient_bytes(model: nn.Module) -> int:
+    """Bytes this rank's gradients put into one step's all-reduce: dense gradients whole, a
+    sparse one as its rows' indices (int64) and values."""
+    total = 0
+    for p in model.parameters():
+        g = p.grad
+        if g is None:
+            continue
+        if g.is_sparse:
+            total += g._indices().numel() * 8 + g._values().numel() * g._values().element_size()
+        else:
+            total += g.numel() * g.element_size()
+    return total
+
+
+__all__ = ["PairScorer", "data_parallel", "gradient_bytes", "shard_batches"]
