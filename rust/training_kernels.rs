@@ -2,7 +2,8 @@
 //! take several. Python keeps the model and the loop; this replaces the inner loop of
 //! `jtm_rs.training.LazyAdam` on the CPU (other devices use torch's ops). At 10^6 items the
 //! torch version (two gathers, two scatters and a scaled scatter-add over the touched rows) was
-//! ~16 % of a training step; this one pass made training 12-16 % faster (docs/scale.md).
+//! ~16 % of a training step; this one pass trains 9 % (one thread) and 7 % (two) more
+//! examples per second (docs/scale.md).
 //!
 //! A one-pass shared-slope PReLU backward was tried too and dropped: 4 % faster on one thread,
 //! 7 % slower on two, where its rayon workers competed with torch's.

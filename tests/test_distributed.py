@@ -133,8 +133,10 @@ def _split():
     return synthetic.generate(900, 300, seed=7).interactions.filter_users(10).split(0.15, 0.15, seed=0)
 
 
-def _fit_worker(rank: int, init: str, out: str, tag: str, die_after_training: bool) -> None:
-    """One rank of a distributed fit; writes what it saw (or the error that ended it)."""
+def _fit_worker(rank: int, init: str, out: str, tag: str, mode: str) -> None:
+    """One rank of a distributed fit; writes what it saw (or the error that ended it). ``mode``:
+    ``fit``; ``die`` (rank 1 killed after the first training); ``stop`` (the run stops after
+    the first training); ``resume:DIR`` (goes on with the checkpoint in ``out/DIR``)."""
     import torch.distributed as dist
 
     from jtm_rs import JTM, JTMConfig
@@ -147,10 +149,15 @@ def _fit_worker(rank: int, init: str, out: str, tag: str, die_after_training: bo
         jtm = JTM(JTMConfig(**FIT_CONFIG), device="cpu", n_threads=1)
 
         def callback(record):
-            if die_after_training and rank == 1:
+            if mode == "die" and rank == 1:
                 os._exit(3)  # a rank killed mid-run: no goodbye to the others
+            return mode != "stop"
 
-        jtm.fit(split, show_progress=False, checkpoint_dir=os.path.join(out, tag), distributed=True, callback=callback)
+        if mode.startswith("resume"):
+            where = {"resume": os.path.join(out, mode.split(":")[1])}
+        else:
+            where = {"checkpoint_dir": os.path.join(out, tag)}
+        jtm.fit(split, show_progress=False, distributed=True, callback=callback, **where)
         result["objective"] = [r.objective for r in jtm.history]
         result["recall"] = jtm.evaluate(split.test, 50)["recall"]
         result["leaves"] = jtm.tree.leaves(jtm.tree.items).tolist()
@@ -166,10 +173,10 @@ def _fit_worker(rank: int, init: str, out: str, tag: str, die_after_training: bo
         json.dump(result, f)
 
 
-def _spawn_fit(out, tag: str, die_after_training: bool = False):
+def _spawn_fit(out, tag: str, mode: str = "fit"):
     ctx = torch.multiprocessing.get_context("spawn")
     init = f"file://{out / (tag + '-rendezvous')}"
-    procs = [ctx.Process(target=_fit_worker, args=(r, init, str(out), tag, die_after_training)) for r in range(WORLD)]
+    procs = [ctx.Process(target=_fit_worker, args=(r, init, str(out), tag, mode)) for r in range(WORLD)]
     for p in procs:
         p.start()
     for p in procs:
@@ -224,8 +231,30 @@ def test_a_two_rank_checkpoint_loads_in_one_process(fits):
     assert loaded.evaluate(split.test, 50)["recall"] == pytest.approx(a[0]["recall"], abs=1e-9)
 
 
+def test_a_stopped_distributed_run_resumes_to_the_uninterrupted_one(fits):
+    out, (a, _), _, _ = fits
+    _, stopped = _spawn_fit(out, "stop", "stop")
+    assert [len(r["objective"]) for r in stopped] == [1, 1]
+    _, resumed = _spawn_fit(out, "resume", "resume:stop")
+    for r in resumed:
+        assert r["objective"] == a[0]["objective"] and r["weights"] == a[0]["weights"]
+        assert r["leaves"] == a[0]["leaves"]
+
+
+def test_a_one_process_checkpoint_resumes_over_two_ranks(fits):
+    from jtm_rs import JTM, JTMConfig
+
+    out, (a, _), _, split = fits
+    JTM(JTMConfig(**FIT_CONFIG), device="cpu", n_threads=1).fit(
+        split, show_progress=False, checkpoint_dir=out / "one-stop", callback=lambda record: False)
+    _, resumed = _spawn_fit(out, "from-one", "resume:one-stop")
+    assert [r.get("error") for r in resumed] == [None, None]
+    assert resumed[0]["weights"] == resumed[1]["weights"] and len(resumed[0]["objective"]) == 2
+    assert resumed[0]["objective"] == pytest.approx(a[0]["objective"], rel=0.02)
+
+
 def test_a_killed_rank_ends_the_run_with_an_error(tmp_path):
-    procs, results = _spawn_fit(tmp_path, "killed", die_after_training=True)
+    procs, results = _spawn_fit(tmp_path, "killed", "die")
     assert procs[1].exitcode == 3
     (survivor,) = results  # the killed rank wrote nothing
     assert survivor["error"].startswith("RankLostError: rank 0: another rank of the distributed run died"), survivor

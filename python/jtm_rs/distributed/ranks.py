@@ -28,7 +28,7 @@ class Ranks:
         self.rank = dist.get_rank(group)
         self.world = dist.get_world_size(group)
         # NCCL moves CUDA tensors only; gloo and the rest take CPU ones.
-        backend = dist.get_backend(group)
+        backend = self.backend = dist.get_backend(group)
         self.device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
 
     @classmethod

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..exceptions import InvalidInputError
 from ..model import score_pairs
 from .ranks import Ranks
 
@@ -38,6 +39,13 @@ class PairScorer(nn.Module):
 
 def data_parallel(model: nn.Module, ranks: Ranks) -> nn.Module:
     """``model``'s pair scorer wrapped in DDP over ``ranks`` (rank 0's weights broadcast first)."""
+    sparse = [m for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse]
+    if sparse and ranks.backend == "nccl":
+        raise InvalidInputError(
+            "NCCL has no sparse all-reduce, and the model's node embeddings have sparse gradients: on GPUs "
+            "give JTM a model_factory that builds JTMModel(..., sparse=False), or use the gloo backend "
+            "(docs/distributed.md)"
+        )
     device_ids = [ranks.device.index] if ranks.device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(PairScorer(model), device_ids=device_ids, process_group=ranks.group)
 
