@@ -140,6 +140,7 @@ def _fit_worker(rank: int, init: str, out: str, tag: str, mode: str) -> None:
     import torch.distributed as dist
 
     from jtm_rs import JTM, JTMConfig
+    from jtm_rs.distributed import Ranks, evaluate
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=WORLD)
@@ -160,6 +161,8 @@ def _fit_worker(rank: int, init: str, out: str, tag: str, mode: str) -> None:
         jtm.fit(split, show_progress=False, distributed=True, callback=callback, **where)
         result["objective"] = [r.objective for r in jtm.history]
         result["recall"] = jtm.evaluate(split.test, 50)["recall"]
+        result["sharded"] = evaluate(jtm, split.test.evaluation_users(), 50, Ranks())
+        result["validation"] = [r.validation for r in jtm.history]
         result["leaves"] = jtm.tree.leaves(jtm.tree.items).tolist()
         result["weights"] = float(sum(p.double().abs().sum() for p in jtm.model.parameters()))
     except Exception as e:  # noqa: BLE001 - the test reads which error ended the rank
@@ -220,6 +223,17 @@ def test_two_ranks_reach_the_one_process_run(fits):
     assert a[0]["objective"][0] == pytest.approx(theirs[0], rel=1e-4)
     assert a[0]["objective"][1] == pytest.approx(theirs[1], rel=0.02)
     assert a[0]["recall"] == pytest.approx(one.evaluate(split.test, 50)["recall"], abs=0.02)
+
+
+def test_evaluation_over_ranks_is_the_one_process_evaluation(fits):
+    """Each rank retrieves for half the users; the reduced means are the means over all of
+    them (here and in the validation each round recorded)."""
+    _, (a, _), _, split = fits
+    for r in a:
+        assert r["sharded"]["recall"] == pytest.approx(r["recall"], rel=1e-12)
+        assert r["sharded"]["n_users"] == len(split.test.evaluation_users())
+        assert all(v is not None and v["n_users"] > 0 for v in r["validation"])
+    assert a[0]["validation"] == a[1]["validation"]
 
 
 def test_a_two_rank_checkpoint_loads_in_one_process(fits):

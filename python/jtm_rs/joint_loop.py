@@ -32,7 +32,7 @@ from .checkpoint import (
 )
 from .config import IterationRecord, JTMConfig
 from .data import EvaluationUsers, Interactions
-from .distributed import Ranks, data_parallel
+from .distributed import Ranks, data_parallel, evaluate
 from .exceptions import InvalidInputError, UnknownItemError
 from .features import BehaviourLeaves
 from .progress import bar as progress_bar, say
@@ -145,7 +145,10 @@ class JointLoop:
         record = IterationRecord(it, loss, float(by_level.sum()), seconds=seconds, objective_by_level=by_level.tolist())
         if self.validation is not None:
             t0 = time.perf_counter()
-            record.validation = jtm.evaluate(self.validation, cfg.validation_m, on_unknown="ignore")
+            if self.ranks is None:
+                record.validation = jtm.evaluate(self.validation, cfg.validation_m, on_unknown="ignore")
+            else:
+                record.validation = evaluate(jtm, self.validation, cfg.validation_m, self.ranks, on_unknown="ignore")
             seconds["validate"] = time.perf_counter() - t0
         jtm.history.append(record)
         if self.show_progress:

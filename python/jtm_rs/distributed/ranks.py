@@ -66,13 +66,17 @@ class Ranks:
             out[r::self.world] = g[: len(rows)].cpu().numpy()
         return out
 
-    def mean(self, value: float) -> float:
-        """The mean over ranks of a number (every rank gets it)."""
+    def sum(self, values) -> np.ndarray:
+        """The sums over ranks of a few numbers, in float64 (every rank gets them)."""
         import torch.distributed as dist
 
-        t = torch.tensor([float(value)], dtype=torch.float64, device=self.device)
+        t = torch.tensor(np.asarray(values, dtype=np.float64), device=self.device)
         dist.all_reduce(t, group=self.group)
-        return float(t) / self.world
+        return t.cpu().numpy()
+
+    def mean(self, value: float) -> float:
+        """The mean over ranks of a number (every rank gets it)."""
+        return float(self.sum([value])[0]) / self.world
 
     def check_same(self, what: str, value: str) -> None:
         """Refuses to go on, on every rank, unless ``value`` (e.g. a fingerprint of the data or
