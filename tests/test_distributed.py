@@ -54,6 +54,22 @@ def _worker(rank: int, init: str, out: str) -> None:
         json.dump(result, f)
 
 
+def _spawn(target, args_of_rank):
+    """``WORLD`` fresh processes running ``target(*args_of_rank(rank))``, joined; a run that
+    does not end in ``TIMEOUT_S`` is killed and fails the test (a hang is a failure)."""
+    ctx = torch.multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=target, args=args_of_rank(r)) for r in range(WORLD)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(TIMEOUT_S)
+    hung = [p for p in procs if p.is_alive()]
+    for p in hung:
+        p.kill()
+    assert not hung, "a rank did not finish in time: the run hung"
+    return procs
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A trained model and its tree, then both ranks' results; the one-process tree beside them."""
@@ -76,17 +92,7 @@ def run(tmp_path_factory):
     torch.save(model, out / "model.pt")
     one = learn_tree_from_model(model, tree, leaves, cfg, d=3, seed=1, n_threads=1, show_progress=False)
 
-    ctx = torch.multiprocessing.get_context("spawn")
-    init = f"file://{out / 'rendezvous'}"
-    procs = [ctx.Process(target=_worker, args=(r, init, str(out))) for r in range(WORLD)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(TIMEOUT_S)
-    hung = [p for p in procs if p.is_alive()]
-    for p in hung:
-        p.kill()
-    assert not hung, "a rank did not finish in time"
+    procs = _spawn(_worker, lambda r: (r, f"file://{out / 'rendezvous'}", str(out)))
     assert [p.exitcode for p in procs] == [0] * WORLD
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(WORLD)]
     return ranks, one.leaves(tree.items).tolist(), tree
@@ -177,17 +183,8 @@ def _fit_worker(rank: int, init: str, out: str, tag: str, mode: str) -> None:
 
 
 def _spawn_fit(out, tag: str, mode: str = "fit"):
-    ctx = torch.multiprocessing.get_context("spawn")
     init = f"file://{out / (tag + '-rendezvous')}"
-    procs = [ctx.Process(target=_fit_worker, args=(r, init, str(out), tag, mode)) for r in range(WORLD)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(TIMEOUT_S)
-    hung = [p for p in procs if p.is_alive()]
-    for p in hung:
-        p.kill()
-    assert not hung, "a rank did not finish in time: the run hung"
+    procs = _spawn(_fit_worker, lambda r: (r, init, str(out), tag, mode))
     return procs, [json.loads(f.read_text()) for f in sorted(out.glob(f"{tag}-rank*.json"))]
 
 
