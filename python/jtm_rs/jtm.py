@@ -243,17 +243,23 @@ class JTM(Recommender):
             raise InvalidInputError(f"beam_size ({k}) must be at least M ({M})")
         if method not in ("beam", "brute_force"):
             raise InvalidInputError(f"method must be 'beam' or 'brute_force', got {method!r}")
-        beh = drop_unknown(features, self.known_items, on_unknown, "the tree")
-        leaves = np.full(beh.shape, PAD, dtype=np.int64)
-        real = beh != PAD
-        leaves[real] = tree.leaves(beh[real])
-        user_leaves = torch.from_numpy(leaves).to(self.device)
+        user_leaves = self.user_leaves(features, on_unknown)
         model.eval()
         hier = self.config.hierarchical
         if method == "brute_force":
             return brute_force(model, tree, user_leaves, M, hierarchical=hier)
         score = model_score_fn(model, tree, user_leaves, hierarchical=hier)
         return beam_search(tree, score, len(user_leaves), k, M, batch_size=batch_size, n_threads=self.n_threads)
+
+    def user_leaves(self, features: np.ndarray, on_unknown: str = "raise") -> torch.Tensor:
+        """The leaves of the behaviours in ``features`` (internal item ids, ``PAD`` padded), on
+        the model's device, ``-1`` padded; unknown items raised or dropped as in :meth:`retrieve`."""
+        tree, _ = self.check_fitted()
+        beh = drop_unknown(features, self.known_items, on_unknown, "the tree")
+        leaves = np.full(beh.shape, PAD, dtype=np.int64)
+        real = beh != PAD
+        leaves[real] = tree.leaves(beh[real])
+        return torch.from_numpy(leaves).to(self.device)
 
     # --- persistence --------------------------------------------------------------------------
 

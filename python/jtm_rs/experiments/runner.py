@@ -19,8 +19,10 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ..beam_diagnostics import beam_recall_by_level
 from ..data import Interactions
 from ..exceptions import InvalidInputError
+from ..jtm import JTM
 from .methods import METHODS, SHARES_FIT, Budget, make
 
 
@@ -91,6 +93,8 @@ class Experiment:
                     "fit_seconds": fit_s, "evaluate_seconds": eval_s,
                     "curve": curve, "params": getattr(rec, "params", {}),
                 }
+                if isinstance(rec, JTM):  # where its beam loses the test users' items
+                    result["beam_by_level"] = beam_recall_by_level(rec, test_users, self.M).tolist()
                 _write_json(self.result_path(m, seed), result)
                 _log(f"[seed {seed}] {m}: fit {fit_s:.1f} s, evaluate {eval_s:.1f} s: "
                      f"P/R/F@{self.M} {100 * metrics['precision']:.2f}/{100 * metrics['recall']:.2f}/"
@@ -100,14 +104,16 @@ class Experiment:
         return results
 
     def report(self) -> Dict[str, List[dict]]:
-        """Writes ``table.md``, ``table.csv`` and ``figure2.png`` from the cached results only
-        (nothing is fitted); returns them by method."""
+        """Writes ``table.md``, ``table.csv``, ``figure2.png`` and ``beam_levels.png`` from the
+        cached results only (nothing is fitted); returns them by method."""
         results = self.collect()
         self.out.mkdir(parents=True, exist_ok=True)
         write_table(results, self.out, self.M, self.data_name)
         write_figure(results, self.out, self.M, self.data_name)
+        write_beam_figure(results, self.out, self.M, self.data_name)
         missing = [f"{m}-seed{s}" for m in self.methods for s in self.seeds if not self.result_path(m, s).exists()]
-        _log(f"wrote {self.out / 'table.md'}, {self.out / 'table.csv'}, {self.out / 'figure2.png'}"
+        _log(f"wrote {self.out / 'table.md'}, {self.out / 'table.csv'}, {self.out / 'figure2.png'}, "
+             f"{self.out / 'beam_levels.png'}"
              + (f"; not run yet: {', '.join(missing)}" if missing else ""))
         return results
 
@@ -218,4 +224,35 @@ def write_figure(results: Dict[str, List[dict]], out: Path, M: int, name: str) -
     fig.suptitle(f"{name}: test users after each training")
     fig.tight_layout()
     fig.savefig(out / "figure2.png", dpi=110)
+    plt.close(fig)
+
+
+def write_beam_figure(results: Dict[str, List[dict]], out: Path, M: int, name: str) -> None:
+    """Per level, the share of the test users' true items whose ancestor is still in the beam
+    (:func:`jtm_rs.beam_diagnostics.beam_recall_by_level`; mean over seeds), one line per tree
+    method: where each loses recall. The last level is Recall@M."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    drawn = False
+    for m, rows in results.items():
+        levels = [r["beam_by_level"] for r in rows if r.get("beam_by_level")]
+        if not levels:
+            continue
+        n = min(len(v) for v in levels)  # seeds' trees may differ in depth by one
+        v = 100 * np.array([x[len(x) - n :] for x in levels])
+        ax.plot(np.arange(len(levels[0]) - n, len(levels[0])), v.mean(0), marker="o", label=m)
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return
+    ax.set_xlabel("tree level (the last: the leaves)")
+    ax.set_ylabel("true items with their ancestor in the beam (%)")
+    ax.legend()
+    ax.set_title(f"{name}: where the beam (k = M = {M}) loses the test users' items")
+    fig.tight_layout()
+    fig.savefig(out / "beam_levels.png", dpi=110)
     plt.close(fig)
