@@ -151,3 +151,13 @@ def test_train_options_are_the_configs_fields(tmp_path):
     assert config_overrides(a) == {"d": 5, "stay_bonus": 0.5, "hierarchical": False, "max_samples_per_item": None,
                                    "hidden": [32, 16], "negatives": 30}
     JTMConfig(**config_overrides(a))  # a valid configuration
+
+
+def test_distributed_train_outside_a_launcher_says_how_to_launch(run, tmp_path, capsys, monkeypatch):
+    _, data, _ = run
+    for var in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    assert cli.main(["train", str(data), "--out", str(tmp_path / "d"), "--distributed", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "RANK" in err and "torchrun --nproc-per-node" in err
+    assert not (tmp_path / "d").exists()
