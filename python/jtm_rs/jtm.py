@@ -138,10 +138,10 @@ class JTM(Recommender):
             Run over the ranks of the torch.distributed process group that the caller
             initialised (``torchrun`` and ``init_process_group``; every rank calls ``fit`` with
             the same data and configuration, which is checked): training with
-            ``DistributedDataParallel`` on each rank's block of every epoch, tree learning's
-            scoring split over the ranks; rank 0 alone prints and writes checkpoints, so
-            ``checkpoint_dir`` and ``resume`` must be one directory all ranks can read
-            (:mod:`jtm_rs.distributed`, ``docs/distributed.md``).
+            ``DistributedDataParallel`` on each rank's part of every batch, tree learning's
+            scoring and the validation users split over the ranks; rank 0 alone prints and
+            writes checkpoints, so ``checkpoint_dir`` and ``resume`` must be one directory all
+            ranks can read (:mod:`jtm_rs.distributed`, ``docs/distributed.md``).
         """
         if show_progress:
             ensure_handler()

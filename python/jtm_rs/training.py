@@ -20,8 +20,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ._core import Tree, lazy_adam_rows
-from .exceptions import InvalidInputError
 from .distributed.training import shard_batches
+from .exceptions import InvalidInputError
 from .features import BehaviourLeaves
 from .geometry import TreeGeometry
 from .model import score_pairs

@@ -1,5 +1,5 @@
-"""Training over ranks with ``DistributedDataParallel``: each rank trains on its block of every
-epoch's examples and DDP averages the gradients, so every rank takes the same optimiser steps.
+"""Training over ranks with ``DistributedDataParallel``: each rank trains on its part of every
+batch and DDP averages the gradients, so every rank takes the same optimiser steps.
 
 * Every rank shuffles the epoch alike (the loop's random state is the same everywhere) and
   takes its ``world``-th part of every one-process batch (:func:`shard_batches`): the ranks'
