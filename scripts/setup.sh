@@ -25,8 +25,15 @@ step() {  # step "what" command...: runs quietly, shows the log if it fails
 # offer one, otherwise PyPI's build (large, runs on CPU). TORCH_SPEC overrides it.
 TORCH_SPEC=${TORCH_SPEC:-$(grep -o '"torch[^"]*"' pyproject.toml | tr -d '"')}
 step "installing the Python dependencies" python -m pip install "maturin>=1.9,<2" "numpy>=1.24" "tqdm>=4.60" \
-    "pytest>=8" "hypothesis>=6" "scipy>=1.10" "pyarrow>=14" "matplotlib>=3.7"
-python -c "import torch" 2>/dev/null || step "installing $TORCH_SPEC" python -m pip install "$TORCH_SPEC"
+    "pytest>=8" "hypothesis>=6" "scipy>=1.10" "pyarrow>=14" "matplotlib>=3.7" "packaging>=23"
+if ! python -c "import torch" 2>/dev/null; then
+    # PyPI's build needs about 5 GB; one wheel at a time, temporary files beside .venv (see the script).
+    free_gb=$(df -Pk .venv | awk 'NR==2 {print int($4 / 1048576)}')
+    [ "$free_gb" -ge 6 ] || echo "setup: only ${free_gb} GB free beside .venv; PyPI's torch needs about 5 GB" >&2
+    mkdir -p .venv/tmp
+    TMPDIR=$PWD/.venv/tmp step "installing $TORCH_SPEC" python scripts/install_torch.py "$TORCH_SPEC"
+    rm -rf .venv/tmp
+fi
 
 step "building the Rust extension (maturin develop --release)" maturin develop --release
 python -c "import jtm_rs, torch; print(f'setup: jtm_rs {jtm_rs.__version__} built; torch {torch.__version__} (log: .venv/setup.log)')"
