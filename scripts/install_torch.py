@@ -6,9 +6,8 @@ last one is installed: at its peak about twice the installed size, which has fil
 machine's disk. Installing each distribution alone (`--no-deps`), depth first, keeps the peak
 at the installed size plus one wheel.
 
-triton is left out: it serves torch.compile's GPU kernels, which jtm_rs does not use, and it
-is 0.7 GB. A local CPU build of torch (from pip's find-links) requires no CUDA wheels at all,
-so this works the same either way.
+A local CPU build of torch (from pip's find-links) requires no CUDA wheels, so this works the
+same either way. Nothing is left out: `maturin develop` then finds torch's requirements met.
 
 Usage: python scripts/install_torch.py "torch>=2.1,<=2.13.0"
 """
@@ -21,9 +20,6 @@ from importlib.metadata import PackageNotFoundError, distribution
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
-
-LEFT_OUT = {"triton"}
-
 
 def _installed_version(name: str) -> str | None:
     try:
@@ -57,7 +53,7 @@ def install(requirement: Requirement, seen: set[tuple[str, frozenset[str]]]) -> 
     for line in distribution(requirement.name).requires or []:
         child = Requirement(line)
         key = (canonicalize_name(child.name), frozenset(child.extras))
-        if key[0] in LEFT_OUT or key in seen or not _applies(child, requirement.extras):
+        if key in seen or not _applies(child, requirement.extras):
             continue
         seen.add(key)
         child.marker = None
