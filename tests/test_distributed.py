@@ -141,8 +141,9 @@ def _split():
 
 def _fit_worker(rank: int, init: str, out: str, tag: str, mode: str) -> None:
     """One rank of a distributed fit; writes what it saw (or the error that ended it). ``mode``:
-    ``fit``; ``die`` (rank 1 killed after the first training); ``stop`` (the run stops after
-    the first training); ``resume:DIR`` (goes on with the checkpoint in ``out/DIR``)."""
+    ``fit``; ``beam`` (a fit with beam-aware training); ``die`` (rank 1 killed after the first
+    training); ``stop`` (the run stops after the first training); ``resume:DIR`` (goes on with
+    the checkpoint in ``out/DIR``)."""
     import torch.distributed as dist
 
     from jtm_rs import JTM, JTMConfig
@@ -153,7 +154,8 @@ def _fit_worker(rank: int, init: str, out: str, tag: str, mode: str) -> None:
     result = {"rank": rank}
     try:
         split = _split()
-        jtm = JTM(JTMConfig(**FIT_CONFIG), device="cpu", n_threads=1)
+        beam = dict(beam_samples=3, pseudo_targets="optimal") if mode == "beam" else {}
+        jtm = JTM(JTMConfig(**FIT_CONFIG, **beam), device="cpu", n_threads=1)
 
         def callback(record):
             if mode == "die" and rank == 1:
@@ -262,6 +264,16 @@ def test_a_one_process_checkpoint_resumes_over_two_ranks(fits):
     assert [r.get("error") for r in resumed] == [None, None]
     assert resumed[0]["weights"] == resumed[1]["weights"] and len(resumed[0]["objective"]) == 2
     assert resumed[0]["objective"] == pytest.approx(a[0]["objective"], rel=0.02)
+
+
+def test_beam_aware_training_over_ranks(fits):
+    """Each rank searches the beam for its own part of every batch with the model both hold."""
+    out, (a, _), _, split = fits
+    _, beam = _spawn_fit(out, "beam", "beam")
+    assert [r.get("error") for r in beam] == [None, None]
+    assert beam[0]["weights"] == beam[1]["weights"] and beam[0]["leaves"] == beam[1]["leaves"]
+    assert beam[0]["weights"] != a[0]["weights"]  # the option did change the training
+    assert beam[0]["recall"] > 0.1
 
 
 def test_a_killed_rank_ends_the_run_with_an_error(tmp_path):

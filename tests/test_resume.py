@@ -47,6 +47,18 @@ def test_fit_resumes_to_the_uninterrupted_result(split, uninterrupted, tmp_path,
     _same_run(JTM.load(tmp_path), uninterrupted)  # checkpoints went on into the resumed directory
 
 
+def test_a_beam_aware_run_resumes_to_the_uninterrupted_result(split, tmp_path):
+    """Beam-aware training's samples come from the model at each batch: a resumed run must
+    restore the same model and optimiser state to draw them again."""
+    kw = {**KW, "beam_samples": 3, "pseudo_targets": "optimal"}
+    whole = JTM(**kw).fit(split, show_progress=False)
+    JTM(**kw).fit(split, show_progress=False, checkpoint_dir=tmp_path, callback=lambda r: False)
+    resumed = JTM(**kw).fit(split, show_progress=False, resume=tmp_path)
+    _same_run(resumed, whole)
+    with pytest.raises(InvalidInputError, match="another configuration.*beam_samples"):
+        JTM(**{**kw, "beam_samples": 2}).fit(split, show_progress=False, resume=tmp_path)
+
+
 def test_resume_of_a_finished_run_returns_it_and_an_empty_directory_starts_afresh(split, uninterrupted, tmp_path):
     fresh = JTM(**KW).fit(split, show_progress=False, resume=tmp_path / "new")
     _same_run(fresh, uninterrupted)

@@ -19,6 +19,7 @@ INITIAL_TREES = ("auto", "category", "kmeans", "random")
 TREE_LEARNINGS = ("jtm", "clustering", "none")
 TREE_CHANGES = ("auto", "keep", "carry", "warm", "fresh")
 WEIGHTS_PRECISIONS = ("auto", "float32", "bfloat16")
+PSEUDO_TARGETS = ("max-heap", "optimal")
 
 
 def _opt(default, help: str, **kw):
@@ -64,6 +65,14 @@ class JTMConfig:
         "auto", "what the model keeps when the tree changes: 'keep' (all, the paper), 'carry' (node embeddings move "
         "with their items), 'warm' (new node embeddings), 'fresh' (new model); 'auto': keep after Algorithm 2, "
         "carry after clustering", choices=TREE_CHANGES)
+    beam_samples: int = _opt(
+        0, "beam-aware training (OTM): each batch also trains on the nodes a beam of this width, searched with the "
+        "current model, expands, and on the siblings of the targets' ancestors (0: off)")
+    beam_weight: float = _opt(
+        0.1, "weight in the loss of each beam-aware sample relative to a uniform one (1: all alike)")
+    pseudo_targets: str = _opt(
+        "max-heap", "labels of the targets' ancestors: 'max-heap' (1, the paper) or 'optimal' (OTM's estimate: 1 only "
+        "where the model's greedy descent from the ancestor reaches the target)", choices=PSEUDO_TARGETS)
     max_behaviours: int = _opt(MAX_BEHAVIOURS, "most recent behaviours the model sees")
     objective_examples: int = _opt(4000, "examples in the fixed sample on which the eq. 2 objective is tracked")
     validation_m: int = _opt(200, "M of the validation Precision/Recall/F@M recorded each round")
@@ -75,11 +84,20 @@ class JTMConfig:
             raise InvalidInputError(f"arity must be at least 2, got {self.arity}")
         if self.iterations < 0 or self.epochs < 1 or self.batch_size < 1 or self.d < 1:
             raise InvalidInputError("iterations must be >= 0; epochs, batch_size and d >= 1")
+        if self.beam_samples < 0:
+            raise InvalidInputError(f"beam_samples must be >= 0 (0: off), got {self.beam_samples}")
+        if not self.beam_weight > 0:
+            raise InvalidInputError(f"beam_weight must be > 0, got {self.beam_weight}")
         for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
                 raise InvalidInputError(f"{f.name} must be one of {choices}, got {getattr(self, f.name)!r}")
         self.hidden = tuple(self.hidden)
+
+    @property
+    def beam_aware(self) -> bool:
+        """Whether training adds beam-aware samples (:mod:`jtm_rs.beam_training`)."""
+        return self.beam_samples > 0 or self.pseudo_targets == "optimal"
 
     def changed(self) -> Dict[str, object]:
         """The fields that differ from the defaults."""
@@ -92,14 +110,17 @@ VARIANTS: Dict[str, dict] = {
     "jtm": dict(hierarchical=True, tree_learning="jtm"),
     "jtm-j": dict(hierarchical=False, tree_learning="jtm"),
     "jtm-h": dict(hierarchical=True, tree_learning="none"),
+    "jtm-otm": dict(hierarchical=True, tree_learning="jtm", beam_samples=4, pseudo_targets="optimal"),
     "tdm": dict(hierarchical=False, attention=True, tree_learning="clustering"),
 }
 
 
 def variant_name(config: JTMConfig) -> str:
-    """The Table 1 row ``config`` is, by :data:`VARIANTS` (attention off unless named)."""
+    """The Table 1 row ``config`` is, by :data:`VARIANTS` (attention and beam-aware training
+    off unless named)."""
     for name, settings in VARIANTS.items():
-        if all(getattr(config, k) == v for k, v in {"attention": False, **settings}.items()):
+        unnamed = {"attention": False, "beam_samples": 0, "pseudo_targets": "max-heap"}
+        if all(getattr(config, k) == v for k, v in {**unnamed, **settings}.items()):
             return name
     return "jtm"
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ._core import Tree
+from .beam_training import BeamSampler
 from .checkpoint import (
     SavedJTM,
     check_resumable,
@@ -35,6 +36,7 @@ from .data import EvaluationUsers, Interactions
 from .distributed import Ranks, data_parallel, evaluate
 from .exceptions import InvalidInputError, UnknownItemError
 from .features import BehaviourLeaves
+from .geometry import TreeGeometry
 from .progress import bar as progress_bar, say
 from .threads import training_tuner
 from .training import default_negatives, make_optimizer, objective_by_level, train_epoch
@@ -191,6 +193,10 @@ class JointLoop:
         ranks = self.ranks
         # Over ranks: DDP around this round's model (tree learning may replace the model).
         scorer = data_parallel(jtm.model, ranks) if ranks is not None else None
+        beam = (BeamSampler(jtm.tree, TreeGeometry.of(jtm.tree, jtm.device), cfg.beam_samples,
+                            hierarchical=cfg.hierarchical, optimal_targets=cfg.pseudo_targets == "optimal",
+                            weight=cfg.beam_weight)
+                if cfg.beam_aware else None)
         for epoch in range(cfg.epochs):
             k = n if cfg.max_examples_per_epoch is None else min(n, cfg.max_examples_per_epoch)
             examples = self.rng.permutation(n)[:k]  # shuffled: batches are runs of whole examples
@@ -211,6 +217,7 @@ class JointLoop:
                     threads=tuner,
                     shard=None if ranks is None else (ranks.rank, ranks.world),
                     scorer=scorer,
+                    beam=beam,
                 )
         # Each rank's mean over as many samples as the others': their mean is the epoch's.
         return loss if ranks is None else ranks.mean(loss)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ._core import Tree, lazy_adam_rows
+from .beam_training import BeamSampler
 from .distributed.training import shard_batches
 from .exceptions import InvalidInputError
 from .features import BehaviourLeaves
@@ -185,6 +186,7 @@ def train_epoch(
     threads: Optional[ThreadTuner] = None,
     shard: Optional[Tuple[int, int]] = None,
     scorer: Optional[Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = None,
+    beam: Optional[BeamSampler] = None,
 ) -> float:
     """One pass, in the order given, over the samples of ``examples`` (rows of
     ``leaves.windows``); returns the mean loss per sample. With ``threads``, torch's thread
@@ -200,6 +202,9 @@ def train_epoch(
     The generator gives every example one block of samples with the same level pattern, so a
     batch is whole examples (about ``batch_size`` samples) and each user representation is
     built once per level (:meth:`JTMModel.score_pairs`), not once per sample.
+
+    With ``beam`` (beam-aware training, :mod:`jtm_rs.beam_training`), each batch also trains
+    on the nodes a beam search with the current model expands for its examples.
     """
     device = leaves.device
     geometry = TreeGeometry.of(tree, device)
@@ -208,6 +213,7 @@ def train_epoch(
     first = generate_samples(tree, targets[:1], negatives, start_level=1, seed=seed)
     block = len(first.node)
     level = torch.from_numpy(first.level).to(device)
+    positives = torch.from_numpy(np.flatnonzero(first.label == 1)).to(device)  # one per level 1..L
     per_batch = max(1, batch_size // max(block, 1))
     streams = np.arange(len(examples))  # each example's random stream: its place in the epoch
     if shard is not None:
@@ -234,9 +240,9 @@ def train_epoch(
             for lo in range(0, n_c, per_batch):
                 ex = ex_t[c0 + lo : c0 + lo + per_batch]
                 with tuned(threads, len(ex) * block):
-                    value, n_pairs = _train_batch(scorer, optimizer, geometry, leaves, ex,
-                                                  node[lo : lo + per_batch], label[lo : lo + per_batch], level,
-                                                  tree.leaf_level, hierarchical)
+                    blocks = _Blocks(node[lo : lo + per_batch], label[lo : lo + per_batch], level, positives)
+                    value, n_pairs = _train_batch(scorer, optimizer, geometry, leaves, ex, blocks,
+                                                  hierarchical, beam, model)
                 total += value * n_pairs
                 count += n_pairs
                 if progress is not None:
@@ -266,14 +272,33 @@ def _samples(tree: Tree, targets: np.ndarray, negatives: Sequence[int], seed: in
     return np.concatenate([p.node for p in parts]), np.concatenate([p.label for p in parts])
 
 
+class _Blocks(NamedTuple):
+    """A batch's uniform samples: ``node``/``label`` ``[E, block]``, each block's ``level``
+    pattern, and the columns of its ``positives`` (the target's ancestors, levels 1..L)."""
+
+    node: torch.Tensor
+    label: torch.Tensor
+    level: torch.Tensor
+    positives: torch.Tensor
+
+
 def _train_batch(scorer, optimizer, geometry: TreeGeometry, leaves: BehaviourLeaves, ex: torch.Tensor,
-                 node: torch.Tensor, label: torch.Tensor, level: torch.Tensor, leaf_level: int,
-                 hierarchical: bool) -> Tuple[float, int]:
+                 blocks: _Blocks, hierarchical: bool, beam: Optional[BeamSampler] = None,
+                 model: Optional[nn.Module] = None) -> Tuple[float, int]:
     """One optimiser step on the samples of examples ``ex``: ``(mean loss, samples)``."""
-    beh = user_levels(geometry, leaves(ex), hierarchical)
-    rows = pair_rows(len(ex), level, leaf_level, hierarchical)
-    logits = scorer(beh, rows, node.reshape(-1))
-    loss = F.binary_cross_entropy_with_logits(logits, label.reshape(-1))
+    behaviour_leaves = leaves(ex)
+    beh = user_levels(geometry, behaviour_leaves, hierarchical)
+    rows = pair_rows(len(ex), blocks.level, geometry.leaf_level, hierarchical)
+    nodes = blocks.node.reshape(-1)
+    added = None
+    if beam is not None:
+        added = beam.extend(model, behaviour_leaves, blocks.node, blocks.positives)
+        rows, nodes = torch.cat([rows, added.rows]), torch.cat([nodes, added.node])
+    logits = scorer(beh, rows, nodes)
+    if added is None:
+        loss = F.binary_cross_entropy_with_logits(logits, blocks.label.reshape(-1))
+    else:
+        loss = beam.loss(added, blocks.label, blocks.positives, logits)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

@@ -26,6 +26,12 @@ from ..jtm import JTM
 from .methods import METHODS, SHARES_FIT, Budget, make
 
 
+def _validation_m(rec) -> int:
+    """The M of a recommender's per-round validation metrics."""
+    config = getattr(rec, "config", None)
+    return getattr(config, "validation_m", 200)
+
+
 def _log(msg: str) -> None:
     print(msg, flush=True)
 
@@ -129,10 +135,13 @@ class Experiment:
             t1 = time.perf_counter()
             r = rec.evaluate(test_users, self.M)
             eval_time[0] += time.perf_counter() - t1
+            # The validation users' metrics (what settings are chosen on) next to the test's.
             curve.append({"iteration": record.iteration, **r, "objective": record.objective,
-                          "seconds": dict(record.seconds)})
+                          "validation": dict(record.validation), "seconds": dict(record.seconds)})
+            valid = record.validation.get("recall")
+            shown = "" if valid is None else f", validation R@{_validation_m(rec)} {100 * valid:.2f} %"
             _log(f"[seed {seed}] {m}: round {record.iteration} trained in {record.seconds.get('train', 0):.1f} s, "
-                 f"test R@{self.M} {100 * r['recall']:.2f} %")
+                 f"test R@{self.M} {100 * r['recall']:.2f} %{shown}")
 
         t = time.perf_counter()
         rec.fit(split, show_progress=self.show_progress, callback=on_round)
