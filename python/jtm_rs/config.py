@@ -118,8 +118,8 @@ VARIANTS: Dict[str, dict] = {
 def variant_name(config: JTMConfig) -> str:
     """The Table 1 row ``config`` is, by :data:`VARIANTS` (attention and beam-aware training
     off unless named)."""
+    unnamed = {"attention": False, "beam_samples": 0, "pseudo_targets": "max-heap"}
     for name, settings in VARIANTS.items():
-        unnamed = {"attention": False, "beam_samples": 0, "pseudo_targets": "max-heap"}
         if all(getattr(config, k) == v for k, v in {**unnamed, **settings}.items()):
             return name
     return "jtm"

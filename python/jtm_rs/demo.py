@@ -5,7 +5,7 @@ into train / validation / test (paper protocol), then on the test users reports
 Precision/Recall/F@M of:
 
 * JTM-H on the initial category tree (the model trained once, before any tree learning);
-* JTM-H after ``--iterations`` rounds of joint learning (Algorithm 1), beam search;
+* JTM: ``--iterations`` rounds of joint learning (Algorithm 1), beam search;
 * the same final model scoring every item (the paper's brute-force "DNN" row);
 * JTM-J: the same loop without the hierarchical user representation;
 * the planted tree with a model trained on it (what tree learning could at best find);
@@ -50,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
     p.add_argument("--threads", type=int, default=None, help="threads of the Rust core and of torch together")
     p.add_argument("--seed", type=int, default=0, help="seed of the generator, the split and the models")
-    p.add_argument("--save", default=None, help="save the learned JTM-H model to this directory")
+    p.add_argument("--save", default=None, help="save the learned JTM model to this directory")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress, only the results")
 
 
@@ -103,7 +103,7 @@ def run(a: argparse.Namespace) -> List[Dict]:
             row("JTM-H", "initial (category)", jtm, train_s=record.seconds["train"])
 
     jtm.fit(split, show_progress=progress, callback=on_round)
-    row("JTM-H", f"learned ({a.iterations} iterations)", jtm, **seconds(jtm.history))
+    row("JTM", f"learned ({a.iterations} iterations)", jtm, **seconds(jtm.history))
     row("DNN (brute force)", "none: scores every item", jtm, method="brute_force")
     history = jtm.history
     if a.save:
