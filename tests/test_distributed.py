@@ -22,13 +22,14 @@ def _data():
 
 
 def _worker(rank: int, init: str, out: str) -> None:
-    """One rank: the collectives, a refused mismatch, and tree learning from the saved model."""
+    """One rank: the collectives, a refused mismatch, tree learning from the saved model, and
+    the initial k-means tree."""
     import torch.distributed as dist
 
     from jtm_rs.config import JTMConfig
     from jtm_rs.distributed import Ranks
     from jtm_rs.features import BehaviourLeaves
-    from jtm_rs.tree_policy import learn_tree_from_model
+    from jtm_rs.tree_policy import initial_tree, learn_tree_from_model
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=WORLD)
@@ -48,6 +49,8 @@ def _worker(rank: int, init: str, out: str) -> None:
         new = learn_tree_from_model(model, tree, leaves, JTMConfig(), d=3, seed=1, n_threads=1, show_progress=False,
                                     ranks=ranks)
         result["leaves"] = new.leaves(tree.items).tolist()
+        start = initial_tree([_data()], JTMConfig(initial_tree="kmeans"), n_threads=1, ranks=ranks)
+        result["initial"] = start.leaves(start.items).tolist()
     finally:
         dist.destroy_process_group()
     with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
@@ -115,6 +118,19 @@ def test_sharded_tree_learning_gives_the_one_process_tree(run):
     ranks, one, tree = run
     assert ranks[0]["leaves"] == ranks[1]["leaves"] == one
     assert one != tree.leaves(tree.items).tolist()  # tree learning moved items: the check has teeth
+
+
+def test_the_initial_tree_over_ranks_is_the_one_process_tree(run):
+    """Each rank counts the co-occurrences of its half of the users; the summed counts are
+    the one-process matrix, so the SVD and the balanced k-means give the same tree."""
+    from jtm_rs.config import JTMConfig
+    from jtm_rs.tree_policy import initial_tree
+
+    ranks, _, _ = run
+    one = initial_tree([_data()], JTMConfig(initial_tree="kmeans"), n_threads=1)
+    assert ranks[0]["initial"] == ranks[1]["initial"] == one.leaves(one.items).tolist()
+    random = Tree.random(one.items, seed=0)
+    assert ranks[0]["initial"] != random.leaves(random.items).tolist()
 
 
 def test_ranks_need_an_initialised_group():

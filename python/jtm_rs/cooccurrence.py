@@ -7,6 +7,7 @@ embeddings are a truncated SVD of the cosine-normalised matrix when no model exi
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 import scipy.sparse as sp
@@ -15,13 +16,21 @@ from scipy.sparse.linalg import svds
 from .data import Interactions
 from .exceptions import InvalidInputError
 
+if TYPE_CHECKING:
+    from .distributed.ranks import Ranks
 
-def cooccurrence(data: Interactions, n_items: int, window: int = 10) -> sp.csr_matrix:
+
+def cooccurrence(data: Interactions, n_items: int, window: int = 10, ranks: Optional["Ranks"] = None) -> sp.csr_matrix:
     """``C[i, j]`` = how often items i and j (i != j) occur within ``window`` positions of each
-    other in one user's time-ordered sequence (symmetric, float32, zero diagonal)."""
+    other in one user's time-ordered sequence (symmetric, float32, zero diagonal, sorted
+    indices). With ``ranks``, each rank counts its share of the users (whole sequences) and
+    every rank gets the sum: counts are whole numbers, so it is the one-process matrix."""
     if window < 1:
         raise InvalidInputError(f"window must be at least 1, got {window}")
     user, item = data.user, data.item
+    if ranks is not None:
+        mine = user % ranks.world == ranks.rank
+        user, item = user[mine], item[mine]
     rows, cols = [], []
     for k in range(1, window + 1):
         same = user[k:] == user[:-k]
@@ -32,7 +41,10 @@ def cooccurrence(data: Interactions, n_items: int, window: int = 10) -> sp.csr_m
     r = np.concatenate(rows) if rows else np.zeros(0, np.int64)
     c = np.concatenate(cols) if cols else np.zeros(0, np.int64)
     m = sp.coo_matrix((np.ones(len(r), np.float32), (r, c)), shape=(n_items, n_items)).tocsr()
+    if ranks is not None:
+        return ranks.sum_sparse(m)
     m.sum_duplicates()
+    m.sort_indices()
     return m
 
 
@@ -47,10 +59,12 @@ def item_counts(data: Interactions, n_items: int) -> np.ndarray:
     return np.bincount(data.item, minlength=n_items).astype(np.float64)
 
 
-def cooccurrence_embeddings(data: Interactions, items: np.ndarray, dim: int = 24, window: int = 10, seed: int = 0) -> np.ndarray:
+def cooccurrence_embeddings(data: Interactions, items: np.ndarray, dim: int = 24, window: int = 10, seed: int = 0,
+                            ranks: Optional["Ranks"] = None) -> np.ndarray:
     """``float32[len(items), dim]``: item embeddings from a truncated SVD of the cosine
     co-occurrence matrix (rows scaled by sqrt of the singular values). Items the data never
-    shows get zero rows.
+    shows get zero rows. With ``ranks`` the counting is split over them (:func:`cooccurrence`)
+    and every rank computes the same SVD.
 
     The matrix has one row per distinct item of ``items`` and ``data``, not one per id up to
     the largest: ids spread over a wide range would otherwise size the SVD by that range
@@ -58,7 +72,7 @@ def cooccurrence_embeddings(data: Interactions, items: np.ndarray, dim: int = 24
     universe = np.union1d(np.asarray(items), data.item)
     compact = dataclasses.replace(data, item=np.searchsorted(universe, data.item), item_ids=None)
     n = len(universe)
-    s = cosine_normalise(cooccurrence(compact, n, window), item_counts(compact, n))
+    s = cosine_normalise(cooccurrence(compact, n, window, ranks), item_counts(compact, n))
     k = min(dim, n - 2) if n > 2 else 0
     if k < 1 or s.nnz == 0:
         return np.zeros((len(items), dim), np.float32)

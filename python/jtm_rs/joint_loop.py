@@ -89,7 +89,12 @@ class JointLoop:
     def start(self, tree: Optional[Tree], validation: Optional[EvaluationUsers]) -> None:
         """The initial tree (built unless given), the validation users and a new model."""
         jtm, cfg = self.jtm, self.cfg
-        jtm.tree = tree if tree is not None else initial_tree(self.corpus, cfg, jtm.n_threads, self.show_progress)
+        if self.ranks is not None:
+            # Before any collective that would hang or mix unlike things: refused by name.
+            self.ranks.check_same("configuration", repr(dataclasses.asdict(cfg)))
+        if tree is None:
+            tree = initial_tree(self.corpus, cfg, jtm.n_threads, self.show_progress, ranks=self.ranks)
+        jtm.tree = tree
         missing = np.setdiff1d(np.concatenate([p.items for p in self.corpus]), jtm.tree.items)
         if len(missing):
             raise UnknownItemError(f"the initial tree lacks {len(missing)} item(s) of the data, e.g. {missing[:5].tolist()}")
@@ -100,8 +105,6 @@ class JointLoop:
         needs_fingerprint = self.checkpoint_dir is not None or self.ranks is not None
         self.fingerprint = data_fingerprint(self.windows, jtm.tree) if needs_fingerprint else ""
         if self.ranks is not None:
-            # Before any collective that would hang or mix unlike things: refused by name.
-            self.ranks.check_same("configuration", repr(dataclasses.asdict(cfg)))
             self.ranks.check_same("training data or initial tree", self.fingerprint)
 
     def resume(self, path: Path) -> Optional[int]:

@@ -61,9 +61,11 @@ def check_model_fits(model: nn.Module, tree: Tree) -> None:
 
 
 def initial_tree(parts: Sequence[Interactions], config: JTMConfig, n_threads: Optional[int] = None,
-                 show_progress: bool = False) -> Tree:
+                 show_progress: bool = False, ranks: Optional[Ranks] = None) -> Tree:
     """The tree the joint loop starts from, over every item of ``parts`` (``parts[0]`` are
-    the training behaviours: the co-occurrence embeddings come from them alone)."""
+    the training behaviours: the co-occurrence embeddings come from them alone). With
+    ``ranks`` the co-occurrence counting is split over them; every rank then builds the
+    one-process tree (the SVD and the k-means are deterministic)."""
     items = np.unique(np.concatenate([p.items for p in parts]))
     if len(items) == 0:
         raise InvalidInputError("empty dataset: no items to build a tree over")
@@ -73,7 +75,7 @@ def initial_tree(parts: Sequence[Interactions], config: JTMConfig, n_threads: Op
         kind = "category" if has_categories else "kmeans"
     if kind == "kmeans":
         t0 = time.perf_counter()
-        emb = cooccurrence_embeddings(parts[0], items, dim=config.embedding_dim, seed=config.seed)
+        emb = cooccurrence_embeddings(parts[0], items, dim=config.embedding_dim, seed=config.seed, ranks=ranks)
         tree = Tree.from_embeddings(items, emb, arity=config.arity, seed=config.seed, n_threads=n_threads)
         if show_progress:
             say(f"initial tree: balanced k-means over co-occurrence embeddings of {len(items)} items "

@@ -66,6 +66,21 @@ class Ranks:
             out[r::self.world] = g[: len(rows)].cpu().numpy()
         return out
 
+    def sum_sparse(self, matrix):
+        """The sum over ranks of a scipy sparse matrix of the same shape everywhere, as CSR with
+        sorted indices (every rank gets it): each rank's non-zeros gathered, duplicates summed."""
+        import scipy.sparse as sp
+        import torch.distributed as dist
+
+        coo = matrix.tocoo()
+        parts: list = [None] * self.world
+        dist.all_gather_object(parts, (coo.row, coo.col, coo.data), group=self.group)
+        rows, cols, data = (np.concatenate([p[i] for p in parts]) for i in range(3))
+        out = sp.coo_matrix((data, (rows, cols)), shape=matrix.shape).tocsr()
+        out.sum_duplicates()
+        out.sort_indices()
+        return out
+
     def sum(self, values) -> np.ndarray:
         """The sums over ranks of a few numbers, in float64 (every rank gets them)."""
         import torch.distributed as dist
