@@ -97,7 +97,6 @@ class BeamSampler:
         on_path = path[example, level - 1] == node
         return example[~on_path], level[~on_path], node[~on_path]
 
-
     def extend(self, model: nn.Module, behaviour_leaves: torch.Tensor, block_node: torch.Tensor,
                positives: torch.Tensor) -> "BeamBatch":
         """The added samples of a batch whose uniform blocks are ``block_node`` (``[E, block]``,
