@@ -25,7 +25,7 @@ pub struct Tree {
     /// `(first id, index by id - first, u32::MAX for a hole)` when the ids span at most about
     /// twice their number, as the loaders' internal ids do (holes are items filtering dropped):
     /// one load instead of a binary search per lookup, and every behaviour's leaf is looked up
-    /// each round (10^8 lookups; 14x faster at 10^6 items, docs/scale.md).
+    /// each round (10^8 lookups; 7x faster at 10^6 items, docs/scale.md).
     dense_index: Option<(i64, Vec<u32>)>,
     /// Leaf node of `item_ids[i]`.
     item_leaf: Vec<u64>,
