@@ -21,6 +21,7 @@ from importlib.metadata import PackageNotFoundError, distribution
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+
 def _installed_version(name: str) -> str | None:
     try:
         return distribution(name).version
