@@ -39,7 +39,9 @@ pub struct Tree {
 /// where they spread over more than about twice their number.
 fn dense_index(ids: &[i64]) -> Option<(i64, Vec<u32>)> {
     let (&first, &last) = (ids.first()?, ids.last()?);
-    let span = usize::try_from(last.checked_sub(first)?).ok()?.checked_add(1)?;
+    let span = usize::try_from(last.checked_sub(first)?)
+        .ok()?
+        .checked_add(1)?;
     if span > 2 * ids.len() + 1024 || ids.len() >= u32::MAX as usize {
         return None;
     }
@@ -412,7 +414,10 @@ impl Tree {
 
     pub fn item_index(&self, item: i64) -> Result<usize> {
         if let Some((first, index)) = &self.dense_index {
-            return match item.checked_sub(*first).and_then(|i| usize::try_from(i).ok()) {
+            return match item
+                .checked_sub(*first)
+                .and_then(|i| usize::try_from(i).ok())
+            {
                 Some(i) if i < index.len() && index[i] != u32::MAX => Ok(index[i] as usize),
                 _ => Err(JtmError::UnknownItem(item)),
             };
