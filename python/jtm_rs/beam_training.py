@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._core import Tree
+from .exceptions import InvalidInputError
 from .geometry import TreeGeometry
 from .retrieval import beam_search, model_score_fn
 
@@ -45,7 +46,7 @@ class BeamSampler:
     def __init__(self, tree: Tree, geometry: TreeGeometry, k: int, *, hierarchical: bool,
                  optimal_targets: bool = False, weight: float = 1.0):
         if k < 0:
-            raise ValueError(f"the training beam width must be >= 0, got {k}")
+            raise InvalidInputError(f"the training beam width must be >= 0, got {k}")
         self.tree, self.geometry, self.k, self.hierarchical = tree, geometry, k, hierarchical
         self.optimal_targets, self.weight = optimal_targets, weight
         self.live = torch.from_numpy(tree.is_live(np.arange(geometry.n_nodes, dtype=np.int64))).to(
