@@ -102,6 +102,9 @@ def test_a_fit_with_beam_aware_training_trains_and_is_named(fitted):
     assert all(np.isfinite(r.train_loss) for r in jtm.history) and len(jtm.history) == 2
     assert jtm.evaluate(split.test, 20)["recall"] > 0.05  # far above chance (20 of 400 items, ~0.05 x hits)
     assert variant_name(JTMConfig(beam_samples=4)) == "jtm"  # the named row is both parts together
+    several = JTM(iterations=0, max_examples_per_epoch=800, beam_samples=2, beam_targets=5, device="cpu", seed=0,
+                  n_threads=1, validation_users=50, validation_m=20).fit(split, show_progress=False)
+    assert np.isfinite(several.history[0].train_loss)
 
 
 def test_the_options_are_checked():
@@ -111,6 +114,40 @@ def test_the_options_are_checked():
         JTMConfig(beam_weight=0.0)
     with pytest.raises(InvalidInputError, match="pseudo_targets"):
         JTMConfig(pseudo_targets="soft")
+    with pytest.raises(InvalidInputError, match="beam_targets"):
+        JTMConfig(beam_targets=0)
+
+
+def test_the_users_next_items_label_the_added_samples():
+    """On the hand-made tree (leaf of item i: node 7 + i): the target is item 5 (leaf 12) and
+    the user goes on to item 2 (leaf 9; ancestors 1, 4). The added samples are the siblings
+    1, 6, 11: node 1 is item 2's ancestor, so it is labelled 1, the others 0; without the
+    items ahead (one target), all 0."""
+    tree = Tree.from_order(np.arange(8), arity=2)
+    g = TreeGeometry.of(tree)
+    block_node = torch.tensor([[2, 1, 5, 3, 12, 8]])
+    positives = torch.tensor([0, 2, 4])
+    sampler = BeamSampler(tree, g, 0, hierarchical=True, targets=2)
+    beh = torch.zeros(1, 1, dtype=torch.int64)
+    batch = sampler.extend(None, beh, block_node, positives, torch.tensor([[12, 9]]))
+    assert batch.node.tolist() == [1, 6, 11] and batch.label.tolist() == [1.0, 0.0, 0.0]
+    padded = sampler.extend(None, beh, block_node, positives, torch.tensor([[12, -1]]))
+    assert padded.label.tolist() == [0.0, 0.0, 0.0]
+    assert sampler.extend(None, beh, block_node, positives).label.tolist() == [0.0, 0.0, 0.0]
+    with pytest.raises(InvalidInputError, match="targets"):
+        BeamSampler(tree, g, 0, hierarchical=True, targets=0)
+
+
+def test_the_leaves_ahead_are_the_windows_items_ahead(fitted):
+    from jtm_rs.features import BehaviourLeaves
+
+    jtm, split = fitted
+    windows = split.train.training_windows(jtm.config.max_behaviours)
+    rows = np.arange(0, len(windows), 7)
+    got = BehaviourLeaves(windows, jtm.tree, torch.device("cpu")).targets_ahead(torch.from_numpy(rows), 5).numpy()
+    pos = windows.targets_ahead(rows, 5)
+    expected = np.where(pos >= 0, jtm.tree.leaves(windows.items[np.maximum(pos, 0)]), -1)
+    assert np.array_equal(got, expected) and (got[:, 0] >= 0).all() and (got[:, -1] < 0).any()
 
 
 def test_the_loss_weighs_the_added_samples():

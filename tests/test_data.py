@@ -57,6 +57,25 @@ def test_training_windows_are_the_behaviours_before_the_target_most_recent_first
     assert d.training_windows().behaviours(np.array([10])).shape == (1, 69)
 
 
+def test_targets_ahead_stay_in_the_users_row():
+    d = _data()  # user 3: items 20..31, user 7: items 10..14 (its rows come first)
+    w = d.training_windows(max_behaviours=3)
+    ahead = w.items[np.maximum(w.targets_ahead(np.arange(len(w)), 3), 0)]
+    ahead[w.targets_ahead(np.arange(len(w)), 3) < 0] = PAD
+    assert ahead[0].tolist() == [21, 22, 23]
+    assert ahead[9].tolist() == [30, 31, PAD]  # the row ends after item 31
+    assert ahead[10].tolist() == [31, PAD, PAD]
+    assert ahead[11].tolist() == [11, 12, 13]  # user 7 does not run into user 3
+    assert ahead[14].tolist() == [14, PAD, PAD]
+    # Examples in any order, and a subset of them: the row ends after its last example shown.
+    order = np.random.default_rng(0).permutation(len(w))[:9]
+    sub = type(w)(w.items, w.pos[order], w.row_start[order], 3)
+    ends = sub.row_ends()
+    for i, r in enumerate(order):
+        same = w.row_start[order] == w.row_start[r]
+        assert ends[i] == w.pos[order][same].max() + 1
+
+
 def test_evaluation_users_first_half_features_second_half_truth():
     d = _data()
     ev = d.evaluation_users(max_behaviours=4)

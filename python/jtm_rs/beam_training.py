@@ -10,7 +10,10 @@ training example and batch,
   search, :func:`jtm_rs.retrieval.beam_search`, run with the model as it is at that batch), and
 - the siblings of the target's ancestors (what a beam that kept the right parent must beat),
 
-as label-0 samples (the target's ancestors are already the uniform block's positives).
+as label-0 samples (the target's ancestors are already the uniform block's positives). With
+``targets=h > 1`` an added node is labelled 1 when it is an ancestor of one of the user's next
+``h`` items (the target and the ``h - 1`` after it in the user's row): OTM's multi-target
+instance, whose beam nodes the user goes on to buy are positives, not noise.
 
 Estimated optimal pseudo targets (:func:`optimal_pseudo_targets`): the max-heap label says
 "a target is below this node"; beam search needs "the best leaf below this node is a target".
@@ -23,7 +26,7 @@ cost no extra scoring.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -41,14 +44,17 @@ class BeamSampler:
 
     ``k``: beam width of the search that picks the samples (``0``: only the siblings);
     ``optimal_targets``: relabel the target's ancestors with :func:`optimal_pseudo_targets`;
-    ``weight``: each added sample's weight in the loss, a uniform sample's being 1."""
+    ``weight``: each added sample's weight in the loss, a uniform sample's being 1;
+    ``targets``: how many of the user's next items label the added samples (1: the target)."""
 
     def __init__(self, tree: Tree, geometry: TreeGeometry, k: int, *, hierarchical: bool,
-                 optimal_targets: bool = False, weight: float = 1.0):
+                 optimal_targets: bool = False, weight: float = 1.0, targets: int = 1):
         if k < 0:
             raise InvalidInputError(f"the training beam width must be >= 0, got {k}")
+        if targets < 1:
+            raise InvalidInputError(f"the beam samples' targets must be >= 1, got {targets}")
         self.tree, self.geometry, self.k, self.hierarchical = tree, geometry, k, hierarchical
-        self.optimal_targets, self.weight = optimal_targets, weight
+        self.optimal_targets, self.weight, self.targets = optimal_targets, weight, targets
         self.live = torch.from_numpy(tree.is_live(np.arange(geometry.n_nodes, dtype=np.int64))).to(
             geometry.level_start.device)
 
@@ -99,19 +105,26 @@ class BeamSampler:
         return example[~on_path], level[~on_path], node[~on_path]
 
     def extend(self, model: nn.Module, behaviour_leaves: torch.Tensor, block_node: torch.Tensor,
-               positives: torch.Tensor) -> "BeamBatch":
+               positives: torch.Tensor, ahead: Optional[torch.Tensor] = None) -> "BeamBatch":
         """The added samples of a batch whose uniform blocks are ``block_node`` (``[E, block]``,
-        the target's ancestor at level ``l`` in column ``positives[l - 1]``)."""
+        the target's ancestor at level ``l`` in column ``positives[l - 1]``). ``ahead``
+        (``[E, h]`` leaves of each user's next items, ``-1`` padded) labels them; without it
+        they are all 0."""
         path = block_node[:, positives]
         example, level, node = self.samples(model, behaviour_leaves, path)
         L = self.geometry.leaf_level
         rows = example * L + (level - 1) if self.hierarchical else example
-        return BeamBatch(example, level, node, rows, path)
+        if ahead is None:
+            label = torch.zeros(len(node), device=node.device)
+        else:
+            anc = self.geometry.ancestors(ahead[example], level[:, None])  # [S, h]; padding stays -1
+            label = (anc == node[:, None]).any(dim=1).to(torch.float32)
+        return BeamBatch(example, level, node, rows, path, label)
 
     def loss(self, batch: "BeamBatch", block_label: torch.Tensor, positives: torch.Tensor,
              logits: torch.Tensor) -> torch.Tensor:
         """The weighted mean binary cross-entropy of ``logits``: the uniform blocks' pairs
-        (weight 1) followed by the added ones (label 0, weight ``weight``). With
+        (weight 1) followed by the added ones (``batch.label``, weight ``weight``). With
         ``optimal_targets`` the ancestors' labels are the estimated optimal pseudo targets,
         computed from these logits."""
         n = block_label.numel()
@@ -122,14 +135,14 @@ class BeamSampler:
             block_label = block_label.clone()
             block_label[:, positives] = targets.to(block_label.dtype)
         block = F.binary_cross_entropy_with_logits(logits[:n], block_label.reshape(-1), reduction="sum")
-        added = F.binary_cross_entropy_with_logits(logits[n:], torch.zeros_like(logits[n:]), reduction="sum")
+        added = F.binary_cross_entropy_with_logits(logits[n:], batch.label.to(logits.dtype), reduction="sum")
         return (block + self.weight * added) / (n + self.weight * (len(logits) - n))
 
 
 @dataclass
 class BeamBatch:
-    """The added samples of one batch: example (row of the batch), level, node, and the
-    pair's row in :func:`jtm_rs.training.user_levels`'s output; ``path`` the targets'
+    """The added samples of one batch: example (row of the batch), level, node, the pair's
+    row in :func:`jtm_rs.training.user_levels`'s output and its label; ``path`` the targets'
     ancestors (``[E, L]``)."""
 
     example: torch.Tensor
@@ -137,6 +150,7 @@ class BeamBatch:
     node: torch.Tensor
     rows: torch.Tensor
     path: torch.Tensor
+    label: torch.Tensor
 
 
 def sibling_best(example: torch.Tensor, level: torch.Tensor, node: torch.Tensor, logits: torch.Tensor,

@@ -20,6 +20,8 @@ TREE_LEARNINGS = ("jtm", "clustering", "none")
 TREE_CHANGES = ("auto", "keep", "carry", "warm", "fresh")
 WEIGHTS_PRECISIONS = ("auto", "float32", "bfloat16")
 PSEUDO_TARGETS = ("max-heap", "optimal")
+#: Training losses (:func:`jtm_rs.training.train_epoch`).
+LOSSES = ("bce", "softmax")
 
 
 def _opt(default, help: str, **kw):
@@ -70,9 +72,15 @@ class JTMConfig:
         "current model, expands, and on the siblings of the targets' ancestors (0: off)")
     beam_weight: float = _opt(
         0.1, "weight in the loss of each beam-aware sample relative to a uniform one (1: all alike)")
+    beam_targets: int = _opt(
+        1, "the user's next items that label the beam-aware samples: a sample is 1 where one of them is below it "
+        "(1: the target alone, so every beam sample but the target's ancestors is 0)")
     pseudo_targets: str = _opt(
         "max-heap", "labels of the targets' ancestors: 'max-heap' (1, the paper) or 'optimal' (OTM's estimate: 1 only "
         "where the model's greedy descent from the ancestor reaches the target)", choices=PSEUDO_TARGETS)
+    loss: str = _opt(
+        "bce", "training loss: 'bce' (paper eq. 2: binary cross-entropy per sample) or 'softmax' (per example and "
+        "level, the target's ancestor against that level's negatives)", choices=LOSSES)
     max_behaviours: int = _opt(MAX_BEHAVIOURS, "most recent behaviours the model sees")
     objective_examples: int = _opt(4000, "examples in the fixed sample on which the eq. 2 objective is tracked")
     validation_m: int = _opt(200, "M of the validation Precision/Recall/F@M recorded each round")
@@ -86,6 +94,11 @@ class JTMConfig:
             raise InvalidInputError("iterations must be >= 0; epochs, batch_size and d >= 1")
         if self.beam_samples < 0:
             raise InvalidInputError(f"beam_samples must be >= 0 (0: off), got {self.beam_samples}")
+        if self.loss == "softmax" and self.beam_aware:
+            raise InvalidInputError("loss='softmax' does not combine with beam-aware training (beam_samples, "
+                                    "pseudo_targets='optimal')")
+        if self.beam_targets < 1:
+            raise InvalidInputError(f"beam_targets must be >= 1, got {self.beam_targets}")
         if not self.beam_weight > 0:
             raise InvalidInputError(f"beam_weight must be > 0, got {self.beam_weight}")
         for f in dataclasses.fields(self):

@@ -264,6 +264,7 @@ class Windows:
         self.pos = np.asarray(pos, dtype=np.int64)
         self.row_start = np.asarray(row_start, dtype=np.int64)
         self.max_behaviours = max_behaviours
+        self._row_end: Optional[np.ndarray] = None  # row_ends(), computed when first asked
 
     def __len__(self) -> int:
         return len(self.pos)
@@ -274,6 +275,27 @@ class Windows:
     @property
     def targets(self) -> np.ndarray:
         return self.items[self.pos]
+
+    def row_ends(self) -> np.ndarray:
+        """``int64[len(self)]``: where each example's user row ends (exclusive), as far as the
+        examples show it: examples of one row share ``row_start`` and the row ends after its
+        last example (all of a row's behaviours but its first, as
+        :meth:`Interactions.training_windows` builds them). Computed once, when first asked."""
+        if self._row_end is None:
+            order = np.argsort(self.pos, kind="stable")
+            starts = self.row_start[order]
+            last = np.append(starts[1:] != starts[:-1], True)
+            group = np.cumsum(np.append(True, last[:-1])) - 1
+            end = np.empty(len(order), dtype=np.int64)
+            end[order] = (self.pos[order][last] + 1)[group]
+            self._row_end = end
+        return self._row_end
+
+    def targets_ahead(self, rows: np.ndarray, h: int) -> np.ndarray:
+        """``int64[len(rows), h]`` positions into ``items`` of each example's target and the
+        ``h - 1`` items after it in the user's row, ``-1`` past the row's end."""
+        offs = self.pos[rows, None] + np.arange(h)
+        return np.where(offs < self.row_ends()[rows, None], offs, -1)
 
     def behaviour_positions(self, rows: np.ndarray) -> np.ndarray:
         """``int64[len(rows), max_behaviours]`` positions into ``items``, ``-1`` for padding."""

@@ -7,6 +7,8 @@ A user's behaviours enter the model as tree nodes: with the hierarchical represe
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from ._core import Tree
@@ -24,11 +26,21 @@ class BehaviourLeaves:
         self.pos = torch.from_numpy(windows.pos).to(device)
         self.row_start = torch.from_numpy(windows.row_start).to(device)
         self.offsets = torch.arange(1, windows.max_behaviours + 1, device=device)
+        self._row_end: Optional[torch.Tensor] = None
 
     def __call__(self, examples: torch.Tensor) -> torch.Tensor:
         """``LongTensor[B, max_behaviours]`` leaf ids, most recent first, ``-1`` padded."""
         offs = self.pos[examples, None] - self.offsets
         return torch.where(offs >= self.row_start[examples, None], self.leaf[offs.clamp(min=0)], -1)
+
+    def targets_ahead(self, examples: torch.Tensor, h: int) -> torch.Tensor:
+        """``LongTensor[B, h]`` leaf ids of each example's target and the ``h - 1`` items after
+        it in the user's row (:meth:`Windows.targets_ahead`), ``-1`` past the row's end."""
+        if self._row_end is None:
+            self._row_end = torch.from_numpy(self.windows.row_ends()).to(self.device)
+        offs = self.pos[examples, None] + torch.arange(h, device=self.device)
+        inside = offs < self._row_end[examples, None]
+        return torch.where(inside, self.leaf[torch.where(inside, offs, 0)], -1)
 
 
 def behaviours_at(geometry: TreeGeometry, leaves: torch.Tensor, level, hierarchical: bool) -> torch.Tensor:

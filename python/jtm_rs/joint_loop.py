@@ -198,7 +198,7 @@ class JointLoop:
         scorer = data_parallel(jtm.model, ranks) if ranks is not None else None
         beam = (BeamSampler(jtm.tree, TreeGeometry.of(jtm.tree, jtm.device), cfg.beam_samples,
                             hierarchical=cfg.hierarchical, optimal_targets=cfg.pseudo_targets == "optimal",
-                            weight=cfg.beam_weight)
+                            weight=cfg.beam_weight, targets=cfg.beam_targets)
                 if cfg.beam_aware else None)
         for epoch in range(cfg.epochs):
             k = n if cfg.max_examples_per_epoch is None else min(n, cfg.max_examples_per_epoch)
@@ -221,6 +221,7 @@ class JointLoop:
                     shard=None if ranks is None else (ranks.rank, ranks.world),
                     scorer=scorer,
                     beam=beam,
+                    loss=cfg.loss,
                 )
         # Each rank's mean over as many samples as the others': their mean is the epoch's.
         return loss if ranks is None else ranks.mean(loss)

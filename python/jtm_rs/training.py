@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from ._core import Tree, lazy_adam_rows
 from .beam_training import BeamSampler
+from .config import LOSSES
 from .distributed.training import shard_batches
 from .exceptions import InvalidInputError
 from .features import BehaviourLeaves
@@ -187,6 +188,7 @@ def train_epoch(
     shard: Optional[Tuple[int, int]] = None,
     scorer: Optional[Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = None,
     beam: Optional[BeamSampler] = None,
+    loss: str = "bce",
 ) -> float:
     """One pass, in the order given, over the samples of ``examples`` (rows of
     ``leaves.windows``); returns the mean loss per sample. With ``threads``, torch's thread
@@ -205,7 +207,15 @@ def train_epoch(
 
     With ``beam`` (beam-aware training, :mod:`jtm_rs.beam_training`), each batch also trains
     on the nodes a beam search with the current model expands for its examples.
+
+    ``loss``: ``"bce"`` (paper eq. 2 with sampled negatives: binary cross-entropy per sample) or
+    ``"softmax"`` (:func:`level_softmax_loss`: per example and level, cross-entropy of the
+    target's ancestor against that level's negatives).
     """
+    if loss not in LOSSES:
+        raise InvalidInputError(f"loss must be one of {LOSSES}, got {loss!r}")
+    if loss == "softmax" and beam is not None:
+        raise InvalidInputError("the per-level softmax loss does not combine with beam-aware training")
     device = leaves.device
     geometry = TreeGeometry.of(tree, device)
     targets = leaves.windows.targets[examples]
@@ -214,6 +224,7 @@ def train_epoch(
     block = len(first.node)
     level = torch.from_numpy(first.level).to(device)
     positives = torch.from_numpy(np.flatnonzero(first.label == 1)).to(device)  # one per level 1..L
+    groups = level_groups(first.level, start_level=1).to(device) if loss == "softmax" else None
     per_batch = max(1, batch_size // max(block, 1))
     streams = np.arange(len(examples))  # each example's random stream: its place in the epoch
     if shard is not None:
@@ -240,7 +251,7 @@ def train_epoch(
             for lo in range(0, n_c, per_batch):
                 ex = ex_t[c0 + lo : c0 + lo + per_batch]
                 with tuned(threads, len(ex) * block):
-                    blocks = _Blocks(node[lo : lo + per_batch], label[lo : lo + per_batch], level, positives)
+                    blocks = _Blocks(node[lo : lo + per_batch], label[lo : lo + per_batch], level, positives, groups)
                     value, n_pairs = _train_batch(scorer, optimizer, geometry, leaves, ex, blocks,
                                                   hierarchical, beam, model)
                 total += value * n_pairs
@@ -274,12 +285,38 @@ def _samples(tree: Tree, targets: np.ndarray, negatives: Sequence[int], seed: in
 
 class _Blocks(NamedTuple):
     """A batch's uniform samples: ``node``/``label`` ``[E, block]``, each block's ``level``
-    pattern, and the columns of its ``positives`` (the target's ancestors, levels 1..L)."""
+    pattern, the columns of its ``positives`` (the target's ancestors, levels 1..L) and, for
+    the softmax loss, its columns by level (:func:`level_groups`)."""
 
     node: torch.Tensor
     label: torch.Tensor
     level: torch.Tensor
     positives: torch.Tensor
+    groups: Optional[torch.Tensor] = None
+
+
+def level_groups(level: np.ndarray, start_level: int) -> torch.Tensor:
+    """``[L, C]``: row ``l - start_level`` holds the block's columns at level ``l`` (the
+    target's ancestor first, as the generator writes it), ``-1`` padded to the widest level."""
+    levels = np.unique(level)
+    width = max(int((level == lv).sum()) for lv in levels) if len(levels) else 0
+    out = np.full((len(levels), width), -1, dtype=np.int64)
+    for row, lv in enumerate(levels):
+        cols = np.flatnonzero(level == lv)
+        out[row, : len(cols)] = cols
+    assert levels[0] == start_level if len(levels) else True
+    return torch.from_numpy(out)
+
+
+def level_softmax_loss(logits: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """Mean over examples and levels of ``−log softmax`` of the target's ancestor among its
+    level's samples: ``logits [E, block]``, ``groups [L, C]`` (:func:`level_groups`; column 0
+    of each row the ancestor). Beam search ranks the nodes of a level against each other; this
+    trains that ranking rather than each node's probability on its own."""
+    pad = groups < 0
+    g = logits[:, groups.clamp(min=0)]  # [E, L, C]
+    g = g.masked_fill(pad, float("-inf"))
+    return (torch.logsumexp(g, dim=2) - g[:, :, 0]).mean()
 
 
 def _train_batch(scorer, optimizer, geometry: TreeGeometry, leaves: BehaviourLeaves, ex: torch.Tensor,
@@ -292,10 +329,13 @@ def _train_batch(scorer, optimizer, geometry: TreeGeometry, leaves: BehaviourLea
     nodes = blocks.node.reshape(-1)
     added = None
     if beam is not None:
-        added = beam.extend(model, behaviour_leaves, blocks.node, blocks.positives)
+        ahead = leaves.targets_ahead(ex, beam.targets) if beam.targets > 1 else None
+        added = beam.extend(model, behaviour_leaves, blocks.node, blocks.positives, ahead)
         rows, nodes = torch.cat([rows, added.rows]), torch.cat([nodes, added.node])
     logits = scorer(beh, rows, nodes)
-    if added is None:
+    if blocks.groups is not None:
+        loss = level_softmax_loss(logits.view(blocks.node.shape), blocks.groups)
+    elif added is None:
         loss = F.binary_cross_entropy_with_logits(logits, blocks.label.reshape(-1))
     else:
         loss = beam.loss(added, blocks.label, blocks.positives, logits)
