@@ -76,6 +76,24 @@ def test_targets_ahead_stay_in_the_users_row():
         assert ends[i] == w.pos[order][same].max() + 1
 
 
+def test_id_columns_are_int32_where_the_ids_fit():
+    d = Interactions(np.array([3, 3, 7]), np.array([5, 9, 5]), np.array([1, 2, 3]), np.array([0, 1, 0]))
+    assert d.user.dtype == d.item.dtype == d.category.dtype == np.int32
+    assert d.training_windows().behaviours(np.array([0])).dtype == np.int64  # features stay int64
+    big = Interactions(np.array([0, 0]), np.array([1, 2**40]), np.array([1, 2]))
+    assert big.item.dtype == np.int64 and big.item.tolist() == [1, 2**40] and big.user.dtype == np.int32
+
+
+def test_the_data_fingerprint_does_not_depend_on_the_id_width():
+    from jtm_rs import Tree
+    from jtm_rs.checkpoint import data_fingerprint
+
+    w = _data().training_windows()
+    tree = Tree.random(np.unique(w.items), seed=0)
+    wide = type(w)(w.items.astype(np.int64), w.pos, w.row_start, w.max_behaviours)
+    assert w.items.dtype == np.int32 and data_fingerprint(w, tree) == data_fingerprint(wide, tree)
+
+
 def test_evaluation_users_first_half_features_second_half_truth():
     d = _data()
     ev = d.evaluation_users(max_behaviours=4)

@@ -100,8 +100,14 @@ def data_fingerprint(windows, tree: Tree) -> str:
     """SHA-256 of the training examples and the initial tree: a resumed run must see both again."""
     h = hashlib.sha256()
     for a in (windows.items, windows.pos, windows.row_start, tree.items, tree.leaves(tree.items)):
-        h.update(np.ascontiguousarray(a).tobytes())
+        # As int64 whatever the column's width (int32 item ids hash as before), a chunk at a time.
+        for lo in range(0, len(a), FINGERPRINT_CHUNK):
+            h.update(np.ascontiguousarray(a[lo : lo + FINGERPRINT_CHUNK], dtype=np.int64).tobytes())
     return h.hexdigest()
+
+
+#: Ids converted at once by :func:`data_fingerprint` (32 MB as int64).
+FINGERPRINT_CHUNK = 1 << 22
 
 
 def check_resumable(path: Path, saved: SavedJTM, config: JTMConfig, fingerprint: str) -> int:
