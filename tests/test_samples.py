@@ -64,22 +64,16 @@ def test_chunks_with_their_first_stream_equal_the_whole():
         assert np.array_equal(getattr(whole, field), np.concatenate([getattr(p, field) for p in parts]))
 
 
-def test_an_epoch_trained_in_sample_chunks_is_the_epoch_trained_at_once(monkeypatch):
+def test_an_epoch_trained_in_sample_chunks_is_the_epoch_trained_at_once(monkeypatch, training_setup):
     """train_epoch generates samples a chunk of batches at a time; the chunk size must not
     change what is trained."""
     import torch
 
-    from jtm_rs import synthetic, training
+    from jtm_rs import training
     from jtm_rs.config import JTMConfig
-    from jtm_rs.features import BehaviourLeaves
     from jtm_rs.tree_policy import default_model_factory, new_model
 
-    data = synthetic.generate(600, 150, seed=1).interactions
-    tree = Tree.random(np.unique(data.item), seed=0)
-    windows = data.training_windows()
-    leaves = BehaviourLeaves(windows, tree, torch.device("cpu"))
-    negs = training.default_negatives(tree.leaf_level, 20)
-    examples = np.random.default_rng(0).permutation(len(windows))[:700]
+    tree, leaves, negs, examples = training_setup
     states = []
     for chunk in (1 << 15, 16):  # 16 examples: several chunks, each of whole batches
         monkeypatch.setattr(training, "SAMPLE_CHUNK_EXAMPLES", chunk)

@@ -7,9 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from jtm_rs import JTMConfig, Tree, synthetic, training
+from jtm_rs import JTMConfig, Tree, training
 from jtm_rs.exceptions import InvalidInputError
-from jtm_rs.features import BehaviourLeaves
 from jtm_rs.samples import generate_samples
 from jtm_rs.tree_policy import default_model_factory, new_model
 
@@ -37,13 +36,8 @@ def test_the_softmax_loss_is_each_levels_cross_entropy():
     assert float(training.level_softmax_loss(logits, groups)) == pytest.approx(expected, rel=1e-6)
 
 
-def test_an_epoch_with_the_softmax_loss_trains():
-    data = synthetic.generate(600, 150, seed=1).interactions
-    tree = Tree.random(np.unique(data.item), seed=0)
-    windows = data.training_windows()
-    leaves = BehaviourLeaves(windows, tree, torch.device("cpu"))
-    negs = training.default_negatives(tree.leaf_level, 20)
-    examples = np.random.default_rng(0).permutation(len(windows))[:1500]
+def test_an_epoch_with_the_softmax_loss_trains(training_setup):
+    tree, leaves, negs, examples = training_setup
     model = new_model(default_model_factory, tree, JTMConfig(), torch.device("cpu"), seed=0)
     opt = training.make_optimizer(model, 1e-2)
     losses = [training.train_epoch(model, opt, tree, leaves, examples, negs, hierarchical=True, batch_size=512,
