@@ -74,6 +74,7 @@ def test_targets_ahead_stay_in_the_users_row():
     for i, r in enumerate(order):
         same = w.row_start[order] == w.row_start[r]
         assert ends[i] == w.pos[order][same].max() + 1
+    assert type(w)(w.items, w.pos[:0], w.row_start[:0], 3).targets_ahead(np.zeros(0, np.int64), 2).shape == (0, 2)
 
 
 def test_id_columns_are_int32_where_the_ids_fit():

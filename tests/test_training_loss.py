@@ -17,7 +17,7 @@ def test_level_groups_are_the_blocks_columns_by_level():
     tree = Tree.random(np.arange(300), seed=0)
     negs = training.default_negatives(tree.leaf_level, 20)
     s = generate_samples(tree, np.array([7]), negs, start_level=1, seed=0)
-    groups = training.level_groups(s.level, start_level=1).numpy()
+    groups = training.level_groups(s.level).numpy()
     assert groups.shape[0] == tree.leaf_level
     for row, level in enumerate(range(1, tree.leaf_level + 1)):
         cols = groups[row][groups[row] >= 0]
@@ -27,7 +27,7 @@ def test_level_groups_are_the_blocks_columns_by_level():
 
 def test_the_softmax_loss_is_each_levels_cross_entropy():
     level = np.array([1, 1, 2, 2, 2, 3])
-    groups = training.level_groups(level, start_level=1)
+    groups = training.level_groups(level)
     logits = torch.tensor([[2.0, 0.0, 1.0, -1.0, 0.5, 3.0], [0.0, 1.0, 0.0, 0.0, 2.0, -4.0]])
     expected = np.mean([
         float(F.cross_entropy(logits[e, cols][None], torch.tensor([0])))

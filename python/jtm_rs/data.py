@@ -291,6 +291,8 @@ class Windows:
         examples show it: examples of one row share ``row_start`` and the row ends after its
         last example (all of a row's behaviours but its first, as
         :meth:`Interactions.training_windows` builds them). Computed once, when first asked."""
+        if self._row_end is None and len(self.pos) == 0:
+            self._row_end = np.zeros(0, dtype=np.int64)
         if self._row_end is None:
             order = np.argsort(self.pos, kind="stable")
             starts = self.row_start[order]

@@ -191,7 +191,7 @@ def train_epoch(
     loss: str = "bce",
 ) -> float:
     """One pass, in the order given, over the samples of ``examples`` (rows of
-    ``leaves.windows``); returns the mean loss per sample. With ``threads``, torch's thread
+    ``leaves.windows``); returns the mean loss per sample (per example and level with the softmax loss). With ``threads``, torch's thread
     count is chosen by timing the first batches (:class:`ThreadTuner`). Example ``e`` draws its
     negatives from random stream ``e``. ``scorer(behaviours, rows, nodes)`` gives the logits
     (default: the model's :func:`~jtm_rs.model.score_pairs`).
@@ -224,7 +224,7 @@ def train_epoch(
     block = len(first.node)
     level = torch.from_numpy(first.level).to(device)
     positives = torch.from_numpy(np.flatnonzero(first.label == 1)).to(device)  # one per level 1..L
-    groups = level_groups(first.level, start_level=1).to(device) if loss == "softmax" else None
+    groups = level_groups(first.level).to(device) if loss == "softmax" else None
     per_batch = max(1, batch_size // max(block, 1))
     streams = np.arange(len(examples))  # each example's random stream: its place in the epoch
     if shard is not None:
@@ -295,16 +295,15 @@ class _Blocks(NamedTuple):
     groups: Optional[torch.Tensor] = None
 
 
-def level_groups(level: np.ndarray, start_level: int) -> torch.Tensor:
-    """``[L, C]``: row ``l - start_level`` holds the block's columns at level ``l`` (the
-    target's ancestor first, as the generator writes it), ``-1`` padded to the widest level."""
+def level_groups(level: np.ndarray) -> torch.Tensor:
+    """``[levels, C]``: row ``r`` holds the block's columns at its ``r``-th level from the top
+    (the target's ancestor first, as the generator writes it), ``-1`` padded to the widest."""
     levels = np.unique(level)
-    width = max(int((level == lv).sum()) for lv in levels) if len(levels) else 0
+    width = max((int((level == lv).sum()) for lv in levels), default=0)
     out = np.full((len(levels), width), -1, dtype=np.int64)
     for row, lv in enumerate(levels):
         cols = np.flatnonzero(level == lv)
         out[row, : len(cols)] = cols
-    assert levels[0] == start_level if len(levels) else True
     return torch.from_numpy(out)
 
 
