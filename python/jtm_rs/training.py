@@ -191,7 +191,8 @@ def train_epoch(
     loss: str = "bce",
 ) -> float:
     """One pass, in the order given, over the samples of ``examples`` (rows of
-    ``leaves.windows``); returns the mean loss per sample (per example and level with the softmax loss). With ``threads``, torch's thread
+    ``leaves.windows``); returns the mean loss per sample (per example and level with the
+    softmax loss). With ``threads``, torch's thread
     count is chosen by timing the first batches (:class:`ThreadTuner`). Example ``e`` draws its
     negatives from random stream ``e``. ``scorer(behaviours, rows, nodes)`` gives the logits
     (default: the model's :func:`~jtm_rs.model.score_pairs`).
