@@ -25,6 +25,9 @@ PAD = -1
 
 
 def _int_column(values, name: str) -> np.ndarray:
+    """``values`` checked as integer ids, as int32 where every id fits (internal ids always do
+    below 2^31 users or items: the behaviour table's id columns take 4 bytes per behaviour
+    each instead of 8), else int64. One conversion at most."""
     a = np.asarray(values)
     if a.ndim != 1:
         raise InvalidInputError(f"{name} must be one-dimensional, got shape {a.shape}")
@@ -33,17 +36,12 @@ def _int_column(values, name: str) -> np.ndarray:
             raise InvalidInputError(f"{name} must hold integer ids (found NaN, infinity or a fraction)")
     elif a.dtype.kind not in "iub" and a.size:
         raise InvalidInputError(f"{name} must hold integer ids, got dtype {a.dtype}")
-    return a if a.dtype == np.int32 else a.astype(np.int64, copy=False)
-
-
-def _narrow(ids: np.ndarray) -> np.ndarray:
-    """``ids`` as int32 where every id fits (internal ids always do below 2^31 users or items):
-    the behaviour table's id columns take 4 bytes per behaviour each instead of 8."""
-    if ids.dtype == np.int32:
-        return ids
-    if ids.size and (ids.min() < np.iinfo(np.int32).min or ids.max() > np.iinfo(np.int32).max):
-        return ids
-    return ids.astype(np.int32)
+    if a.dtype == np.int32:
+        return a
+    small = np.iinfo(np.int32)
+    if a.size == 0 or (a.min() >= small.min and a.max() <= small.max):
+        return a.astype(np.int32)
+    return a.astype(np.int64, copy=False)
 
 
 def _sorted_by_user_time(user: np.ndarray, ts: np.ndarray) -> bool:
@@ -100,10 +98,10 @@ class Interactions:
             order = np.lexsort((ts, user))
             user, item, ts = user[order], item[order], ts[order]
             cat = None if cat is None else cat[order]
-        object.__setattr__(self, "user", _narrow(user))
-        object.__setattr__(self, "item", _narrow(item))
+        object.__setattr__(self, "user", user)
+        object.__setattr__(self, "item", item)
         object.__setattr__(self, "timestamp", ts)
-        object.__setattr__(self, "category", None if cat is None else _narrow(cat))
+        object.__setattr__(self, "category", cat)
         for name, m in (("user", self.user_ids), ("item", self.item_ids)):
             col = user if name == "user" else item
             if m is not None and col.size and (col.min() < 0 or col.max() >= len(m)):
