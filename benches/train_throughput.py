@@ -21,6 +21,11 @@ Run:
     python benches/train_throughput.py --busy 2              # while 2 processes spin
     python benches/train_throughput.py --reference /old/python   # another checkout's package
     python benches/train_throughput.py --attention --examples 1500  # the TDM (attention) model
+    python benches/train_throughput.py --fused-vs-torch --threads 1 2  # the fused MLP pass against torch's ops
+
+``--fused-vs-torch`` measures, inside one process per thread count, the fused Rust pass over the
+MLP and loss (``jtm_rs.fused_mlp``) against torch's ops on the same model, alternating them
+(ABBA, ``--repeats`` rounds): the per-round ratio is what a noisy machine can still resolve.
 """
 
 from __future__ import annotations
@@ -71,10 +76,10 @@ def child(args: argparse.Namespace) -> None:
         os.environ.pop("JTM_TORCH_THREADS", None)
     else:
         os.environ["RAYON_NUM_THREADS"] = args.threads
+    import jtm_rs  # first, as jtm-rs does: it sets the OpenMP spin (jtm_rs.openmp) before torch loads
+
     import numpy as np
     import torch
-
-    import jtm_rs
     from jtm_rs import synthetic
     from jtm_rs.config import JTMConfig
     from jtm_rs.features import BehaviourLeaves
@@ -103,16 +108,28 @@ def child(args: argparse.Namespace) -> None:
     train_epoch(model, optimizer, tree, leaves, warm, negatives, hierarchical=True,
                 batch_size=cfg.batch_size, seed=0, **more)
     examples = rng.permutation(len(windows))[: args.examples]
-    t = time.perf_counter()
-    train_epoch(model, optimizer, tree, leaves, examples, negatives, hierarchical=True,
-                batch_size=cfg.batch_size, seed=1, **more)
-    rate = len(examples) / (time.perf_counter() - t)
+
+    def timed(seed: int) -> float:
+        t = time.perf_counter()
+        train_epoch(model, optimizer, tree, leaves, examples, negatives, hierarchical=True,
+                    batch_size=cfg.batch_size, seed=seed, **more)
+        return len(examples) / (time.perf_counter() - t)
+
+    rate = timed(1)
+    abba = {}
+    if args.fused_vs_torch:
+        abba = {"fused": [], "torch": []}
+        for r in range(args.repeats):
+            for fused in ((True, False, False, True) if r % 2 == 0 else (False, True, True, False)):
+                model.fused_step = fused
+                abba["fused" if fused else "torch"].append(timed(2 + r))
     used = (tuner.chosen or 1) if tuner is not None else int(args.threads)
     pairs = sum(negatives[1:]) + tree.leaf_level
     flops = _flops_per_example(model, tree.leaf_level, pairs)
     gemm = gemm_flops_per_s(used)
     print(json.dumps(dict(rate=rate, flops=flops, gemm=gemm, limit=gemm / flops, leaf_level=tree.leaf_level,
-                          pairs=pairs, batch_size=cfg.batch_size, used=used)))
+                          pairs=pairs, batch_size=cfg.batch_size, used=used, abba=abba,
+                          spin=os.environ.get("GOMP_SPINCOUNT"))))
 
 
 def _spin() -> None:
@@ -132,11 +149,16 @@ def main() -> None:
     p.add_argument("--attention", action="store_true", help="the attention model (TDM's) instead of the default")
     p.add_argument("--busy", type=int, default=0, help="spinning processes kept running meanwhile (default 0)")
     p.add_argument("--reference", help="a python/ source dir of another jtm_rs to compare with (same _core)")
+    p.add_argument("--fused-vs-torch", action="store_true",
+                   help="per thread count, one process alternating the fused MLP pass and torch's ops (ABBA)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         child(args)
+        return
+    if args.fused_vs_torch:
+        fused_vs_torch(args)
         return
     configs = [(None, t) for t in args.threads]
     if args.reference:
@@ -185,6 +207,30 @@ def main() -> None:
         chosen = sorted({str(x.get("used", threads)) for x in rs})
         print(f"| {'reference' if ref else 'this'} | {rs[0]['batch_size']} | {threads} ({', '.join(chosen)}) | {min(rates):.0f} | {med:.0f} | {ratio:.2f} | "
               f"{gemm / 1e9:.0f} | {limit:.0f} | {med / limit:.0%} |")
+
+
+def fused_vs_torch(args: argparse.Namespace) -> None:
+    """One process per thread count, each alternating the fused pass and torch's ops."""
+    print("| threads | fused examples/s min | median | torch min | median | fused / torch per pair of passes: min | median | max | GEMM GFLOP/s | arithmetic limit, examples/s | fused share of limit |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for threads in args.threads:
+        cmd = [sys.executable, __file__, "--child", "--fused-vs-torch", "--threads", threads, "--items", str(args.items),
+               "--users", str(args.users), "--examples", str(args.examples), "--repeats", str(args.repeats)]
+        run = subprocess.run(cmd, capture_output=True, text=True)
+        if run.returncode:
+            sys.exit(f"measurement failed:\n{run.stderr[-3000:]}")
+        res = json.loads(run.stdout.strip().splitlines()[-1])
+        fused, ref = res["abba"]["fused"], res["abba"]["torch"]
+        # Pass i of each kind ran next to pass i of the other (ABBA): their ratio.
+        ratios = sorted(f / t for f, t in zip(fused, ref))
+        med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+        limit = res["gemm"] / res["flops"]
+        print(f"| {threads} ({res['used']}) | {min(fused):.0f} | {med(fused):.0f} | {min(ref):.0f} | {med(ref):.0f} | "
+              f"{ratios[0]:.2f} | {med(ratios):.2f} | {ratios[-1]:.2f} | {res['gemm'] / 1e9:.0f} | {limit:.0f} | "
+              f"{med(fused) / limit:.0%} |", flush=True)
+    print(f"\n{args.items} items (leaf level {res['leaf_level']}), {res['pairs']} samples per example, "
+          f"{args.examples} examples per pass, {args.repeats} ABBA rounds, {os.cpu_count()} cores, "
+          f"GOMP_SPINCOUNT {res['spin']}")
 
 
 if __name__ == "__main__":

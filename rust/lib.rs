@@ -8,13 +8,15 @@
 //! - [`tree_learning`]: paper Algorithm 2, segmented greedy assignment with rebalance (§4.4);
 //! - [`beam_search`]: layer-wise retrieval (§4.5);
 //! - [`persistence`]: the tree file format;
-//! - [`training_kernels`]: the training step's memory-bound CPU kernel (lazy Adam's row update).
+//! - [`training_kernels`]: the training step's memory-bound CPU kernel (lazy Adam's row update);
+//! - [`fused_mlp`]: the training step's MLP and BCE loss, forward and backward in one pass.
 //!
 //! The PyO3 layer (`bindings`, feature `python`) only converts arguments, releases the GIL
 //! around parallel steps and maps [`error::JtmError`] to Python exceptions.
 
 pub mod beam_search;
 pub mod error;
+pub mod fused_mlp;
 pub mod kmeans_tree;
 pub mod parallel;
 pub mod persistence;

@@ -15,9 +15,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from . import exceptions
-from ._core import Tree, __version__
-from .exceptions import (
+from .openmp import shorten_openmp_spin
+
+shorten_openmp_spin()  # before anything imports torch (jtm_rs.openmp says why)
+
+from . import exceptions  # noqa: E402
+from ._core import Tree, __version__  # noqa: E402
+from .exceptions import (  # noqa: E402
     CallbackError,
     CorruptModelError,
     CorruptTreeError,

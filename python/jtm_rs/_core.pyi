@@ -1,7 +1,7 @@
 """Type stub for the native module built from rust/ (see rust/bindings/)."""
 
 from os import PathLike
-from typing import Callable, Optional, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import numpy.typing as npt
@@ -113,3 +113,30 @@ def lazy_adam_rows(
 ) -> None:
     """Lazy Adam on rows ``rows`` (strictly increasing) of the ``[n, dim]`` table ``param`` and
     its moments, in place (C-contiguous float32); ``grad`` is ``[len(rows), dim]``."""
+
+def mlp_bce_step(
+    user_share: npt.NDArray[np.float32],
+    table: npt.NDArray[np.float32],
+    rows: npt.NDArray[np.int64],
+    nodes: npt.NDArray[np.int64],
+    labels: npt.NDArray[np.float32],
+    w_node: npt.NDArray[np.float32],
+    weights: Sequence[npt.NDArray[np.float32]],
+    biases: Sequence[npt.NDArray[np.float32]],
+    slopes: Sequence[float],
+    n_threads: Optional[int] = None,
+) -> Tuple[
+    float,
+    Tuple[
+        npt.NDArray[np.float32],
+        npt.NDArray[np.float32],
+        npt.NDArray[np.float32],
+        List[npt.NDArray[np.float32]],
+        List[npt.NDArray[np.float32]],
+        List[float],
+    ],
+]:
+    """The mean BCE loss of pairs ``(rows[p], nodes[p])`` through the MLP (first pre-activation
+    ``user_share[rows[p]] + table[nodes[p]] @ w_node.T``, then a PReLU after every layer but the
+    last), and its gradients ``(user_share, table, w_node, weights, biases, slopes)``; all
+    arrays C-contiguous (``jtm_rs.fused_mlp``)."""

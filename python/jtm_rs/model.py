@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._core import Tree
+from .fused_mlp import fused_bce_loss, mlp_parameters
 from .geometry import TreeGeometry
 
 #: Sizes of the paper's 10 time windows over the 69 most recent behaviours (most recent first).
@@ -98,6 +99,10 @@ class JTMModel(nn.Module):
     40 % of a training step. Train it with :func:`jtm_rs.training.make_optimizer` (LazyAdam
     for the table, Adam for the rest).
     """
+
+    #: Whether :meth:`pair_bce_loss` may use the fused Rust pass (:mod:`jtm_rs.fused_mlp`);
+    #: ``False`` gives torch's ops, the reference ``benches/train_throughput.py`` compares with.
+    fused_step: bool = True
 
     def __init__(
         self,
@@ -180,6 +185,26 @@ class JTMModel(nn.Module):
         # indexing's accumulating index_put_).
         h = torch.addmm(h_user.index_select(0, rows), table.index_select(0, local_nodes), w_node.T)
         return self._rest_of_mlp(h).squeeze(-1)
+
+    def pair_bce_loss(self, behaviours: torch.Tensor, rows: torch.Tensor, nodes: torch.Tensor,
+                      labels: torch.Tensor) -> torch.Tensor:
+        """Training's loss: the mean ``binary_cross_entropy_with_logits`` of
+        ``score_pairs(behaviours, rows, nodes)`` against ``labels``. On the CPU, for the default
+        MLP, everything above the first layer's shares runs forward and backward as one
+        cache-blocked Rust pass (:mod:`jtm_rs.fused_mlp`): the same loss and gradients up to
+        rounding."""
+        params = self._fused_parameters(behaviours)
+        if params is None:
+            return F.binary_cross_entropy_with_logits(self.score_pairs(behaviours, rows, nodes), labels.to(self.embedding.weight.dtype))
+        h_user, table, local_nodes, w_node = self._first_layer_parts(behaviours, nodes)
+        return fused_bce_loss(h_user, table, rows, local_nodes, labels, w_node, params)
+
+    def _fused_parameters(self, behaviours: torch.Tensor) -> Optional[list]:
+        """The MLP's parameters for the fused pass, or ``None`` where it does not apply."""
+        if (not self.fused_step or self.attention is not None or behaviours.device.type != "cpu"
+                or self.embedding.weight.dtype != torch.float32 or not torch.is_grad_enabled()):
+            return None
+        return mlp_parameters(self.mlp)
 
     def user_share(self, behaviours: torch.Tensor) -> Optional[torch.Tensor]:
         """The first layer's user share, bias included, of each row of ``behaviours``:

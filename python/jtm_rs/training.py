@@ -237,8 +237,6 @@ def train_epoch(
     # x ~90 per example, 3.7 GB for 1.5 M examples of a 10^6-item tree.
     chunk = per_batch * max(1, SAMPLE_CHUNK_EXAMPLES // per_batch)
     ex_t = torch.from_numpy(np.ascontiguousarray(examples, dtype=np.int64)).to(device)
-    if scorer is None:
-        scorer = functools.partial(score_pairs, model)
     model.train()
     total, count = 0.0, 0
     if threads is not None:
@@ -332,13 +330,17 @@ def _train_batch(scorer, optimizer, geometry: TreeGeometry, leaves: BehaviourLea
         ahead = leaves.targets_ahead(ex, beam.targets) if beam.targets > 1 else None
         added = beam.extend(model, behaviour_leaves, blocks.node, blocks.positives, ahead)
         rows, nodes = torch.cat([rows, added.rows]), torch.cat([nodes, added.node])
-    logits = scorer(beh, rows, nodes)
-    if blocks.groups is not None:
-        loss = level_softmax_loss(logits.view(blocks.node.shape), blocks.groups)
-    elif added is None:
-        loss = F.binary_cross_entropy_with_logits(logits, blocks.label.reshape(-1))
+    if scorer is None and blocks.groups is None and added is None:
+        # The plain loss: the model's own (a fused forward and backward where it has one).
+        loss = _pair_bce_loss(model, beh, rows, nodes, blocks.label.reshape(-1))
     else:
-        loss = beam.loss(added, blocks.label, blocks.positives, logits)
+        logits = (scorer or functools.partial(score_pairs, model))(beh, rows, nodes)
+        if blocks.groups is not None:
+            loss = level_softmax_loss(logits.view(blocks.node.shape), blocks.groups)
+        elif added is None:
+            loss = F.binary_cross_entropy_with_logits(logits, blocks.label.reshape(-1))
+        else:
+            loss = beam.loss(added, blocks.label, blocks.positives, logits)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -346,6 +348,16 @@ def _train_batch(scorer, optimizer, geometry: TreeGeometry, leaves: BehaviourLea
     if not np.isfinite(value):
         raise FloatingPointError("training loss became NaN or infinite; lower the learning rate")
     return value, len(rows)
+
+
+def _pair_bce_loss(model: nn.Module, behaviours: torch.Tensor, rows: torch.Tensor, nodes: torch.Tensor,
+                   labels: torch.Tensor) -> torch.Tensor:
+    """Mean BCE of the pairs' logits against ``labels``: ``model.pair_bce_loss`` where the model
+    has one (:meth:`JTMModel.pair_bce_loss`, fused on the CPU), else of :func:`score_pairs`."""
+    fn = getattr(model, "pair_bce_loss", None)
+    if fn is not None:
+        return fn(behaviours, rows, nodes, labels)
+    return F.binary_cross_entropy_with_logits(score_pairs(model, behaviours, rows, nodes), labels)
 
 
 @torch.no_grad()

@@ -14,6 +14,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<tree::PyTree>()?;
     m.add_function(wrap_pyfunction!(functions::learn_tree, m)?)?;
     m.add_function(wrap_pyfunction!(kernels::lazy_adam_rows, m)?)?;
+    m.add_function(wrap_pyfunction!(kernels::mlp_bce_step, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

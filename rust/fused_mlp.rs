@@ -1,0 +1,725 @@
+//! The training step's MLP over (user, node) pairs, forward and backward in one pass
+//! (docs/design.md §4.3, docs/scale.md "Training throughput").
+//!
+//! torch runs each layer over all of a batch's pairs (~8 000) before the next, so every
+//! activation (`[8 000, 128]` floats, 4 MB) leaves the cache between its write and its read,
+//! and the elementwise work (PReLU, the gather of each pair's user share, their backward) is
+//! paid in memory traffic: half a step at 10^6 items. Here a chunk of [`CHUNK_PAIRS`] pairs
+//! goes through the whole MLP, the BCE loss and back while its activations stay in cache, and
+//! the GEMMs are `matrixmultiply`'s (runtime AVX2/FMA detection). Threads take contiguous
+//! parts of the pairs, each accumulating its own gradients, summed in a fixed order: the
+//! result depends on the thread count, not on scheduling.
+//!
+//! The model (`jtm_rs.model.JTMModel` without attention or batch norm): a pair's first
+//! pre-activation is `user_share[row] + table[node] · w_nodeᵀ` (the user's share of the first
+//! layer, bias included, is computed once per user by torch), then a shared-slope PReLU after
+//! the first layer and after every hidden layer, and a last layer with one output, the logit.
+//! The loss is the mean binary cross-entropy with logits over the pairs.
+
+use crate::error::{JtmError, Result};
+use rayon::prelude::*;
+
+/// Pairs that go through the MLP together: their activations (~1 KiB each at 128-64-24)
+/// stay in a core's L2 cache.
+pub const CHUNK_PAIRS: usize = 256;
+
+/// A dense layer after the first: `weight` `[outputs, inputs]` row-major, `bias` `[outputs]`.
+#[derive(Clone, Copy, Debug)]
+pub struct Layer<'a> {
+    pub weight: &'a [f32],
+    pub bias: &'a [f32],
+    pub inputs: usize,
+    pub outputs: usize,
+}
+
+/// The MLP's parameters: the first layer's node share `w_node` `[hidden, dim]` (its user share
+/// comes per user, with the bias), the layers after it, and the PReLU slopes: `slopes[0]` after
+/// the first layer, `slopes[j + 1]` after `layers[j]`; the last layer (one output) has none.
+#[derive(Clone, Debug)]
+pub struct Mlp<'a> {
+    pub w_node: &'a [f32],
+    pub dim: usize,
+    pub hidden: usize,
+    pub layers: Vec<Layer<'a>>,
+    pub slopes: Vec<f32>,
+}
+
+/// A batch of labelled pairs: pair `p` is user row `rows[p]` of `user_share` `[users, hidden]`
+/// against embedding row `nodes[p]` of `table` `[n_rows, dim]`, with label `labels[p]`.
+#[derive(Clone, Copy, Debug)]
+pub struct Pairs<'a> {
+    pub user_share: &'a [f32],
+    pub table: &'a [f32],
+    pub rows: &'a [i64],
+    pub nodes: &'a [i64],
+    pub labels: &'a [f32],
+}
+
+/// The mean loss and its gradient with respect to every input that has one, shaped as the
+/// inputs (row-major).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Gradients {
+    pub loss: f64,
+    pub user_share: Vec<f32>,
+    pub table: Vec<f32>,
+    pub w_node: Vec<f32>,
+    pub weights: Vec<Vec<f32>>,
+    pub biases: Vec<Vec<f32>>,
+    pub slopes: Vec<f64>,
+}
+
+impl Gradients {
+    fn zeros(mlp: &Mlp<'_>, pairs: &Pairs<'_>) -> Self {
+        Gradients {
+            loss: 0.0,
+            user_share: vec![0.0; pairs.user_share.len()],
+            table: vec![0.0; pairs.table.len()],
+            w_node: vec![0.0; mlp.w_node.len()],
+            weights: mlp
+                .layers
+                .iter()
+                .map(|l| vec![0.0; l.weight.len()])
+                .collect(),
+            biases: mlp.layers.iter().map(|l| vec![0.0; l.bias.len()]).collect(),
+            slopes: vec![0.0; mlp.slopes.len()],
+        }
+    }
+
+    fn add(&mut self, other: &Gradients) {
+        fn add_to(a: &mut [f32], b: &[f32]) {
+            a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+        }
+        self.loss += other.loss;
+        add_to(&mut self.user_share, &other.user_share);
+        add_to(&mut self.table, &other.table);
+        add_to(&mut self.w_node, &other.w_node);
+        for (a, b) in self.weights.iter_mut().zip(&other.weights) {
+            add_to(a, b);
+        }
+        for (a, b) in self.biases.iter_mut().zip(&other.biases) {
+            add_to(a, b);
+        }
+        for (a, b) in self.slopes.iter_mut().zip(&other.slopes) {
+            *a += b;
+        }
+    }
+}
+
+/// Mean binary cross-entropy of the pairs' logits against their labels, and its gradients.
+/// `n_parts` contiguous parts of the pairs are processed in parallel (on the caller's rayon
+/// pool) and their gradients summed in order.
+pub fn bce_step(mlp: &Mlp<'_>, pairs: &Pairs<'_>, n_parts: usize) -> Result<Gradients> {
+    check(mlp, pairs)?;
+    let n = pairs.rows.len();
+    let n_parts = n_parts.clamp(1, n.div_ceil(CHUNK_PAIRS).max(1));
+    let per_part = n.div_ceil(n_parts).max(1);
+    let scale = 1.0 / n.max(1) as f32;
+    let parts: Vec<Gradients> = (0..n_parts)
+        .into_par_iter()
+        .map(|i| {
+            let range = (i * per_part).min(n)..((i + 1) * per_part).min(n);
+            let mut grads = Gradients::zeros(mlp, pairs);
+            let mut work = Work::new(mlp);
+            let mut lo = range.start;
+            while lo < range.end {
+                let hi = (lo + CHUNK_PAIRS).min(range.end);
+                work.chunk(mlp, pairs, lo..hi, scale, &mut grads);
+                lo = hi;
+            }
+            grads
+        })
+        .collect();
+    let mut parts = parts.into_iter();
+    let mut total = parts.next().unwrap_or_else(|| Gradients::zeros(mlp, pairs));
+    for p in parts {
+        total.add(&p);
+    }
+    total.loss /= n.max(1) as f64;
+    Ok(total)
+}
+
+fn check(mlp: &Mlp<'_>, pairs: &Pairs<'_>) -> Result<()> {
+    let bad = |m: String| Err(JtmError::InvalidArgument(m));
+    let (dim, hidden) = (mlp.dim, mlp.hidden);
+    if dim == 0 || hidden == 0 || mlp.w_node.len() != hidden * dim {
+        return bad(format!(
+            "the first layer's node share has {} values, not [{hidden}, {dim}]",
+            mlp.w_node.len()
+        ));
+    }
+    if mlp.layers.is_empty() || mlp.slopes.len() != mlp.layers.len() {
+        return bad(format!(
+            "{} layers after the first need as many PReLU slopes, got {}",
+            mlp.layers.len(),
+            mlp.slopes.len()
+        ));
+    }
+    let mut width = hidden;
+    for (j, l) in mlp.layers.iter().enumerate() {
+        if l.inputs != width || l.weight.len() != l.inputs * l.outputs || l.bias.len() != l.outputs
+        {
+            return bad(format!(
+                "layer {} does not fit: weight of {} values [{}, {}] after a width of {width}",
+                j + 1,
+                l.weight.len(),
+                l.outputs,
+                l.inputs
+            ));
+        }
+        width = l.outputs;
+    }
+    if width != 1 {
+        return bad(format!("the last layer must give one logit, not {width}"));
+    }
+    let n = pairs.rows.len();
+    if pairs.nodes.len() != n || pairs.labels.len() != n {
+        return bad(format!(
+            "{n} rows, {} nodes and {} labels: one of each per pair",
+            pairs.nodes.len(),
+            pairs.labels.len()
+        ));
+    }
+    if pairs.user_share.len() % hidden != 0 || pairs.table.len() % dim != 0 {
+        return bad(format!(
+            "user shares of {} values and a table of {} are not rows of {hidden} and {dim}",
+            pairs.user_share.len(),
+            pairs.table.len()
+        ));
+    }
+    let (users, n_rows) = (
+        (pairs.user_share.len() / hidden) as i64,
+        (pairs.table.len() / dim) as i64,
+    );
+    if pairs.rows.iter().any(|&r| r < 0 || r >= users) {
+        return bad(format!("pair rows must be in 0..{users}"));
+    }
+    if pairs.nodes.iter().any(|&r| r < 0 || r >= n_rows) {
+        return bad(format!("pair nodes must be table rows in 0..{n_rows}"));
+    }
+    Ok(())
+}
+
+/// One thread's buffers for a chunk: the gathered node rows, each layer's pre-activation and
+/// activation, the gradient flowing back.
+struct Work {
+    node_rows: Vec<f32>,
+    /// `pre[0]` the first layer's, `pre[j + 1]` layer `j`'s; `act[j]` = PReLU(`pre[j]`).
+    pre: Vec<Vec<f32>>,
+    act: Vec<Vec<f32>>,
+    grad_out: Vec<f32>,
+    grad_in: Vec<f32>,
+}
+
+impl Work {
+    fn new(mlp: &Mlp<'_>) -> Self {
+        let c = CHUNK_PAIRS;
+        let widths: Vec<usize> = std::iter::once(mlp.hidden)
+            .chain(mlp.layers.iter().map(|l| l.outputs))
+            .collect();
+        let widest = widths.iter().copied().max().unwrap_or(1).max(mlp.dim);
+        Work {
+            node_rows: vec![0.0; c * mlp.dim],
+            pre: widths.iter().map(|w| vec![0.0; c * w]).collect(),
+            act: widths[..widths.len() - 1]
+                .iter()
+                .map(|w| vec![0.0; c * w])
+                .collect(),
+            grad_out: vec![0.0; c * widest],
+            grad_in: vec![0.0; c * widest],
+        }
+    }
+
+    fn chunk(
+        &mut self,
+        mlp: &Mlp<'_>,
+        pairs: &Pairs<'_>,
+        range: std::ops::Range<usize>,
+        scale: f32,
+        grads: &mut Gradients,
+    ) {
+        let c = range.len();
+        let (dim, hidden) = (mlp.dim, mlp.hidden);
+        let (rows, nodes) = (&pairs.rows[range.clone()], &pairs.nodes[range.clone()]);
+        // Forward: the first layer from its two shares.
+        for (i, &r) in nodes.iter().enumerate() {
+            let r = r as usize;
+            self.node_rows[i * dim..(i + 1) * dim]
+                .copy_from_slice(&pairs.table[r * dim..(r + 1) * dim]);
+        }
+        for (i, &r) in rows.iter().enumerate() {
+            let r = r as usize;
+            self.pre[0][i * hidden..(i + 1) * hidden]
+                .copy_from_slice(&pairs.user_share[r * hidden..(r + 1) * hidden]);
+        }
+        // pre0 += node_rows [c, dim] · w_nodeᵀ [dim, hidden]
+        gemm(
+            c,
+            dim,
+            hidden,
+            &self.node_rows,
+            (dim, 1),
+            mlp.w_node,
+            (1, dim),
+            1.0,
+            &mut self.pre[0],
+        );
+        for j in 0..mlp.layers.len() {
+            prelu(
+                &self.pre[j][..c * width(mlp, j)],
+                mlp.slopes[j],
+                &mut self.act[j],
+            );
+            let l = &mlp.layers[j];
+            let out = &mut self.pre[j + 1][..c * l.outputs];
+            for row in out.chunks_exact_mut(l.outputs) {
+                row.copy_from_slice(l.bias);
+            }
+            gemm(
+                c,
+                l.inputs,
+                l.outputs,
+                &self.act[j],
+                (l.inputs, 1),
+                l.weight,
+                (1, l.inputs),
+                1.0,
+                out,
+            );
+        }
+        // The loss and its gradient per logit.
+        let logits = &self.pre[mlp.layers.len()][..c];
+        let labels = &pairs.labels[range];
+        for i in 0..c {
+            let (z, y) = (logits[i], labels[i]);
+            let e = (-z.abs()).exp(); // sigmoid and softplus from one exp
+            grads.loss += (z.max(0.0) - z * y + e.ln_1p()) as f64;
+            let sigmoid = if z >= 0.0 {
+                1.0 / (1.0 + e)
+            } else {
+                e / (1.0 + e)
+            };
+            self.grad_out[i] = (sigmoid - y) * scale;
+        }
+        // Backward, last layer first: grad_out holds d(loss)/d(pre[j + 1]).
+        for j in (0..mlp.layers.len()).rev() {
+            let l = &mlp.layers[j];
+            let g = &self.grad_out[..c * l.outputs];
+            // dW += gᵀ [outputs, c] · act [c, inputs]
+            gemm(
+                l.outputs,
+                c,
+                l.inputs,
+                g,
+                (1, l.outputs),
+                &self.act[j],
+                (l.inputs, 1),
+                1.0,
+                &mut grads.weights[j],
+            );
+            for row in g.chunks_exact(l.outputs) {
+                grads.biases[j]
+                    .iter_mut()
+                    .zip(row)
+                    .for_each(|(b, x)| *b += x);
+            }
+            // d(act) = g [c, outputs] · W [outputs, inputs], then through the PReLU.
+            let ga = &mut self.grad_in[..c * l.inputs];
+            gemm(
+                c,
+                l.outputs,
+                l.inputs,
+                g,
+                (l.outputs, 1),
+                l.weight,
+                (l.inputs, 1),
+                0.0,
+                ga,
+            );
+            grads.slopes[j] += prelu_backward(ga, &self.pre[j][..c * l.inputs], mlp.slopes[j]);
+            std::mem::swap(&mut self.grad_out, &mut self.grad_in);
+        }
+        // grad_out: d(loss)/d(pre[0]), [c, hidden]: to the user shares, w_node and the table.
+        let g = &self.grad_out[..c * hidden];
+        for (i, &r) in rows.iter().enumerate() {
+            let r = r as usize;
+            let dst = &mut grads.user_share[r * hidden..(r + 1) * hidden];
+            dst.iter_mut()
+                .zip(&g[i * hidden..(i + 1) * hidden])
+                .for_each(|(a, b)| *a += b);
+        }
+        gemm(
+            hidden,
+            c,
+            dim,
+            g,
+            (1, hidden),
+            &self.node_rows,
+            (dim, 1),
+            1.0,
+            &mut grads.w_node,
+        );
+        let gn = &mut self.grad_in[..c * dim];
+        gemm(
+            c,
+            hidden,
+            dim,
+            g,
+            (hidden, 1),
+            mlp.w_node,
+            (dim, 1),
+            0.0,
+            gn,
+        );
+        for (i, &r) in nodes.iter().enumerate() {
+            let r = r as usize;
+            let dst = &mut grads.table[r * dim..(r + 1) * dim];
+            dst.iter_mut()
+                .zip(&gn[i * dim..(i + 1) * dim])
+                .for_each(|(a, b)| *a += b);
+        }
+    }
+}
+
+/// The width of `pre[j]`: the first layer's for `j = 0`, else layer `j - 1`'s output.
+fn width(mlp: &Mlp<'_>, j: usize) -> usize {
+    if j == 0 {
+        mlp.hidden
+    } else {
+        mlp.layers[j - 1].outputs
+    }
+}
+
+fn prelu(x: &[f32], slope: f32, out: &mut [f32]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = if v > 0.0 { v } else { v * slope };
+    }
+}
+
+/// The PReLU's backward in place: `grad` (with respect to its output) becomes the gradient with
+/// respect to its input `x`; returns the slope's gradient `Σ grad · min(x, 0)`. Branch-free, with
+/// [`LANES`] partial sums, so that it vectorises.
+fn prelu_backward(grad: &mut [f32], x: &[f32], slope: f32) -> f64 {
+    let mut sums = [0.0f32; LANES];
+    let mut g_chunks = grad.chunks_exact_mut(LANES);
+    let mut x_chunks = x.chunks_exact(LANES);
+    for (g, x) in (&mut g_chunks).zip(&mut x_chunks) {
+        for k in 0..LANES {
+            let neg = x[k] <= 0.0;
+            sums[k] += g[k] * if neg { x[k] } else { 0.0 };
+            g[k] *= if neg { slope } else { 1.0 };
+        }
+    }
+    let mut total: f64 = sums.iter().map(|&s| s as f64).sum();
+    for (g, &x) in g_chunks
+        .into_remainder()
+        .iter_mut()
+        .zip(x_chunks.remainder())
+    {
+        if x <= 0.0 {
+            total += (*g * x) as f64;
+            *g *= slope;
+        }
+    }
+    total
+}
+
+/// Partial sums of a reduction: one vector register of f32 (AVX-512) or two (AVX2).
+const LANES: usize = 16;
+
+/// `c = a · b + beta · c` for `a` `[m, k]`, `b` `[k, n]` given by (row, column) strides, `c`
+/// `[m, n]` row-major. The slices' lengths bound every index the strides reach.
+#[allow(clippy::too_many_arguments)]
+fn gemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    (rsa, csa): (usize, usize),
+    b: &[f32],
+    (rsb, csb): (usize, usize),
+    beta: f32,
+    c: &mut [f32],
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
+    assert!(k == 0 || (a.len() > last(m, k, rsa, csa) && b.len() > last(k, n, rsb, csb)));
+    assert!(c.len() >= m * n);
+    // SAFETY: the asserts above keep every element the strides address inside the slices,
+    // and `c` does not alias `a` or `b` (a `&mut` borrow).
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            rsa as isize,
+            csa as isize,
+            b.as_ptr(),
+            rsb as isize,
+            csb as isize,
+            beta,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small MLP: dim 3, hidden 5, then 5 -> 4 -> 1.
+    struct Params {
+        w_node: Vec<f32>,
+        w: Vec<Vec<f32>>,
+        b: Vec<Vec<f32>>,
+        slopes: Vec<f32>,
+        user_share: Vec<f32>,
+        table: Vec<f32>,
+    }
+
+    fn value(i: usize, salt: usize) -> f32 {
+        (((i * 7919 + salt * 104_729) % 1000) as f32 / 1000.0 - 0.5) * 0.8
+    }
+
+    fn params() -> Params {
+        let v = |n: usize, s: usize| (0..n).map(|i| value(i, s)).collect::<Vec<_>>();
+        Params {
+            w_node: v(15, 1),
+            w: vec![v(20, 2), v(4, 3)],
+            b: vec![v(4, 4), v(1, 5)],
+            slopes: vec![0.25, 0.1],
+            user_share: v(6 * 5, 6),
+            table: v(9 * 3, 7),
+        }
+    }
+
+    fn mlp(p: &Params) -> Mlp<'_> {
+        Mlp {
+            w_node: &p.w_node,
+            dim: 3,
+            hidden: 5,
+            layers: vec![
+                Layer {
+                    weight: &p.w[0],
+                    bias: &p.b[0],
+                    inputs: 5,
+                    outputs: 4,
+                },
+                Layer {
+                    weight: &p.w[1],
+                    bias: &p.b[1],
+                    inputs: 4,
+                    outputs: 1,
+                },
+            ],
+            slopes: p.slopes.clone(),
+        }
+    }
+
+    /// The mean loss computed naively in f64, pair by pair.
+    fn reference_loss(p: &Params, rows: &[i64], nodes: &[i64], labels: &[f32]) -> f64 {
+        let f = |x: f32| x as f64;
+        let act = |x: f64, s: f32| if x > 0.0 { x } else { x * s as f64 };
+        let mut total = 0.0;
+        for ((&r, &n), &y) in rows.iter().zip(nodes).zip(labels) {
+            let (r, n) = (r as usize, n as usize);
+            let h0: Vec<f64> = (0..5)
+                .map(|o| {
+                    f(p.user_share[r * 5 + o])
+                        + (0..3)
+                            .map(|d| f(p.table[n * 3 + d]) * f(p.w_node[o * 3 + d]))
+                            .sum::<f64>()
+                })
+                .map(|x| act(x, p.slopes[0]))
+                .collect();
+            let h1: Vec<f64> = (0..4)
+                .map(|o| f(p.b[0][o]) + (0..5).map(|i| h0[i] * f(p.w[0][o * 5 + i])).sum::<f64>())
+                .map(|x| act(x, p.slopes[1]))
+                .collect();
+            let z = f(p.b[1][0]) + (0..4).map(|i| h1[i] * f(p.w[1][i])).sum::<f64>();
+            let y = y as f64;
+            total += z.max(0.0) - z * y + (-z.abs()).exp().ln_1p();
+        }
+        total / rows.len() as f64
+    }
+
+    fn batch() -> (Vec<i64>, Vec<i64>, Vec<f32>) {
+        // More pairs than a chunk, so chunks and parts both split them.
+        let n = 3 * CHUNK_PAIRS + 17;
+        let rows = (0..n).map(|i| (i * 5 % 6) as i64).collect();
+        let nodes = (0..n).map(|i| (i * 7 % 9) as i64).collect();
+        let labels = (0..n).map(|i| if i % 4 == 0 { 1.0 } else { 0.0 }).collect();
+        (rows, nodes, labels)
+    }
+
+    #[test]
+    fn loss_matches_the_naive_forward() {
+        let p = params();
+        let (rows, nodes, labels) = batch();
+        let pairs = Pairs {
+            user_share: &p.user_share,
+            table: &p.table,
+            rows: &rows,
+            nodes: &nodes,
+            labels: &labels,
+        };
+        let g = bce_step(&mlp(&p), &pairs, 3).unwrap();
+        let want = reference_loss(&p, &rows, &nodes, &labels);
+        assert!((g.loss - want).abs() < 1e-5, "{} vs {want}", g.loss);
+    }
+
+    #[test]
+    fn gradients_match_finite_differences() {
+        let (rows, nodes, labels) = batch();
+        let p = params();
+        let pairs = Pairs {
+            user_share: &p.user_share,
+            table: &p.table,
+            rows: &rows,
+            nodes: &nodes,
+            labels: &labels,
+        };
+        let g = bce_step(&mlp(&p), &pairs, 2).unwrap();
+        // Central differences of the f64 reference, one coordinate of every input.
+        let h = 1e-3f32;
+        let probe = |edit: &dyn Fn(&mut Params, f32)| {
+            let (mut up, mut down) = (params(), params());
+            edit(&mut up, h);
+            edit(&mut down, -h);
+            (reference_loss(&up, &rows, &nodes, &labels)
+                - reference_loss(&down, &rows, &nodes, &labels))
+                / (2.0 * h as f64)
+        };
+        let close = |got: f64, want: f64, what: &str| {
+            assert!(
+                (got - want).abs() < 2e-4 + 1e-2 * want.abs(),
+                "{what}: {got} vs {want}"
+            );
+        };
+        close(
+            g.user_share[2 * 5 + 1] as f64,
+            probe(&|q, e| q.user_share[2 * 5 + 1] += e),
+            "user share",
+        );
+        close(
+            g.table[4 * 3 + 2] as f64,
+            probe(&|q, e| q.table[4 * 3 + 2] += e),
+            "table",
+        );
+        close(
+            g.w_node[7] as f64,
+            probe(&|q, e| q.w_node[7] += e),
+            "w_node",
+        );
+        close(
+            g.weights[0][13] as f64,
+            probe(&|q, e| q.w[0][13] += e),
+            "hidden weight",
+        );
+        close(
+            g.weights[1][2] as f64,
+            probe(&|q, e| q.w[1][2] += e),
+            "last weight",
+        );
+        close(
+            g.biases[0][1] as f64,
+            probe(&|q, e| q.b[0][1] += e),
+            "hidden bias",
+        );
+        close(
+            g.biases[1][0] as f64,
+            probe(&|q, e| q.b[1][0] += e),
+            "last bias",
+        );
+        close(g.slopes[0], probe(&|q, e| q.slopes[0] += e), "first slope");
+        close(g.slopes[1], probe(&|q, e| q.slopes[1] += e), "second slope");
+    }
+
+    #[test]
+    fn parts_change_only_the_rounding() {
+        let p = params();
+        let (rows, nodes, labels) = batch();
+        let pairs = Pairs {
+            user_share: &p.user_share,
+            table: &p.table,
+            rows: &rows,
+            nodes: &nodes,
+            labels: &labels,
+        };
+        let one = bce_step(&mlp(&p), &pairs, 1).unwrap();
+        let four = bce_step(&mlp(&p), &pairs, 4).unwrap();
+        assert!((one.loss - four.loss).abs() < 1e-9);
+        for (a, b) in one.table.iter().zip(&four.table) {
+            assert!((a - b).abs() < 1e-6);
+        }
+        assert_eq!(
+            four,
+            bce_step(&mlp(&p), &pairs, 4).unwrap(),
+            "same parts, same sums"
+        );
+    }
+
+    #[test]
+    fn no_pairs_give_zero_loss_and_gradients() {
+        let p = params();
+        let pairs = Pairs {
+            user_share: &p.user_share,
+            table: &p.table,
+            rows: &[],
+            nodes: &[],
+            labels: &[],
+        };
+        let g = bce_step(&mlp(&p), &pairs, 2).unwrap();
+        assert_eq!(g.loss, 0.0);
+        assert!(g.table.iter().chain(&g.w_node).all(|&x| x == 0.0));
+    }
+
+    #[test]
+    fn refuses_inconsistent_inputs() {
+        let p = params();
+        let (rows, nodes, labels) = batch();
+        let ok = Pairs {
+            user_share: &p.user_share,
+            table: &p.table,
+            rows: &rows,
+            nodes: &nodes,
+            labels: &labels,
+        };
+        let bad_row: Vec<i64> = rows.iter().map(|&r| r + 1).collect();
+        let bad_node: Vec<i64> = nodes.iter().map(|&r| r - 1).collect();
+        for pairs in [
+            Pairs {
+                rows: &bad_row,
+                ..ok
+            },
+            Pairs {
+                nodes: &bad_node,
+                ..ok
+            },
+            Pairs {
+                labels: &labels[1..],
+                ..ok
+            },
+            Pairs {
+                table: &p.table[1..],
+                ..ok
+            },
+        ] {
+            assert!(matches!(
+                bce_step(&mlp(&p), &pairs, 1),
+                Err(JtmError::InvalidArgument(_))
+            ));
+        }
+        let mut m = mlp(&p);
+        m.slopes.pop();
+        assert!(bce_step(&m, &ok, 1).is_err());
+        let mut m = mlp(&p);
+        m.layers[1].outputs = 2;
+        assert!(bce_step(&m, &ok, 1).is_err());
+    }
+}
