@@ -429,7 +429,7 @@ const LANES: usize = 16;
 /// `c = a · b + beta · c` for `a` `[m, k]`, `b` `[k, n]` given by (row, column) strides, `c`
 /// `[m, n]` row-major. The slices' lengths bound every index the strides reach.
 #[allow(clippy::too_many_arguments)]
-fn gemm(
+pub(crate) fn gemm(
     m: usize,
     k: usize,
     n: usize,

@@ -9,7 +9,8 @@
 //! - [`beam_search`]: layer-wise retrieval (§4.5);
 //! - [`persistence`]: the tree file format;
 //! - [`training_kernels`]: the training step's memory-bound CPU kernel (lazy Adam's row update);
-//! - [`fused_mlp`]: the training step's MLP and BCE loss, forward and backward in one pass.
+//! - [`fused_mlp`]: the training step's MLP and BCE loss, forward and backward in one pass;
+//! - [`window_bags`]: that pass's user rows from the behaviours' time-window means.
 //!
 //! The PyO3 layer (`bindings`, feature `python`) only converts arguments, releases the GIL
 //! around parallel steps and maps [`error::JtmError`] to Python exceptions.
@@ -25,6 +26,7 @@ pub mod samples;
 pub mod training_kernels;
 pub mod tree;
 pub mod tree_learning;
+pub mod window_bags;
 
 #[cfg(feature = "python")]
 mod bindings;

@@ -61,7 +61,8 @@ def test_models_the_pass_does_not_compute_use_torchs_ops():
     batch = _batch(50, users=5, pairs=40)
     loss = attention.pair_bce_loss(*batch)
     logits = attention.score_pairs(*batch[:3])
-    assert float(loss) == pytest.approx(float(torch.nn.functional.binary_cross_entropy_with_logits(logits, batch[3])))
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, batch[3])
+    assert float(loss.detach()) == pytest.approx(float(expected.detach()))
 
 
 def test_training_with_the_fused_pass_follows_torchs(training_setup):
@@ -79,14 +80,21 @@ def test_training_with_the_fused_pass_follows_torchs(training_setup):
     assert losses[True][2] < losses[True][0]
 
 
-def _args(pairs=10, users=4, rows_of=8, dim=3, hidden=5):
+def _args(pairs=10, users=4, rows_of=8, dim=3, hidden=5, windows=2):
     rng = np.random.default_rng(0)
     f = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
     return dict(
-        user_share=f(users, hidden), table=f(rows_of, dim), rows=rng.integers(0, users, pairs),
+        table=f(rows_of, dim), bag_rows=rng.integers(0, rows_of, 12), bag_offsets=np.arange(0, 12, 1.5).astype(np.int64),
+        w_user=f(hidden, windows * dim), bias=f(hidden), rows=rng.integers(0, users, pairs),
         nodes=rng.integers(0, rows_of, pairs), labels=np.zeros(pairs, np.float32), w_node=f(hidden, dim),
         weights=[f(1, hidden)], biases=[f(1)], slopes=[0.25],
     )
+
+
+def test_the_native_pass_takes_well_formed_input():
+    loss, grads = mlp_bce_step(**_args())
+    assert np.isfinite(loss) and loss > 0
+    assert [g.shape for g in grads[:4]] == [(8, 3), (5, 6), (5,), (5, 3)]
 
 
 @pytest.mark.parametrize("change, message", [
@@ -96,7 +104,11 @@ def _args(pairs=10, users=4, rows_of=8, dim=3, hidden=5):
     (dict(slopes=[]), "slopes"),
     (dict(weights=[np.zeros((2, 5), np.float32)], biases=[np.zeros(2, np.float32)]), "one logit"),
     (dict(table=np.zeros((8, 4), np.float32)), "first layer"),
-    (dict(user_share=np.zeros((4, 10), np.float32)[:, ::2]), "contiguous"),
+    (dict(bag_rows=np.array([8] * 12)), "behaviours must be table rows"),
+    (dict(bag_offsets=np.array([0, 5, 3, 6, 7, 8, 9, 12])), "bag offsets"),
+    (dict(bag_offsets=np.arange(7)), "bag offsets"),
+    (dict(bias=np.zeros(4, np.float32)), "bias"),
+    (dict(table=np.zeros((8, 6), np.float32)[:, ::2]), "contiguous"),
 ])
 def test_the_native_pass_refuses_bad_input_by_name(change, message):
     args = {**_args(), **change}

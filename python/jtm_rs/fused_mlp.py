@@ -3,11 +3,12 @@
 torch runs each layer over a whole batch of pairs before the next, so at ~8 000 pairs a step
 every activation leaves the cache between its write and its read: the elementwise work and
 the gather of each pair's user share were half of a training step at 10^6 items
-(docs/scale.md, "Training throughput"). :func:`fused_bce_loss` takes the first layer's two
-shares as torch computed them (the user's once per user, with the bias; the batch's embedding
-rows) and runs everything above them — the node share's product, the PReLUs, the layers, the
-mean binary cross-entropy and its backward — chunk by chunk in cache, returning the loss with
-its gradients attached for autograd. Same loss and gradients as torch's ops, up to rounding.
+(docs/scale.md, "Training throughput"). :func:`fused_bce_loss` takes the batch's embedding
+rows as torch looked them up and runs everything after — the users' window means and their
+share of the first layer (``rust/window_bags.rs``), each pair's node share, the PReLUs, the
+layers, the mean binary cross-entropy and the backward of all of it, the pairs chunk by chunk
+in cache — returning the loss with its gradients attached for autograd. Same loss and
+gradients as torch's ops, up to rounding.
 """
 
 from __future__ import annotations
@@ -40,13 +41,18 @@ def mlp_parameters(mlp: nn.Sequential) -> Optional[List[torch.Tensor]]:
     return params + [a.weight for a in acts]
 
 
-def fused_bce_loss(user_share: torch.Tensor, table: torch.Tensor, rows: torch.Tensor, nodes: torch.Tensor,
-                  labels: torch.Tensor, w_node: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Mean ``binary_cross_entropy_with_logits`` of pairs ``(rows[p], nodes[p])`` through the MLP:
-    pair ``p``'s first pre-activation is ``user_share[rows[p]] + table[nodes[p]] @ w_node.T``,
-    then ``params`` (:func:`mlp_parameters`). CPU, float32; gradients flow to every tensor
-    argument but ``rows``, ``nodes`` and ``labels``."""
-    return _FusedBCE.apply(rows, nodes, labels.to(torch.float32), user_share, table, w_node, *params)
+def fused_bce_loss(table: torch.Tensor, bag_rows: torch.Tensor, bag_offsets: torch.Tensor, w_user: torch.Tensor,
+                   bias: torch.Tensor, rows: torch.Tensor, nodes: torch.Tensor, labels: torch.Tensor,
+                   w_node: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Mean ``binary_cross_entropy_with_logits`` of pairs ``(rows[p], nodes[p])`` through the model.
+
+    User row ``g`` is the means of ``table[bag_rows]`` over its windows (the bags of
+    ``embedding_bag(bag_rows, table, bag_offsets, mode="mean")``, ``windows`` of them per row);
+    pair ``p``'s first pre-activation is ``bias + means[rows[p]] @ w_user.T + table[nodes[p]] @
+    w_node.T``, then ``params`` (:func:`mlp_parameters`). CPU, float32; gradients flow to
+    ``table``, the first layer's three parts and ``params``."""
+    return _FusedBCE.apply(bag_rows, bag_offsets, rows, nodes, labels.to(torch.float32), table, w_user, bias, w_node,
+                           *params)
 
 
 def _array(t: torch.Tensor):
@@ -58,17 +64,17 @@ class _FusedBCE(torch.autograd.Function):
     the incoming gradient. Nothing is recomputed and no activation is kept."""
 
     @staticmethod
-    def forward(ctx, rows, nodes, labels, user_share, table, w_node, *params):
+    def forward(ctx, bag_rows, bag_offsets, rows, nodes, labels, table, w_user, bias, w_node, *params):
         n_layers = len(params) // 3  # a weight, a bias and a PReLU slope per layer after the first
         weights, biases = params[0 : 2 * n_layers : 2], params[1 : 2 * n_layers : 2]
         slopes = params[2 * n_layers :]
-        loss, (g_user, g_table, g_node, g_w, g_b, g_s) = mlp_bce_step(
-            _array(user_share), _array(table), _array(rows), _array(nodes), _array(labels), _array(w_node),
-            [_array(w) for w in weights], [_array(b) for b in biases], [float(s) for s in slopes],
-            n_threads=torch.get_num_threads(),
+        loss, (g_table, g_user, g_bias, g_node, g_w, g_b, g_s) = mlp_bce_step(
+            _array(table), _array(bag_rows), _array(bag_offsets), _array(w_user), _array(bias), _array(rows),
+            _array(nodes), _array(labels), _array(w_node), [_array(w) for w in weights], [_array(b) for b in biases],
+            [float(s) for s in slopes], n_threads=torch.get_num_threads(),
         )
-        dtype = user_share.dtype
-        grads: list = [torch.from_numpy(g_user), torch.from_numpy(g_table), torch.from_numpy(g_node)]
+        dtype = table.dtype
+        grads: list = [torch.from_numpy(g) for g in (g_table, g_user, g_bias, g_node)]
         for w, b in zip(g_w, g_b):
             grads += [torch.from_numpy(w), torch.from_numpy(b)]
         grads += [torch.tensor([s], dtype=dtype) for s in g_s]
@@ -77,4 +83,4 @@ class _FusedBCE(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        return (None, None, None, *(g * grad for g in ctx.grads))
+        return (None, None, None, None, None, *(g * grad for g in ctx.grads))

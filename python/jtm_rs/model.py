@@ -190,14 +190,15 @@ class JTMModel(nn.Module):
                       labels: torch.Tensor) -> torch.Tensor:
         """Training's loss: the mean ``binary_cross_entropy_with_logits`` of
         ``score_pairs(behaviours, rows, nodes)`` against ``labels``. On the CPU, for the default
-        MLP, everything above the first layer's shares runs forward and backward as one
-        cache-blocked Rust pass (:mod:`jtm_rs.fused_mlp`): the same loss and gradients up to
-        rounding."""
+        MLP, everything after the embedding lookup runs forward and backward as one Rust pass
+        (:mod:`jtm_rs.fused_mlp`): the same loss and gradients up to rounding."""
         params = self._fused_parameters(behaviours)
         if params is None:
             return F.binary_cross_entropy_with_logits(self.score_pairs(behaviours, rows, nodes), labels.to(self.embedding.weight.dtype))
-        h_user, table, local_nodes, w_node = self._first_layer_parts(behaviours, nodes)
-        return fused_bce_loss(h_user, table, rows, local_nodes, labels, w_node, params)
+        table, bag_rows, offsets, local_nodes = self._embedding_bags(behaviours, nodes)
+        first, d_user = self.mlp[0], len(self.window_sizes) * self.embedding_dim
+        return fused_bce_loss(table, bag_rows, offsets, first.weight[:, :d_user], first.bias, rows, local_nodes, labels,
+                              first.weight[:, d_user:], params)
 
     def _fused_parameters(self, behaviours: torch.Tensor) -> Optional[list]:
         """The MLP's parameters for the fused pass, or ``None`` where it does not apply."""
@@ -262,15 +263,23 @@ class JTMModel(nn.Module):
     def _first_layer_parts(self, behaviours: torch.Tensor, nodes: torch.Tensor):
         """The first layer split by its inputs: ``(user share with bias [G, H], the batch's
         embedding rows [U, D], each node's row in them [P], the node share's weight [H, D])``;
-        a pair's pre-activation is ``user_share[row] + rows[node_row] @ weight.T``.
+        a pair's pre-activation is ``user_share[row] + rows[node_row] @ weight.T``."""
+        first = self.mlp[0]
+        table, bag_rows, offsets, local_nodes = self._embedding_bags(behaviours, nodes)
+        d_user = len(self.window_sizes) * self.embedding_dim
+        user = F.embedding_bag(bag_rows, table, offsets, mode="mean").view(len(behaviours), d_user)
+        h_user = torch.addmm(first.bias, user, first.weight[:, :d_user].T)
+        return h_user, table, local_nodes, first.weight[:, d_user:]
+
+    def _embedding_bags(self, behaviours: torch.Tensor, nodes: torch.Tensor):
+        """``(the batch's embedding rows [U, D], each real behaviour's row in them, the offsets
+        of the [G · windows] bags, each node's row [P])``.
 
         The embedding rows the batch uses are looked up once (one sparse gradient over its
-        distinct rows, not one per use). The window averages are an ``embedding_bag`` over the
-        real behaviours only: padding is dropped first, so each window is a bag of its real
-        behaviours (an empty one gives zeros) and short histories cost what they hold."""
-        first = self.mlp[0]
+        distinct rows, not one per use). The window averages are bags of the real behaviours
+        only: padding is dropped first, so each window is a bag of its real behaviours (an
+        empty one gives zeros) and short histories cost what they hold."""
         beh = behaviours[:, : self.pool.width]
-        g, n_win = beh.shape[0], len(self.window_sizes)
         real = beh >= 0
         # Real behaviours per window: differences of the prefix sums at the window bounds.
         bounds = self.window_bounds.clamp(max=beh.shape[1])
@@ -281,10 +290,7 @@ class JTMModel(nn.Module):
         flat = torch.cat([kept, torch.where(nodes >= 0, nodes, self.n_nodes).reshape(-1)])
         unique, local = unique_inverse(flat, self.n_nodes + 1)
         table = F.embedding(unique, self.embedding.weight, padding_idx=self.n_nodes, sparse=self.embedding.sparse)
-        d_user = n_win * self.embedding_dim
-        user = F.embedding_bag(local[: len(kept)], table, offsets, mode="mean").view(g, d_user)
-        h_user = torch.addmm(first.bias, user, first.weight[:, :d_user].T)
-        return h_user, table, local[len(kept) :], first.weight[:, d_user:]
+        return table, local[: len(kept)], offsets, local[len(kept) :]
 
     def _attention_pairs(self, behaviours: torch.Tensor, rows: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
         """The attention model's pairs, with the activation unit's first layer split by its

@@ -4,9 +4,10 @@
 
 use super::convert::Count;
 use crate::error::JtmError;
-use crate::fused_mlp::{self, Layer, Mlp, Pairs};
+use crate::fused_mlp::{Layer, Mlp};
 use crate::parallel::run;
 use crate::training_kernels::{self, AdamStep};
+use crate::window_bags::{bce_step_from_bags, BagPairs, Bags, UserLayer};
 use numpy::ndarray::Array2;
 use numpy::{
     IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray2,
@@ -65,10 +66,11 @@ fn readonly<'a, T>(r: Result<&'a [T], numpy::AsSliceError>, what: &str) -> PyRes
     r.map_err(|_| JtmError::InvalidArgument(format!("{what} must be C-contiguous")).into())
 }
 
-/// The gradients of [`mlp_bce_step`]: `(user_share, table, w_node, weights, biases, slopes)`.
+/// The gradients of [`mlp_bce_step`]: `(table, w_user, bias, w_node, weights, biases, slopes)`.
 type MlpGrads<'py> = (
     Bound<'py, PyArray2<f32>>,
     Bound<'py, PyArray2<f32>>,
+    Bound<'py, PyArray1<f32>>,
     Bound<'py, PyArray2<f32>>,
     Vec<Bound<'py, PyArray2<f32>>>,
     Vec<Bound<'py, PyArray1<f32>>>,
@@ -86,16 +88,25 @@ fn matrix<'py>(
     Ok(a.into_pyarray(py))
 }
 
-/// The mean BCE loss of labelled (user, node) pairs through the MLP, and its gradients
-/// (`crate::fused_mlp::bce_step`). `weights[j]` `[out, in]` and `biases[j]` are the layers after
-/// the first; `slopes` the PReLU slopes (one after the first layer and after each hidden one).
+fn invalid(msg: String) -> PyErr {
+    JtmError::InvalidArgument(msg).into()
+}
+
+/// The mean BCE loss of labelled (user row, node) pairs through the model, and its gradients
+/// (`crate::window_bags::bce_step_from_bags`): the user rows are the window means of the
+/// behaviours' `table` rows (`bag_rows`, `bag_offsets`, as torch's `embedding_bag`), the
+/// first layer is `w_user`, `bias` and `w_node`; `weights[j]` `[out, in]` and `biases[j]` are
+/// the layers after it, `slopes` the PReLU slopes.
 #[pyfunction]
-#[pyo3(signature = (user_share, table, rows, nodes, labels, w_node, weights, biases, slopes, n_threads=None))]
+#[pyo3(signature = (table, bag_rows, bag_offsets, w_user, bias, rows, nodes, labels, w_node, weights, biases, slopes, n_threads=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn mlp_bce_step<'py>(
     py: Python<'py>,
-    user_share: PyReadonlyArray2<'py, f32>,
     table: PyReadonlyArray2<'py, f32>,
+    bag_rows: PyReadonlyArray1<'py, i64>,
+    bag_offsets: PyReadonlyArray1<'py, i64>,
+    w_user: PyReadonlyArray2<'py, f32>,
+    bias: PyReadonlyArray1<'py, f32>,
     rows: PyReadonlyArray1<'py, i64>,
     nodes: PyReadonlyArray1<'py, i64>,
     labels: PyReadonlyArray1<'py, f32>,
@@ -106,14 +117,25 @@ pub fn mlp_bce_step<'py>(
     n_threads: Option<Count>,
 ) -> PyResult<(f64, MlpGrads<'py>)> {
     if weights.len() != biases.len() {
-        return Err(JtmError::InvalidArgument(format!(
+        return Err(invalid(format!(
             "{} weights and {} biases",
             weights.len(),
             biases.len()
-        ))
-        .into());
+        )));
     }
     let (hidden, dim) = (w_node.shape()[0], w_node.shape()[1]);
+    if table.shape()[1] != dim
+        || w_user.shape()[0] != hidden
+        || dim == 0
+        || w_user.shape()[1] % dim != 0
+    {
+        return Err(invalid(format!(
+            "table rows of {}, a user part of [{}, {}] and a node part of [{hidden}, {dim}] do not fit one first layer",
+            table.shape()[1],
+            w_user.shape()[0],
+            w_user.shape()[1]
+        )));
+    }
     let mut layers = Vec::with_capacity(weights.len());
     for (w, b) in weights.iter().zip(&biases) {
         layers.push(Layer {
@@ -130,17 +152,17 @@ pub fn mlp_bce_step<'py>(
         layers,
         slopes,
     };
-    if user_share.shape()[1] != hidden || table.shape()[1] != dim {
-        return Err(JtmError::InvalidArgument(format!(
-            "user shares of width {} and table rows of {} for a first layer of [{hidden}, {dim}]",
-            user_share.shape()[1],
-            table.shape()[1]
-        ))
-        .into());
-    }
-    let pairs = Pairs {
-        user_share: readonly(user_share.as_slice(), "user_share")?,
+    let user = UserLayer {
+        weight: readonly(w_user.as_slice(), "w_user")?,
+        bias: readonly(bias.as_slice(), "bias")?,
+        windows: w_user.shape()[1] / dim,
+    };
+    let batch = BagPairs {
         table: readonly(table.as_slice(), "table")?,
+        bags: Bags {
+            rows: readonly(bag_rows.as_slice(), "bag_rows")?,
+            offsets: readonly(bag_offsets.as_slice(), "bag_offsets")?,
+        },
         rows: readonly(rows.as_slice(), "rows")?,
         nodes: readonly(nodes.as_slice(), "nodes")?,
         labels: readonly(labels.as_slice(), "labels")?,
@@ -148,26 +170,33 @@ pub fn mlp_bce_step<'py>(
     let n_threads = n_threads.map(|c| c.0);
     let g = py.detach(|| {
         run(n_threads, || {
-            fused_mlp::bce_step(&mlp, &pairs, rayon::current_num_threads())
+            bce_step_from_bags(&user, &mlp, &batch, rayon::current_num_threads())
         })
     })?;
-    let shapes: Vec<usize> = mlp.layers.iter().map(|l| l.inputs).collect();
+    let widths: Vec<usize> = mlp.layers.iter().map(|l| l.inputs).collect();
     let weights = g
+        .pass
         .weights
         .into_iter()
-        .zip(shapes)
+        .zip(widths)
         .map(|(w, cols)| matrix(py, w, cols))
         .collect::<PyResult<Vec<_>>>()?;
-    let biases = g.biases.into_iter().map(|b| b.into_pyarray(py)).collect();
+    let biases = g
+        .pass
+        .biases
+        .into_iter()
+        .map(|b| b.into_pyarray(py))
+        .collect();
     Ok((
-        g.loss,
+        g.pass.loss,
         (
-            matrix(py, g.user_share, hidden)?,
-            matrix(py, g.table, dim)?,
-            matrix(py, g.w_node, dim)?,
+            matrix(py, g.pass.table, dim)?,
+            matrix(py, g.weight, user.windows * dim)?,
+            g.bias.into_pyarray(py),
+            matrix(py, g.pass.w_node, dim)?,
             weights,
             biases,
-            g.slopes,
+            g.pass.slopes,
         ),
     ))
 }
