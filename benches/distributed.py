@@ -3,6 +3,7 @@ of a fit, and the bytes each rank puts into the collectives.
 
     python benches/distributed.py                                  # 20 000 items, 1 and 2 ranks
     python benches/distributed.py --items 100000 --users 30000 --examples 100000
+    python benches/distributed.py --items 1000000 --users 200000 --initial-only   # the initial tree alone
 
 Each configuration spawns ``world`` fresh processes that join one gloo group and run
 ``JTM.fit(split, distributed=True)`` on generated data (one process runs the plain fit), with
@@ -14,7 +15,9 @@ Rank 0 reports:
 * per training step, the gradient bytes this rank all-reduces: the dense MLP gradients and the
   node-embedding table's sparse gradient (its touched rows: int64 index + float32 values),
   counted on the optimiser's gradients over the first round's steps;
-* per tree learning, the bytes of weight rows this rank contributes to ``gather_rows``.
+* per tree learning, the bytes of weight rows this rank contributes to ``gather_rows``;
+* the initial k-means tree (co-occurrence counting, the SVD, k-means): its time, and the bytes
+  this rank contributes to the SVD's products (``gather_rows``) and to the summed counts.
 
 On 2 cores two ranks cannot be faster than one: the point is that the run is correct and what
 it sends. The projection to more machines is in docs/distributed.md.
@@ -23,6 +26,7 @@ it sends. The projection to more machines is in docs/distributed.md.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -60,15 +64,47 @@ def _rank(rank: int, world: int, init: str, args: dict, out: str) -> None:
         return sparse_step(self, closure)
 
     LazyAdam.step = counting_step
-    gathered = [0]
+    gathered = {"initial": 0, "fit": 0}
+    phase = ["fit"]
     if world > 1:
-        plain_gather = Ranks.gather_rows
+        plain_gather, plain_sum_sparse = Ranks.gather_rows, Ranks.sum_sparse
 
         def counting_gather(self, part, n):
-            gathered[0] += part.nbytes
+            gathered[phase[0]] += part.nbytes
             return plain_gather(self, part, n)
 
-        Ranks.gather_rows = counting_gather
+        def counting_sum_sparse(self, matrix):
+            coo = matrix.tocoo()
+            gathered[phase[0]] += coo.row.nbytes + coo.col.nbytes + coo.data.nbytes
+            return plain_sum_sparse(self, matrix)
+
+        Ranks.gather_rows, Ranks.sum_sparse = counting_gather, counting_sum_sparse
+    import jtm_rs.joint_loop as joint_loop
+    from jtm_rs.tree_policy import initial_tree
+
+    initial_s = [0.0]
+
+    def timed_initial_tree(*a, **k):
+        phase[0] = "initial"
+        t0 = time.perf_counter()
+        try:
+            return initial_tree(*a, **k)
+        finally:
+            initial_s[0] += time.perf_counter() - t0
+            phase[0] = "fit"
+
+    joint_loop.initial_tree = timed_initial_tree
+    if args["initial_only"]:
+        tree = timed_initial_tree([split.train], JTMConfig(initial_tree="kmeans"), threads, False,
+                                  ranks=Ranks() if world > 1 else None)
+        if world > 1:
+            dist.destroy_process_group()
+        if rank == 0:
+            with open(out, "w") as f:
+                json.dump(dict(world=world, threads=threads, load_s=load_s, initial_s=initial_s[0],
+                               initial_bytes=gathered["initial"], items=tree.n_items, levels=tree.leaf_level,
+                               leaves_digest=hashlib.sha256(tree.leaves(tree.items).tobytes()).hexdigest()), f)
+        return
     cfg = JTMConfig(iterations=args["iterations"], max_examples_per_epoch=args["examples"], validation_users=500)
     jtm = JTM(cfg, device="cpu", n_threads=threads)
     t = time.perf_counter()
@@ -83,7 +119,8 @@ def _rank(rank: int, world: int, init: str, args: dict, out: str) -> None:
             json.dump(dict(world=world, threads=threads, load_s=load_s, fit_s=fit_s, recall=recall,
                            rounds=[r.seconds for r in jtm.history], steps=len(steps),
                            step_bytes=sum(steps) / max(len(steps), 1), dense_bytes=dense,
-                           gathered_bytes=gathered[0] / max(args["iterations"], 1),
+                           gathered_bytes=gathered["fit"] / max(args["iterations"], 1),
+                           initial_s=initial_s[0], initial_bytes=gathered["initial"],
                            items=jtm.tree.n_items, levels=jtm.tree.leaf_level), f)
 
 
@@ -94,11 +131,13 @@ def main() -> None:
     p.add_argument("--examples", type=int, default=50000, help="training examples per epoch (default 50000)")
     p.add_argument("--iterations", type=int, default=1)
     p.add_argument("--worlds", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--initial-only", action="store_true", help="time the initial k-means tree alone, no fit")
     a = p.parse_args()
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
     import torch.multiprocessing as mp
 
-    args = dict(items=a.items, users=a.users, examples=a.examples, iterations=a.iterations)
+    args = dict(items=a.items, users=a.users, examples=a.examples, iterations=a.iterations,
+                initial_only=a.initial_only)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for world in a.worlds:
@@ -109,20 +148,32 @@ def main() -> None:
             r = json.loads(open(out).read())
             r["wall_s"] = time.perf_counter() - t
             results.append(r)
-            print(f"{world} rank(s): fit {r['fit_s']:.1f} s, test Recall@200 {100 * r['recall']:.2f} %", flush=True)
+            if a.initial_only:
+                print(f"{world} rank(s): initial tree {r['initial_s']:.1f} s", flush=True)
+            else:
+                print(f"{world} rank(s): fit {r['fit_s']:.1f} s, test Recall@200 {100 * r['recall']:.2f} %", flush=True)
     first = results[0]
+    if a.initial_only:
+        print(f"\n{first['items']:,} items ({first['levels']} levels), {os.cpu_count()} cores")
+        print("| ranks | threads per rank | data | initial tree (s) | bytes per rank into the collectives | same tree as 1 rank |")
+        print("|---|---|---|---|---|---|")
+        for r in results:
+            print(f"| {r['world']} | {r['threads']} | {r['load_s']:.1f} | {r['initial_s']:.1f} | "
+                  f"{r['initial_bytes'] / 1e6:.1f} MB | {'yes' if r['leaves_digest'] == first['leaves_digest'] else 'no'} |")
+        return
     print(f"\n{first['items']:,} items ({first['levels']} levels), {a.examples:,} examples per training, "
           f"{a.iterations} iteration(s), {os.cpu_count()} cores")
-    print("| ranks | threads per rank | data | training (s) | validation (s) | tree learning (s) | fit (s) | "
-          "test Recall@200 % | steps per rank | gradient bytes per step and rank | of which dense | "
-          "tree learning bytes per round and rank |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| ranks | threads per rank | data | initial tree (s) | training (s) | validation (s) | tree learning (s) | "
+          "fit (s) | test Recall@200 % | steps per rank | gradient bytes per step and rank | of which dense | "
+          "tree learning bytes per round and rank | initial tree bytes per rank |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         phase = lambda k: sum(s.get(k, 0.0) for s in r["rounds"])  # noqa: E731
-        print(f"| {r['world']} | {r['threads']} | {r['load_s']:.1f} | {phase('train'):.1f} | {phase('validate'):.1f} | "
+        print(f"| {r['world']} | {r['threads']} | {r['load_s']:.1f} | {r['initial_s']:.1f} | {phase('train'):.1f} | "
+              f"{phase('validate'):.1f} | "
               f"{phase('learn_tree'):.1f} | {r['fit_s']:.1f} | {100 * r['recall']:.2f} | {r['steps']} | "
               f"{r['step_bytes'] / 1e6:.2f} MB | {r['dense_bytes'] / 1e3:.0f} kB | "
-              f"{r['gathered_bytes'] / 1e6:.1f} MB |")
+              f"{r['gathered_bytes'] / 1e6:.1f} MB | {r['initial_bytes'] / 1e6:.1f} MB |")
 
 
 if __name__ == "__main__":

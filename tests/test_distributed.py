@@ -21,6 +21,13 @@ def _data():
     return synthetic.generate(900, 250, seed=5).interactions
 
 
+def _embeddings(ranks=None) -> np.ndarray:
+    from jtm_rs.cooccurrence import cooccurrence_embeddings
+
+    data = _data()
+    return cooccurrence_embeddings(data, np.unique(data.item), ranks=ranks)
+
+
 def _worker(rank: int, init: str, out: str) -> None:
     """One rank: the collectives, a refused mismatch, tree learning from the saved model, and
     the initial k-means tree."""
@@ -51,6 +58,7 @@ def _worker(rank: int, init: str, out: str) -> None:
         result["leaves"] = new.leaves(tree.items).tolist()
         start = initial_tree([_data()], JTMConfig(initial_tree="kmeans"), n_threads=1, ranks=ranks)
         result["initial"] = start.leaves(start.items).tolist()
+        result["embeddings"] = _embeddings(ranks).tolist()
     finally:
         dist.destroy_process_group()
     with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
@@ -122,11 +130,16 @@ def test_sharded_tree_learning_gives_the_one_process_tree(run):
 
 def test_the_initial_tree_over_ranks_is_the_one_process_tree(run):
     """Each rank counts the co-occurrences of its half of the users; the summed counts are
-    the one-process matrix, so the SVD and the balanced k-means give the same tree."""
+    the one-process matrix, the SVD's products split by rows are the one-process products bit
+    for bit, so the embeddings, and then the balanced k-means, give the same tree."""
     from jtm_rs.config import JTMConfig
     from jtm_rs.tree_policy import initial_tree
 
     ranks, _, _ = run
+    alone = _embeddings()
+    assert np.abs(alone).max() > 0
+    assert np.array_equal(np.asarray(ranks[0]["embeddings"], np.float32), alone)
+    assert np.array_equal(np.asarray(ranks[1]["embeddings"], np.float32), alone)
     one = initial_tree([_data()], JTMConfig(initial_tree="kmeans"), n_threads=1)
     assert ranks[0]["initial"] == ranks[1]["initial"] == one.leaves(one.items).tolist()
     random = Tree.random(one.items, seed=0)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.sparse.linalg import svds
+from scipy.sparse.linalg import LinearOperator, svds
 
 from .data import Interactions
 from .exceptions import InvalidInputError
@@ -63,8 +63,9 @@ def cooccurrence_embeddings(data: Interactions, items: np.ndarray, dim: int = 24
                             ranks: Optional["Ranks"] = None) -> np.ndarray:
     """``float32[len(items), dim]``: item embeddings from a truncated SVD of the cosine
     co-occurrence matrix (rows scaled by sqrt of the singular values). Items the data never
-    shows get zero rows. With ``ranks`` the counting is split over them (:func:`cooccurrence`)
-    and every rank computes the same SVD.
+    shows get zero rows. With ``ranks`` the counting and the SVD's matrix products are split
+    over them (:func:`cooccurrence`, :func:`split_products`): every rank gets the one-process
+    embeddings.
 
     The matrix has one row per distinct item of ``items`` and ``data``, not one per id up to
     the largest: ids spread over a wide range would otherwise size the SVD by that range
@@ -77,8 +78,22 @@ def cooccurrence_embeddings(data: Interactions, items: np.ndarray, dim: int = 24
     if k < 1 or s.nnz == 0:
         return np.zeros((len(items), dim), np.float32)
     rng = np.random.default_rng(seed)
-    u, sv, _ = svds(s.astype(np.float64), k=k, v0=rng.standard_normal(n))
+    s = s.astype(np.float64)
+    op = s if ranks is None or ranks.world == 1 else split_products(s, ranks)
+    u, sv, _ = svds(op, k=k, v0=rng.standard_normal(n))
     emb = (u * np.sqrt(np.maximum(sv, 0))).astype(np.float32)
     if k < dim:
         emb = np.pad(emb, ((0, 0), (0, dim - k)))
     return emb[np.searchsorted(universe, items)]
+
+
+def split_products(s: sp.csr_matrix, ranks: "Ranks") -> LinearOperator:
+    """``s`` as an operator whose products (``s @ x``, ``s.T @ x``) are split by rows over the
+    ranks: each rank multiplies its rows (:meth:`Ranks.mine`) and all gather. A row's product
+    is the same arithmetic in the slice as in the whole matrix, so every rank gets the
+    one-process vector bit for bit and runs the one-process ARPACK iteration."""
+    n = s.shape[0]
+    mine = ranks.mine(n)
+    part, part_t = s[mine], s.T.tocsr()[mine]
+    return LinearOperator(s.shape, dtype=s.dtype, matvec=lambda x: ranks.gather_rows(part @ x, n),
+                          rmatvec=lambda x: ranks.gather_rows(part_t @ x, n))
