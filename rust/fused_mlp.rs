@@ -601,43 +601,57 @@ mod tests {
                 "{what}: {got} vs {want}"
             );
         };
-        close(
-            g.user_share[2 * 5 + 1] as f64,
-            probe(&|q, e| q.user_share[2 * 5 + 1] += e),
-            "user share",
-        );
-        close(
-            g.table[4 * 3 + 2] as f64,
-            probe(&|q, e| q.table[4 * 3 + 2] += e),
-            "table",
-        );
-        close(
-            g.w_node[7] as f64,
-            probe(&|q, e| q.w_node[7] += e),
-            "w_node",
-        );
-        close(
-            g.weights[0][13] as f64,
-            probe(&|q, e| q.w[0][13] += e),
-            "hidden weight",
-        );
-        close(
-            g.weights[1][2] as f64,
-            probe(&|q, e| q.w[1][2] += e),
-            "last weight",
-        );
-        close(
-            g.biases[0][1] as f64,
-            probe(&|q, e| q.b[0][1] += e),
-            "hidden bias",
-        );
-        close(
-            g.biases[1][0] as f64,
-            probe(&|q, e| q.b[1][0] += e),
-            "last bias",
-        );
-        close(g.slopes[0], probe(&|q, e| q.slopes[0] += e), "first slope");
-        close(g.slopes[1], probe(&|q, e| q.slopes[1] += e), "second slope");
+        type Edit = Box<dyn Fn(&mut Params, f32)>;
+        let checks: Vec<(f64, Edit, &str)> = vec![
+            (
+                g.user_share[11] as f64,
+                Box::new(|q, e| q.user_share[11] += e),
+                "user share",
+            ),
+            (
+                g.table[14] as f64,
+                Box::new(|q, e| q.table[14] += e),
+                "table",
+            ),
+            (
+                g.w_node[7] as f64,
+                Box::new(|q, e| q.w_node[7] += e),
+                "w_node",
+            ),
+            (
+                g.weights[0][13] as f64,
+                Box::new(|q, e| q.w[0][13] += e),
+                "hidden weight",
+            ),
+            (
+                g.weights[1][2] as f64,
+                Box::new(|q, e| q.w[1][2] += e),
+                "last weight",
+            ),
+            (
+                g.biases[0][1] as f64,
+                Box::new(|q, e| q.b[0][1] += e),
+                "hidden bias",
+            ),
+            (
+                g.biases[1][0] as f64,
+                Box::new(|q, e| q.b[1][0] += e),
+                "last bias",
+            ),
+            (
+                g.slopes[0],
+                Box::new(|q, e| q.slopes[0] += e),
+                "first slope",
+            ),
+            (
+                g.slopes[1],
+                Box::new(|q, e| q.slopes[1] += e),
+                "second slope",
+            ),
+        ];
+        for (got, edit, what) in checks {
+            close(got, probe(&*edit), what);
+        }
     }
 
     #[test]

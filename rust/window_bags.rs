@@ -298,9 +298,13 @@ mod tests {
         )
     }
 
-    fn step(p: &Params, n_parts: usize) -> UserGradients {
-        let (bag_rows, offsets) = bags();
-        let (rows, nodes, labels) = pairs();
+    /// The model's two parts over `p`'s parameters.
+    fn model(p: &Params) -> (UserLayer<'_>, Mlp<'_>) {
+        let user = UserLayer {
+            weight: &p.w_user,
+            bias: &p.bias,
+            windows: 3,
+        };
         let mlp = Mlp {
             w_node: &p.w_node,
             dim: 2,
@@ -313,22 +317,47 @@ mod tests {
             }],
             slopes: vec![0.2],
         };
-        let user = UserLayer {
-            weight: &p.w_user,
-            bias: &p.bias,
-            windows: 3,
-        };
-        let batch = BagPairs {
-            table: &p.table,
-            bags: Bags {
-                rows: &bag_rows,
-                offsets: &offsets,
-            },
-            rows: &rows,
-            nodes: &nodes,
-            labels: &labels,
-        };
-        bce_step_from_bags(&user, &mlp, &batch, n_parts).unwrap()
+        (user, mlp)
+    }
+
+    /// The test batch: `bags()` and `pairs()` over `table`.
+    struct Batch {
+        bag_rows: Vec<i64>,
+        offsets: Vec<i64>,
+        rows: Vec<i64>,
+        nodes: Vec<i64>,
+        labels: Vec<f32>,
+    }
+
+    impl Batch {
+        fn new() -> Self {
+            let ((bag_rows, offsets), (rows, nodes, labels)) = (bags(), pairs());
+            Batch {
+                bag_rows,
+                offsets,
+                rows,
+                nodes,
+                labels,
+            }
+        }
+
+        fn over<'a>(&'a self, table: &'a [f32]) -> BagPairs<'a> {
+            BagPairs {
+                table,
+                bags: Bags {
+                    rows: &self.bag_rows,
+                    offsets: &self.offsets,
+                },
+                rows: &self.rows,
+                nodes: &self.nodes,
+                labels: &self.labels,
+            }
+        }
+    }
+
+    fn step(p: &Params, n_parts: usize) -> UserGradients {
+        let (user, mlp) = model(p);
+        bce_step_from_bags(&user, &mlp, &Batch::new().over(&p.table), n_parts).unwrap()
     }
 
     #[test]
@@ -375,55 +404,30 @@ mod tests {
     #[test]
     fn refuses_bad_bags() {
         let p = params();
-        let (bag_rows, offsets) = bags();
-        let (rows, nodes, labels) = pairs();
-        let mlp = Mlp {
-            w_node: &p.w_node,
-            dim: 2,
-            hidden: 4,
-            layers: vec![Layer {
-                weight: &p.w_out,
-                bias: &p.b_out,
-                inputs: 4,
-                outputs: 1,
-            }],
-            slopes: vec![0.2],
-        };
-        let user = UserLayer {
-            weight: &p.w_user,
-            bias: &p.bias,
-            windows: 3,
-        };
-        let ok = BagPairs {
-            table: &p.table,
-            bags: Bags {
-                rows: &bag_rows,
-                offsets: &offsets,
-            },
-            rows: &rows,
-            nodes: &nodes,
-            labels: &labels,
-        };
+        let (user, mlp) = model(&p);
+        let data = Batch::new();
+        let ok = data.over(&p.table);
+        let (bag_rows, offsets, rows) = (&data.bag_rows, &data.offsets, &data.rows);
         let too_far: Vec<i64> = bag_rows.iter().map(|&r| r + 7).collect();
         let falling: Vec<i64> = offsets.iter().rev().copied().collect();
         for batch in [
             BagPairs {
                 bags: Bags {
                     rows: &too_far,
-                    offsets: &offsets,
+                    offsets,
                 },
                 ..ok
             },
             BagPairs {
                 bags: Bags {
-                    rows: &bag_rows,
+                    rows: bag_rows,
                     offsets: &falling,
                 },
                 ..ok
             },
             BagPairs {
                 bags: Bags {
-                    rows: &bag_rows,
+                    rows: bag_rows,
                     offsets: &offsets[1..],
                 },
                 ..ok
