@@ -22,6 +22,7 @@ Run:
     python benches/train_throughput.py --reference /old/python   # another checkout's package
     python benches/train_throughput.py --attention --examples 1500  # the TDM (attention) model
     python benches/train_throughput.py --fused-vs-torch --threads 1 2  # the fused MLP pass against torch's ops
+    python benches/train_throughput.py --threads 1 --negatives 60 120 200  # the cost of more negatives
 
 ``--fused-vs-torch`` measures, inside one process per thread count, the fused Rust pass over the
 MLP and loss (``jtm_rs.fused_mlp``) against torch's ops on the same model, alternating them
@@ -101,7 +102,7 @@ def child(args: argparse.Namespace) -> None:
     optimizer = make_optimizer(model, cfg.learning_rate)
     windows = data.training_windows()
     leaves = BehaviourLeaves(windows, tree, torch.device("cpu"))
-    negatives = default_negatives(tree.leaf_level, cfg.negatives, tree.arity)
+    negatives = default_negatives(tree.leaf_level, args.negatives[0] if args.negatives else cfg.negatives, tree.arity)
     rng = np.random.default_rng(args.seed)
     warm = rng.permutation(len(windows))[:1000]
     more = {} if tuner is None else {"threads": tuner}  # older code's train_epoch has no tuner
@@ -149,6 +150,8 @@ def main() -> None:
     p.add_argument("--attention", action="store_true", help="the attention model (TDM's) instead of the default")
     p.add_argument("--busy", type=int, default=0, help="spinning processes kept running meanwhile (default 0)")
     p.add_argument("--reference", help="a python/ source dir of another jtm_rs to compare with (same _core)")
+    p.add_argument("--negatives", type=int, nargs="+",
+                   help="negatives per example to compare (default: JTMConfig's), each its own configuration")
     p.add_argument("--fused-vs-torch", action="store_true",
                    help="per thread count, one process alternating the fused MLP pass and torch's ops (ABBA)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -160,16 +163,17 @@ def main() -> None:
     if args.fused_vs_torch:
         fused_vs_torch(args)
         return
-    configs = [(None, t) for t in args.threads]
+    counts = args.negatives or [None]
+    configs = [(None, t, n) for t in args.threads for n in counts]
     if args.reference:
-        configs += [(args.reference, t) for t in args.threads if t != "auto"]  # older code has no tuner
+        configs += [(args.reference, t, n) for t in args.threads if t != "auto" for n in counts]  # older code has no tuner
     spinners = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(args.busy)]
     for s in spinners:
         s.start()
     results = {c: [] for c in configs}
     try:
         for r in range(args.repeats):
-            for ref, threads in configs:
+            for ref, threads, count in configs:
                 env = dict(os.environ)
                 if ref:
                     env["PYTHONPATH"] = ref
@@ -179,14 +183,16 @@ def main() -> None:
                     cmd += ["--batch-size", str(args.batch_size)]
                 if args.attention:
                     cmd.append("--attention")
+                if count is not None:
+                    cmd += ["--negatives", str(count)]
                 run = subprocess.run(cmd, env=env, capture_output=True, text=True)
                 if run.returncode:
                     sys.exit(f"measurement failed:\n{run.stderr[-3000:]}")
                 out = run.stdout
-                results[(ref, threads)].append(json.loads(out.strip().splitlines()[-1]))
+                results[(ref, threads, count)].append(json.loads(out.strip().splitlines()[-1]))
                 print(f"round {r + 1}: {'reference' if ref else 'this'} x{threads}: "
-                      f"{results[(ref, threads)][-1]['rate']:.0f} examples/s "
-                      f"(on {results[(ref, threads)][-1].get('used', threads)} thread(s))", flush=True)
+                      f"{results[(ref, threads, count)][-1]['rate']:.0f} examples/s "
+                      f"(on {results[(ref, threads, count)][-1].get('used', threads)} thread(s))", flush=True)
     finally:
         for s in spinners:
             s.terminate()
@@ -195,17 +201,17 @@ def main() -> None:
     print(f"\n{args.items} items (leaf level {info['leaf_level']}), {info['pairs']} samples per example, "
           f"{args.busy} busy process(es), {os.cpu_count()} cores")
     print(f"model: {'attention (TDM)' if args.attention else 'default'}, {info['flops'] / 1e6:.1f} MFLOP per example (forward + backward of the linear layers)")
-    print("| code | batch (samples) | threads (chosen) | examples/s min | median | × first row (median of per-round ratios) | GEMM GFLOP/s | arithmetic limit, examples/s | share of limit |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for ref, threads in configs:
-        rs = results[(ref, threads)]
+    print("| code | negatives | samples per example | batch (samples) | threads (chosen) | examples/s min | median | × first row (median of per-round ratios) | GEMM GFLOP/s | arithmetic limit, examples/s | share of limit |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for ref, threads, count in configs:
+        rs = results[(ref, threads, count)]
         rates = [x["rate"] for x in rs]
         ratio = sorted(x["rate"] / f["rate"] for x, f in zip(rs, first))[len(rs) // 2]
         gemm = max(x["gemm"] for x in rs)
         limit = gemm / rs[0]["flops"]
         med = sorted(rates)[len(rates) // 2]
         chosen = sorted({str(x.get("used", threads)) for x in rs})
-        print(f"| {'reference' if ref else 'this'} | {rs[0]['batch_size']} | {threads} ({', '.join(chosen)}) | {min(rates):.0f} | {med:.0f} | {ratio:.2f} | "
+        print(f"| {'reference' if ref else 'this'} | {count or 'default'} | {rs[0]['pairs']} | {rs[0]['batch_size']} | {threads} ({', '.join(chosen)}) | {min(rates):.0f} | {med:.0f} | {ratio:.2f} | "
               f"{gemm / 1e9:.0f} | {limit:.0f} | {med / limit:.0%} |")
 
 
