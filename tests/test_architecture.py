@@ -105,3 +105,36 @@ def test_the_graph_sees_real_imports():
     assert ("jtm_rs.joint_loop", []) in [(t, []) for t, _ in graph["jtm_rs.jtm"]]
     assert any(t == "jtm_rs.data" for t, _ in graph["jtm_rs.datasets.table"])
     assert any(t == "jtm_rs._core" for t, _ in graph["jtm_rs.tree_learning"])
+
+
+def _stub_params(fn: ast.FunctionDef) -> list:
+    args = fn.args
+    names = [a.arg for a in args.posonlyargs + args.args + args.kwonlyargs]
+    return [n for n in names if n not in ("self", "cls")]
+
+
+def test_the_native_modules_stub_names_each_functions_parameters():
+    """``_core.pyi`` says what the compiled functions and methods take: the same parameter
+    names, in order, as their text signatures (a stub that drifted misleads type checkers)."""
+    import inspect
+
+    from jtm_rs import _core
+
+    checked = 0
+    tree = ast.parse((PACKAGE / "_core.pyi").read_text())
+    for node in tree.body:
+        owners = [(node, _core)] if isinstance(node, ast.FunctionDef) else []
+        if isinstance(node, ast.ClassDef) and hasattr(_core, node.name):
+            owners = [(f, getattr(_core, node.name)) for f in node.body if isinstance(f, ast.FunctionDef)]
+        for fn, owner in owners:
+            native = getattr(owner, fn.name, None)
+            if native is None or fn.name.startswith("__") or isinstance(native, property):
+                continue
+            try:
+                sig = inspect.signature(native)
+            except (TypeError, ValueError):
+                continue  # no text signature (e.g. a property or a slot wrapper)
+            names = [p for p in sig.parameters if p not in ("self", "cls", "$self", "$cls", "type")]
+            assert names == _stub_params(fn), f"{fn.name}: native {names}, stub {_stub_params(fn)}"
+            checked += 1
+    assert checked >= 5

@@ -115,8 +115,11 @@ def lazy_adam_rows(
     its moments, in place (C-contiguous float32); ``grad`` is ``[len(rows), dim]``."""
 
 def mlp_bce_step(
-    user_share: npt.NDArray[np.float32],
     table: npt.NDArray[np.float32],
+    bag_rows: npt.NDArray[np.int64],
+    bag_offsets: npt.NDArray[np.int64],
+    w_user: npt.NDArray[np.float32],
+    bias: npt.NDArray[np.float32],
     rows: npt.NDArray[np.int64],
     nodes: npt.NDArray[np.int64],
     labels: npt.NDArray[np.float32],
@@ -131,12 +134,15 @@ def mlp_bce_step(
         npt.NDArray[np.float32],
         npt.NDArray[np.float32],
         npt.NDArray[np.float32],
+        npt.NDArray[np.float32],
         List[npt.NDArray[np.float32]],
         List[npt.NDArray[np.float32]],
         List[float],
     ],
 ]:
-    """The mean BCE loss of pairs ``(rows[p], nodes[p])`` through the MLP (first pre-activation
-    ``user_share[rows[p]] + table[nodes[p]] @ w_node.T``, then a PReLU after every layer but the
-    last), and its gradients ``(user_share, table, w_node, weights, biases, slopes)``; all
-    arrays C-contiguous (``jtm_rs.fused_mlp``)."""
+    """The mean BCE loss of pairs ``(rows[p], nodes[p])`` through the model and its gradients
+    ``(table, w_user, bias, w_node, weights, biases, slopes)``. User row ``g`` is the window
+    means of ``table[bag_rows]`` (bags as ``torch.nn.functional.embedding_bag``'s
+    ``bag_offsets``, ``w_user.shape[1] / table.shape[1]`` windows per row); a pair's first
+    pre-activation is ``bias + means[rows[p]] @ w_user.T + table[nodes[p]] @ w_node.T``, then a
+    PReLU after every layer but the last. All arrays C-contiguous (``jtm_rs.fused_mlp``)."""
