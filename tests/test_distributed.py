@@ -222,16 +222,12 @@ def _spawn_fit(out, tag: str, mode: str = "fit"):
 @pytest.fixture(scope="module")
 def fits(tmp_path_factory):
     """Two 2-rank fits with the same seed, and a one-process fit of the same configuration."""
-    from jtm_rs import JTM, JTMConfig, JTMModel
+    from jtm_rs import JTM, JTMConfig
 
     out = tmp_path_factory.mktemp("fits")
     runs = [_spawn_fit(out, tag)[1] for tag in ("a", "b")]
     split = _split()
-    # The ranks train through torch's ops (DDP's forward); so does this run, for the same
-    # arithmetic: one process alone would take the fused pass, which rounds otherwise.
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(JTMModel, "fused_step", False)
-        one = JTM(JTMConfig(**FIT_CONFIG), device="cpu", n_threads=1).fit(split, show_progress=False)
+    one = JTM(JTMConfig(**FIT_CONFIG), device="cpu", n_threads=1).fit(split, show_progress=False)
     return out, runs, one, split
 
 

@@ -210,7 +210,7 @@ def test_lazy_adam_is_sparse_adam(monkeypatch, native):
 
 def test_carry_node_embeddings_follows_items_and_averages_levels():
     from jtm_rs import Tree
-    from jtm_rs.model import carry_node_embeddings
+    from jtm_rs.tree_policy import carry_node_embeddings
 
     items = np.array([10, 11, 12, 13, 14])
     old = Tree.from_order(items, arity=2)  # 3 levels below the root, 8 leaf slots

@@ -22,9 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._core import Tree
 from .fused_mlp import fused_bce_loss, mlp_parameters
-from .geometry import TreeGeometry
 
 #: Sizes of the paper's 10 time windows over the 69 most recent behaviours (most recent first).
 TIME_WINDOWS = (1, 1, 1, 2, 2, 2, 10, 10, 20, 20)
@@ -328,37 +326,21 @@ def unique_inverse(ids: torch.Tensor, n_ids: int) -> tuple[torch.Tensor, torch.T
     return mark.nonzero().squeeze(1), rank[ids]
 
 
-@torch.no_grad()
-def carry_node_embeddings(table: torch.Tensor, old: Tree, new: Tree) -> None:
-    """Moves what a node-embedding table learned under ``old`` to the numbering of ``new``, in
-    place: each leaf row follows its item, and each internal node of ``new`` at level ``l``
-    becomes the mean of the level-``l`` rows (under ``old``) of the items now below it — the
-    rows those items' behaviours and paths used at that level. Nodes with no item and the root
-    keep their rows. Rows past ``new``'s nodes (e.g. padding) are untouched."""
-    if (old.arity, old.leaf_level) != (new.arity, new.leaf_level):
-        raise ValueError("the trees differ in arity or depth: node embeddings cannot be carried over")
-    device = table.device
-    geometry = TreeGeometry.of(new, device)
-    items = new.items
-    old_leaf = torch.from_numpy(old.leaves(items)).to(device)
-    new_leaf = torch.from_numpy(new.leaves(items)).to(device)
-    before = table[: new.n_nodes].clone()
-    for level in range(1, new.leaf_level + 1):
-        src = geometry.ancestors(old_leaf, level)
-        dst = geometry.ancestors(new_leaf, level)
-        sums = torch.zeros_like(before).index_add_(0, dst, before[src])
-        counts = torch.zeros(len(before), device=device, dtype=before.dtype).index_add_(
-            0, dst, torch.ones(len(dst), device=device, dtype=before.dtype)
-        )
-        hit = torch.unique(dst)
-        table[hit] = sums[hit] / counts[hit, None]
-
-
 def score_pairs(model: nn.Module, behaviours: torch.Tensor, rows: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
     """Logits of pairs ``(behaviours[rows[i]], nodes[i])``, through ``model.score_pairs`` when
     the model has one, else its ``forward``."""
     fn = getattr(model, "score_pairs", None)
     return fn(behaviours, rows, nodes) if fn is not None else _forward_in_chunks(model, behaviours, rows, nodes)
+
+
+def pair_bce_loss(model: nn.Module, behaviours: torch.Tensor, rows: torch.Tensor, nodes: torch.Tensor,
+                  labels: torch.Tensor) -> torch.Tensor:
+    """Mean BCE of the pairs' logits against ``labels``: ``model.pair_bce_loss`` where the model
+    has one (fused on the CPU), else of :func:`score_pairs`."""
+    fn = getattr(model, "pair_bce_loss", None)
+    if fn is not None:
+        return fn(behaviours, rows, nodes, labels)
+    return F.binary_cross_entropy_with_logits(score_pairs(model, behaviours, rows, nodes), labels)
 
 
 #: Pairs per forward call on the slow path, where each pair carries its own [W, D] behaviours.

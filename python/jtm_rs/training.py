@@ -26,7 +26,7 @@ from .distributed.training import shard_batches
 from .exceptions import InvalidInputError
 from .features import BehaviourLeaves
 from .geometry import TreeGeometry
-from .model import score_pairs
+from .model import pair_bce_loss, score_pairs
 from .samples import generate_samples
 from .threads import ThreadTuner, tuned
 
@@ -195,7 +195,8 @@ def train_epoch(
     softmax loss). With ``threads``, torch's thread
     count is chosen by timing the first batches (:class:`ThreadTuner`). Example ``e`` draws its
     negatives from random stream ``e``. ``scorer(behaviours, rows, nodes)`` gives the logits
-    (default: the model's :func:`~jtm_rs.model.score_pairs`).
+    and ``scorer(behaviours, rows, nodes, labels)`` the mean BCE loss (default: the model's
+    :func:`~jtm_rs.model.score_pairs`, and its ``pair_bce_loss``, fused on the CPU).
 
     With ``shard=(rank, world)`` (distributed training, with the DDP-wrapped
     :class:`~jtm_rs.distributed.PairScorer` as ``scorer``), this rank trains on its part of
@@ -330,9 +331,9 @@ def _train_batch(scorer, optimizer, geometry: TreeGeometry, leaves: BehaviourLea
         ahead = leaves.targets_ahead(ex, beam.targets) if beam.targets > 1 else None
         added = beam.extend(model, behaviour_leaves, blocks.node, blocks.positives, ahead)
         rows, nodes = torch.cat([rows, added.rows]), torch.cat([nodes, added.node])
-    if scorer is None and blocks.groups is None and added is None:
+    if blocks.groups is None and added is None:
         # The plain loss: the model's own (a fused forward and backward where it has one).
-        loss = _pair_bce_loss(model, beh, rows, nodes, blocks.label.reshape(-1))
+        loss = (scorer or functools.partial(pair_bce_loss, model))(beh, rows, nodes, blocks.label.reshape(-1))
     else:
         logits = (scorer or functools.partial(score_pairs, model))(beh, rows, nodes)
         if blocks.groups is not None:
@@ -348,16 +349,6 @@ def _train_batch(scorer, optimizer, geometry: TreeGeometry, leaves: BehaviourLea
     if not np.isfinite(value):
         raise FloatingPointError("training loss became NaN or infinite; lower the learning rate")
     return value, len(rows)
-
-
-def _pair_bce_loss(model: nn.Module, behaviours: torch.Tensor, rows: torch.Tensor, nodes: torch.Tensor,
-                   labels: torch.Tensor) -> torch.Tensor:
-    """Mean BCE of the pairs' logits against ``labels``: ``model.pair_bce_loss`` where the model
-    has one (:meth:`JTMModel.pair_bce_loss`, fused on the CPU), else of :func:`score_pairs`."""
-    fn = getattr(model, "pair_bce_loss", None)
-    if fn is not None:
-        return fn(behaviours, rows, nodes, labels)
-    return F.binary_cross_entropy_with_logits(score_pairs(model, behaviours, rows, nodes), labels)
 
 
 @torch.no_grad()

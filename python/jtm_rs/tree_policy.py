@@ -10,7 +10,7 @@
   ``"keep"`` (the default after Algorithm 2) is the paper's alternation: the model goes on
   unchanged, as tree learning assumed when it placed items under the nodes whose (old)
   embeddings suit their users. ``"carry"`` (the default after clustering) keeps the MLP and
-  moves the node embeddings with their items (:func:`jtm_rs.model.carry_node_embeddings`);
+  moves the node embeddings with their items (:func:`carry_node_embeddings`);
   ``"warm"`` keeps the MLP and re-initialises the node embeddings; ``"fresh"`` starts a new
   model. docs/ablations.md reports them, measured.
 """
@@ -32,7 +32,8 @@ from .data import Interactions
 from .distributed import Ranks, sharded_weights_fn
 from .exceptions import InvalidInputError
 from .features import BehaviourLeaves
-from .model import JTMModel, carry_node_embeddings
+from .geometry import TreeGeometry
+from .model import JTMModel
 from .progress import say
 from .threads import training_tuner
 from .training import make_optimizer
@@ -164,3 +165,29 @@ def on_tree_change(model: nn.Module, optimizer, old_tree: Tree, new_tree: Tree, 
         model.reset_embeddings()
     # The optimiser's moments belong to the old placement.
     return model, make_optimizer(model, config.learning_rate)
+
+
+@torch.no_grad()
+def carry_node_embeddings(table: torch.Tensor, old: Tree, new: Tree) -> None:
+    """Moves what a node-embedding table learned under ``old`` to the numbering of ``new``, in
+    place: each leaf row follows its item, and each internal node of ``new`` at level ``l``
+    becomes the mean of the level-``l`` rows (under ``old``) of the items now below it — the
+    rows those items' behaviours and paths used at that level. Nodes with no item and the root
+    keep their rows. Rows past ``new``'s nodes (e.g. padding) are untouched."""
+    if (old.arity, old.leaf_level) != (new.arity, new.leaf_level):
+        raise ValueError("the trees differ in arity or depth: node embeddings cannot be carried over")
+    device = table.device
+    geometry = TreeGeometry.of(new, device)
+    items = new.items
+    old_leaf = torch.from_numpy(old.leaves(items)).to(device)
+    new_leaf = torch.from_numpy(new.leaves(items)).to(device)
+    before = table[: new.n_nodes].clone()
+    for level in range(1, new.leaf_level + 1):
+        src = geometry.ancestors(old_leaf, level)
+        dst = geometry.ancestors(new_leaf, level)
+        sums = torch.zeros_like(before).index_add_(0, dst, before[src])
+        counts = torch.zeros(len(before), device=device, dtype=before.dtype).index_add_(
+            0, dst, torch.ones(len(dst), device=device, dtype=before.dtype)
+        )
+        hit = torch.unique(dst)
+        table[hit] = sums[hit] / counts[hit, None]

@@ -14,26 +14,30 @@ batch and DDP averages the gradients, so every rank takes the same optimiser ste
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..exceptions import InvalidInputError
-from ..model import score_pairs
+from ..model import pair_bce_loss, score_pairs
 from .ranks import Ranks
 
 
 class PairScorer(nn.Module):
-    """``model.score_pairs`` as a module's ``forward``: DDP synchronises gradients through the
-    forward of the module it wraps, and training scores pairs, not ``model(...)``."""
+    """``model.score_pairs`` as a module's ``forward`` (with ``labels``, the mean BCE loss, fused
+    on the CPU as in one process): DDP synchronises gradients through the forward of the module
+    it wraps, and training scores pairs, not ``model(...)``."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, behaviours: torch.Tensor, rows: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
+    def forward(self, behaviours: torch.Tensor, rows: torch.Tensor, nodes: torch.Tensor,
+                labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if labels is not None:
+            return pair_bce_loss(self.model, behaviours, rows, nodes, labels)
         return score_pairs(self.model, behaviours, rows, nodes)
 
 
