@@ -1,7 +1,7 @@
 """Training throughput of the default model: examples per second, against the arithmetic limit.
 
 An *example* is one (user window, target item) pair with its samples on every level: the
-target's ancestors (label 1) and the default 60 negatives (label 0), i.e. one row of paper eq. 2.
+target's ancestors (label 1) and the default negatives (label 0), i.e. one row of paper eq. 2.
 The data are generated: 20 000 items (a 15-level tree), 10 000 users, ~300 000 behaviours.
 
 The **arithmetic limit** is what the model's multiply-adds would allow at the speed this
