@@ -158,8 +158,10 @@ def test_ranks_need_an_initialised_group():
 
 # 1924 samples: 26 examples of 74 samples (a 10-level tree), a multiple of the 2 ranks, so the
 # ranks' steps together are exactly the one-process steps.
-FIT_CONFIG = dict(iterations=1, max_examples_per_epoch=3000, batch_size=1924, validation_users=60, d=3,
-                  initial_tree="random", max_samples_per_item=4)
+# batch_size and negatives together give an even number of examples per step, so that the two
+# ranks' halves are exactly the one-process steps.
+FIT_CONFIG = dict(iterations=1, max_examples_per_epoch=3000, batch_size=1924, negatives=60, validation_users=60,
+                  d=3, initial_tree="random", max_samples_per_item=4)
 
 
 def _split():

@@ -192,7 +192,8 @@ class JTMModel(nn.Module):
         (:mod:`jtm_rs.fused_mlp`): the same loss and gradients up to rounding."""
         params = self._fused_parameters(behaviours)
         if params is None:
-            return F.binary_cross_entropy_with_logits(self.score_pairs(behaviours, rows, nodes), labels.to(self.embedding.weight.dtype))
+            logits = self.score_pairs(behaviours, rows, nodes)
+            return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
         table, bag_rows, offsets, local_nodes = self._embedding_bags(behaviours, nodes)
         first, d_user = self.mlp[0], len(self.window_sizes) * self.embedding_dim
         return fused_bce_loss(table, bag_rows, offsets, first.weight[:, :d_user], first.bias, rows, local_nodes, labels,
