@@ -86,18 +86,15 @@ impl Gradients {
     }
 
     fn add(&mut self, other: &Gradients) {
-        fn add_to(a: &mut [f32], b: &[f32]) {
-            a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
-        }
         self.loss += other.loss;
-        add_to(&mut self.user_share, &other.user_share);
-        add_to(&mut self.table, &other.table);
-        add_to(&mut self.w_node, &other.w_node);
+        add_into(&mut self.user_share, &other.user_share);
+        add_into(&mut self.table, &other.table);
+        add_into(&mut self.w_node, &other.w_node);
         for (a, b) in self.weights.iter_mut().zip(&other.weights) {
-            add_to(a, b);
+            add_into(a, b);
         }
         for (a, b) in self.biases.iter_mut().zip(&other.biases) {
-            add_to(a, b);
+            add_into(a, b);
         }
         for (a, b) in self.slopes.iter_mut().zip(&other.slopes) {
             *a += b;
@@ -241,16 +238,8 @@ impl Work {
         let (dim, hidden) = (mlp.dim, mlp.hidden);
         let (rows, nodes) = (&pairs.rows[range.clone()], &pairs.nodes[range.clone()]);
         // Forward: the first layer from its two shares.
-        for (i, &r) in nodes.iter().enumerate() {
-            let r = r as usize;
-            self.node_rows[i * dim..(i + 1) * dim]
-                .copy_from_slice(&pairs.table[r * dim..(r + 1) * dim]);
-        }
-        for (i, &r) in rows.iter().enumerate() {
-            let r = r as usize;
-            self.pre[0][i * hidden..(i + 1) * hidden]
-                .copy_from_slice(&pairs.user_share[r * hidden..(r + 1) * hidden]);
-        }
+        gather_rows(&mut self.node_rows, pairs.table, nodes, dim);
+        gather_rows(&mut self.pre[0], pairs.user_share, rows, hidden);
         // pre0 += node_rows [c, dim] · w_nodeᵀ [dim, hidden]
         gemm(
             c,
@@ -317,10 +306,7 @@ impl Work {
                 &mut grads.weights[j],
             );
             for row in g.chunks_exact(l.outputs) {
-                grads.biases[j]
-                    .iter_mut()
-                    .zip(row)
-                    .for_each(|(b, x)| *b += x);
+                add_into(&mut grads.biases[j], row);
             }
             // d(act) = g [c, outputs] · W [outputs, inputs], then through the PReLU.
             let ga = &mut self.grad_in[..c * l.inputs];
@@ -340,13 +326,7 @@ impl Work {
         }
         // grad_out: d(loss)/d(pre[0]), [c, hidden]: to the user shares, w_node and the table.
         let g = &self.grad_out[..c * hidden];
-        for (i, &r) in rows.iter().enumerate() {
-            let r = r as usize;
-            let dst = &mut grads.user_share[r * hidden..(r + 1) * hidden];
-            dst.iter_mut()
-                .zip(&g[i * hidden..(i + 1) * hidden])
-                .for_each(|(a, b)| *a += b);
-        }
+        scatter_add_rows(&mut grads.user_share, g, rows, hidden);
         gemm(
             hidden,
             c,
@@ -370,13 +350,28 @@ impl Work {
             0.0,
             gn,
         );
-        for (i, &r) in nodes.iter().enumerate() {
-            let r = r as usize;
-            let dst = &mut grads.table[r * dim..(r + 1) * dim];
-            dst.iter_mut()
-                .zip(&gn[i * dim..(i + 1) * dim])
-                .for_each(|(a, b)| *a += b);
-        }
+        scatter_add_rows(&mut grads.table, gn, nodes, dim);
+    }
+}
+
+/// `a += b`, elementwise.
+pub(crate) fn add_into(a: &mut [f32], b: &[f32]) {
+    a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+}
+
+/// Row `i` of `dst` (rows of `width`) becomes row `index[i]` of `src`.
+fn gather_rows(dst: &mut [f32], src: &[f32], index: &[i64], width: usize) {
+    for (row, &r) in dst.chunks_exact_mut(width).zip(index) {
+        let r = r as usize;
+        row.copy_from_slice(&src[r * width..(r + 1) * width]);
+    }
+}
+
+/// Row `index[i]` of `dst` (rows of `width`) gets row `i` of `src` added.
+fn scatter_add_rows(dst: &mut [f32], src: &[f32], index: &[i64], width: usize) {
+    for (row, &r) in src.chunks_exact(width).zip(index) {
+        let r = r as usize;
+        add_into(&mut dst[r * width..(r + 1) * width], row);
     }
 }
 

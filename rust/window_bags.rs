@@ -9,7 +9,7 @@
 //! pass's threads, and the behaviours' gradient goes straight into the batch's embedding rows.
 
 use crate::error::{JtmError, Result};
-use crate::fused_mlp::{self, gemm, Gradients, Mlp, Pairs};
+use crate::fused_mlp::{self, add_into, gemm, Gradients, Mlp, Pairs};
 use rayon::prelude::*;
 
 /// The behaviours as embedding bags: bag `k = row · windows + w` (user row `row`, window `w`)
@@ -78,7 +78,7 @@ pub fn bce_step_from_bags(
                     let out = &mut row[w * dim..(w + 1) * dim];
                     for &r in &batch.bags.rows[bag.clone()] {
                         let r = r as usize;
-                        add(out, &batch.table[r * dim..(r + 1) * dim]);
+                        add_into(out, &batch.table[r * dim..(r + 1) * dim]);
                     }
                     if !bag.is_empty() {
                         let inv = 1.0 / bag.len() as f32;
@@ -140,7 +140,7 @@ pub fn bce_step_from_bags(
                 &mut g_weight,
             );
             for row in g.chunks_exact(hidden) {
-                add(&mut g_bias, row);
+                add_into(&mut g_bias, row);
             }
             // d(means) = g [n, hidden] · W [hidden, width], spread over each bag's rows.
             let mut g_means = vec![0.0f32; n * width];
@@ -176,15 +176,11 @@ pub fn bce_step_from_bags(
     let mut weight = vec![0.0f32; hidden * width];
     let mut bias = vec![0.0f32; hidden];
     for (w, b, t) in &parts {
-        add(&mut weight, w);
-        add(&mut bias, b);
-        add(&mut pass.table, t);
+        add_into(&mut weight, w);
+        add_into(&mut bias, b);
+        add_into(&mut pass.table, t);
     }
     Ok(UserGradients { pass, weight, bias })
-}
-
-fn add(a: &mut [f32], b: &[f32]) {
-    a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
 }
 
 fn bag_range(bags: &Bags<'_>, k: usize) -> std::ops::Range<usize> {
