@@ -16,8 +16,9 @@ Rank 0 reports:
   node-embedding table's sparse gradient (its touched rows: int64 index + float32 values),
   counted on the optimiser's gradients over the first round's steps;
 * per tree learning, the bytes of weight rows this rank contributes to ``gather_rows``;
-* the initial k-means tree (co-occurrence counting, the SVD, k-means): its time, and the bytes
-  this rank contributes to the SVD's products (``gather_rows``) and to the summed counts.
+* the initial k-means tree (co-occurrence counting, the SVD, k-means): its time (the
+  embeddings and the k-means apart), and the bytes this rank contributes to the SVD's products
+  (``gather_rows``), to the summed counts and to the k-means' leaf order (``gather_owned``).
 
 On 2 cores two ranks cannot be faster than one: the point is that the run is correct and what
 it sends. The projection to more machines is in docs/distributed.md.
@@ -67,7 +68,7 @@ def _rank(rank: int, world: int, init: str, args: dict, out: str) -> None:
     gathered = {"initial": 0, "fit": 0}
     phase = ["fit"]
     if world > 1:
-        plain_gather, plain_sum_sparse = Ranks.gather_rows, Ranks.sum_sparse
+        plain_gather, plain_sum_sparse, plain_owned = Ranks.gather_rows, Ranks.sum_sparse, Ranks.gather_owned
 
         def counting_gather(self, part, n):
             gathered[phase[0]] += part.nbytes
@@ -78,11 +79,27 @@ def _rank(rank: int, world: int, init: str, args: dict, out: str) -> None:
             gathered[phase[0]] += coo.row.nbytes + coo.col.nbytes + coo.data.nbytes
             return plain_sum_sparse(self, matrix)
 
-        Ranks.gather_rows, Ranks.sum_sparse = counting_gather, counting_sum_sparse
+        def counting_owned(self, values, owner):
+            gathered[phase[0]] += int((owner == self.rank).sum()) * values.itemsize
+            return plain_owned(self, values, owner)
+
+        Ranks.gather_rows, Ranks.sum_sparse, Ranks.gather_owned = counting_gather, counting_sum_sparse, counting_owned
     import jtm_rs.joint_loop as joint_loop
+    import jtm_rs.tree_policy as tree_policy
     from jtm_rs.tree_policy import initial_tree
 
     initial_s = [0.0]
+    embeddings_s = [0.0]
+    plain_embeddings = tree_policy.cooccurrence_embeddings
+
+    def timed_embeddings(*a, **k):
+        t0 = time.perf_counter()
+        try:
+            return plain_embeddings(*a, **k)
+        finally:
+            embeddings_s[0] += time.perf_counter() - t0
+
+    tree_policy.cooccurrence_embeddings = timed_embeddings
 
     def timed_initial_tree(*a, **k):
         phase[0] = "initial"
@@ -102,7 +119,7 @@ def _rank(rank: int, world: int, init: str, args: dict, out: str) -> None:
         if rank == 0:
             with open(out, "w") as f:
                 json.dump(dict(world=world, threads=threads, load_s=load_s, initial_s=initial_s[0],
-                               initial_bytes=gathered["initial"], items=tree.n_items, levels=tree.leaf_level,
+                               embeddings_s=embeddings_s[0], initial_bytes=gathered["initial"], items=tree.n_items, levels=tree.leaf_level,
                                leaves_digest=hashlib.sha256(tree.leaves(tree.items).tobytes()).hexdigest()), f)
         return
     cfg = JTMConfig(iterations=args["iterations"], max_examples_per_epoch=args["examples"], validation_users=500)
@@ -155,10 +172,13 @@ def main() -> None:
     first = results[0]
     if a.initial_only:
         print(f"\n{first['items']:,} items ({first['levels']} levels), {os.cpu_count()} cores")
-        print("| ranks | threads per rank | data | initial tree (s) | bytes per rank into the collectives | same tree as 1 rank |")
-        print("|---|---|---|---|---|---|")
+        print("| ranks | threads per rank | data | initial tree (s) | of which embeddings (s) | of which k-means (s) "
+              "| bytes per rank into the collectives | same tree as 1 rank |")
+        print("|---|---|---|---|---|---|---|---|")
         for r in results:
-            print(f"| {r['world']} | {r['threads']} | {r['load_s']:.1f} | {r['initial_s']:.1f} | "
+            emb_s = r["embeddings_s"]
+            print(f"| {r['world']} | {r['threads']} | {r['load_s']:.1f} | {r['initial_s']:.1f} | {emb_s:.1f} | "
+                  f"{r['initial_s'] - emb_s:.1f} | "
                   f"{r['initial_bytes'] / 1e6:.1f} MB | {'yes' if r['leaves_digest'] == first['leaves_digest'] else 'no'} |")
         return
     print(f"\n{first['items']:,} items ({first['levels']} levels), {a.examples:,} examples per training, "

@@ -56,12 +56,57 @@ pub fn kmeans_tree(
     dim: usize,
     opts: &KMeansOptions,
 ) -> Result<Tree> {
+    let order = kmeans_leaf_order(item_ids, embeddings, dim, opts, Share::WHOLE)?;
+    Tree::from_order(&order.items, opts.arity, Some(order.leaf_level))
+}
+
+/// One of `parts` processes' share of the k-means recursion (a distributed run's rank among
+/// its world). The subtrees of the first level with at least `parts` nodes are dealt out
+/// round-robin, node `j` of that level to part `j % parts`; every part computes the levels
+/// above. A subtree's split depends only on its items and its seed, never on the others, so
+/// the parts' orders put together are the one-process order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Share {
+    pub part: usize,
+    pub parts: usize,
+}
+
+impl Share {
+    /// The whole recursion, in one process.
+    pub const WHOLE: Share = Share { part: 0, parts: 1 };
+}
+
+/// The items in leaf order as [`kmeans_tree`] builds it, or one [`Share`] of it.
+pub struct LeafOrder {
+    /// Item ids in leaf order; with a share, only the positions this part owns are final.
+    pub items: Vec<i64>,
+    /// The part that computes each position (0 where every part computes it).
+    pub owner: Vec<u32>,
+    pub leaf_level: u32,
+}
+
+/// The leaf order of [`kmeans_tree`] (all of it, or `share`'s part) and which part owns each
+/// position: taking every position from its owner's order gives the one-process order.
+pub fn kmeans_leaf_order(
+    item_ids: &[i64],
+    embeddings: &[f32],
+    dim: usize,
+    opts: &KMeansOptions,
+    share: Share,
+) -> Result<LeafOrder> {
     let n = item_ids.len();
     if opts.arity < 2 {
         return invalid!("arity must be at least 2, got {}", opts.arity);
     }
     if dim == 0 {
         return invalid!("embeddings need at least one dimension");
+    }
+    if share.parts == 0 || share.part >= share.parts {
+        return invalid!(
+            "part {} of {} parts: parts must be at least 1 and part below it",
+            share.part,
+            share.parts
+        );
     }
     if embeddings.len() != n * dim {
         return invalid!(
@@ -84,10 +129,62 @@ pub fn kmeans_tree(
         data: embeddings,
         dim,
     };
+    let dealt = Dealt::new(share, opts.arity);
     let mut order: Vec<u32> = (0..n as u32).collect();
-    split(&emb, &mut order, 0, leaf_level, opts, opts.seed);
-    let ordered: Vec<i64> = order.iter().map(|&i| item_ids[i as usize]).collect();
-    Tree::from_order(&ordered, opts.arity, Some(leaf_level))
+    split(&emb, &mut order, 0, 0, leaf_level, opts, opts.seed, &dealt);
+    let mut owner = vec![0u32; n];
+    owners(&mut owner, 0, 0, leaf_level, opts.arity as usize, &dealt);
+    Ok(LeafOrder {
+        items: order.iter().map(|&i| item_ids[i as usize]).collect(),
+        owner,
+        leaf_level,
+    })
+}
+
+/// A [`Share`] made concrete: the level whose subtrees are dealt out.
+struct Dealt {
+    share: Share,
+    level: u32,
+}
+
+impl Dealt {
+    fn new(share: Share, arity: u64) -> Dealt {
+        let (mut level, mut nodes) = (0u32, 1u64);
+        while nodes < share.parts as u64 {
+            nodes = nodes.saturating_mul(arity);
+            level += 1;
+        }
+        Dealt { share, level }
+    }
+
+    /// The part that splits node `index` of `level` (None above the dealt level: every part).
+    fn part_of(&self, level: u32, index: u64) -> Option<usize> {
+        (level == self.level).then(|| (index % self.share.parts as u64) as usize)
+    }
+}
+
+/// Writes into `owner` (the positions of one node's items) the part that orders them.
+fn owners(owner: &mut [u32], level: u32, index: u64, leaf_level: u32, arity: usize, dealt: &Dealt) {
+    if let Some(part) = dealt.part_of(level, index) {
+        owner.fill(part as u32);
+        return;
+    }
+    if owner.len() <= 1 || level >= leaf_level {
+        return; // every part ordered these alike: owner 0 stands
+    }
+    let mut rest = owner;
+    for (c, s) in part_sizes(rest.len(), arity).into_iter().enumerate() {
+        let (head, tail) = rest.split_at_mut(s);
+        owners(
+            head,
+            level + 1,
+            index * arity as u64 + c as u64,
+            leaf_level,
+            arity,
+            dealt,
+        );
+        rest = tail;
+    }
 }
 
 /// Child sizes of a node holding `n` items, as [`Tree::from_order`] splits them.
@@ -98,15 +195,26 @@ fn part_sizes(n: usize, arity: usize) -> Vec<usize> {
 
 /// Orders `items` (indices into `emb`) so that consecutive runs of the part sizes are the
 /// clusters, recursively down to the leaves.
+/// `index` is the node's position in its level, for [`Dealt`]: another part's subtree is left
+/// as it is.
+#[allow(clippy::too_many_arguments)]
 fn split(
     emb: &Embeddings,
     items: &mut [u32],
     level: u32,
+    index: u64,
     leaf_level: u32,
     opts: &KMeansOptions,
     seed: u64,
+    dealt: &Dealt,
 ) {
     let arity = opts.arity as usize;
+    if dealt
+        .part_of(level, index)
+        .is_some_and(|p| p != dealt.share.part)
+    {
+        return;
+    }
     if items.len() <= 1 || level >= leaf_level {
         return;
     }
@@ -136,12 +244,23 @@ fn split(
         rayon::scope(|s| {
             for (c, part) in parts.into_iter().enumerate() {
                 let cs = child_seed(c);
-                s.spawn(move |_| split(emb, part, level + 1, leaf_level, opts, cs));
+                let ci = index * arity as u64 + c as u64;
+                s.spawn(move |_| split(emb, part, level + 1, ci, leaf_level, opts, cs, dealt));
             }
         });
     } else {
         for (c, part) in parts.into_iter().enumerate() {
-            split(emb, part, level + 1, leaf_level, opts, child_seed(c));
+            let ci = index * arity as u64 + c as u64;
+            split(
+                emb,
+                part,
+                level + 1,
+                ci,
+                leaf_level,
+                opts,
+                child_seed(c),
+                dealt,
+            );
         }
     }
 }
@@ -319,6 +438,50 @@ mod tests {
         assert_eq!(a.item_leaves(), b.item_leaves());
         let c = kmeans_tree(&ids, &emb, 2, &KMeansOptions { seed: 9, ..opts }).unwrap();
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn shares_put_together_are_the_whole_order() {
+        let (ids, emb) = clustered(6, 700);
+        for arity in [2u64, 3] {
+            let opts = KMeansOptions {
+                arity,
+                seed: 3,
+                ..Default::default()
+            };
+            let whole = kmeans_leaf_order(&ids, &emb, 2, &opts, Share::WHOLE).unwrap();
+            assert!(whole.owner.iter().all(|&o| o == 0));
+            for parts in [2usize, 3, 4, 5] {
+                let shares: Vec<LeafOrder> = (0..parts)
+                    .map(|part| {
+                        kmeans_leaf_order(&ids, &emb, 2, &opts, Share { part, parts }).unwrap()
+                    })
+                    .collect();
+                let owner = &shares[0].owner;
+                // Every part owns some positions and agrees on who owns what.
+                for (p, s) in shares.iter().enumerate() {
+                    assert_eq!(&s.owner, owner);
+                    assert!(
+                        owner.contains(&(p as u32)),
+                        "part {p} of {parts} owns nothing"
+                    );
+                }
+                let put_together: Vec<i64> = (0..ids.len())
+                    .map(|i| shares[owner[i] as usize].items[i])
+                    .collect();
+                assert_eq!(put_together, whole.items, "arity {arity}, {parts} parts");
+                // A part leaves the others' subtrees unordered.
+                assert_ne!(shares[1].items, whole.items);
+            }
+        }
+        assert!(kmeans_leaf_order(
+            &ids,
+            &emb,
+            2,
+            &KMeansOptions::default(),
+            Share { part: 2, parts: 2 }
+        )
+        .is_err());
     }
 
     #[test]

@@ -28,13 +28,24 @@ def _embeddings(ranks=None) -> np.ndarray:
     return cooccurrence_embeddings(data, np.unique(data.item), ranks=ranks)
 
 
+OWNER = np.array([0, 1, 1, 0, 1, 0, 0, 0, 1, 1], np.uint32)
+
+
+def _clustered():
+    """Items with 3-D embeddings in a few blobs, for a k-means tree of arity 3."""
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(7, 3)) * 5
+    emb = (centres[rng.integers(0, 7, 3000)] + rng.normal(size=(3000, 3))).astype(np.float32)
+    return np.arange(3000, dtype=np.int64) * 7 + 1, emb
+
+
 def _worker(rank: int, init: str, out: str) -> None:
     """One rank: the collectives, a refused mismatch, tree learning from the saved model, and
     the initial k-means tree."""
     import torch.distributed as dist
 
     from jtm_rs.config import JTMConfig
-    from jtm_rs.distributed import Ranks
+    from jtm_rs.distributed import Ranks, kmeans_tree
     from jtm_rs.features import BehaviourLeaves
     from jtm_rs.tree_policy import initial_tree, learn_tree_from_model
 
@@ -59,6 +70,10 @@ def _worker(rank: int, init: str, out: str) -> None:
         start = initial_tree([_data()], JTMConfig(initial_tree="kmeans"), n_threads=1, ranks=ranks)
         result["initial"] = start.leaves(start.items).tolist()
         result["embeddings"] = _embeddings(ranks).tolist()
+        values = np.arange(10, dtype=np.int64) * 10 + rank  # each rank's own version of each value
+        result["owned"] = ranks.gather_owned(values, OWNER).tolist()
+        items, emb = _clustered()
+        result["kmeans3"] = kmeans_tree(items, emb, ranks, arity=3, seed=4).leaves(items).tolist()
     finally:
         dist.destroy_process_group()
     with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
@@ -144,6 +159,24 @@ def test_the_initial_tree_over_ranks_is_the_one_process_tree(run):
     assert ranks[0]["initial"] == ranks[1]["initial"] == one.leaves(one.items).tolist()
     random = Tree.random(one.items, seed=0)
     assert ranks[0]["initial"] != random.leaves(random.items).tolist()
+
+
+def test_gather_owned_takes_each_position_from_its_owner(run):
+    ranks, _, _ = run
+    for r in ranks:
+        assert r["owned"] == (np.arange(10) * 10 + OWNER).tolist()
+
+
+def test_the_kmeans_tree_over_ranks_is_the_one_process_tree(run):
+    """Arity 3 over two ranks: rank 0 splits the subtrees of root children 0 and 2, rank 1
+    child 1's; the orders put together are the one-process order."""
+    ranks, _, _ = run
+    items, emb = _clustered()
+    one = Tree.from_embeddings(items, emb, arity=3, seed=4).leaves(items).tolist()
+    assert ranks[0]["kmeans3"] == ranks[1]["kmeans3"] == one
+    own = Tree.kmeans_leaf_order(items, emb, arity=3, seed=4, part=1, parts=2)[0]
+    whole = Tree.kmeans_leaf_order(items, emb, arity=3, seed=4)[0]
+    assert not np.array_equal(own, whole)  # a rank alone does not order the others' subtrees
 
 
 def test_ranks_need_an_initialised_group():

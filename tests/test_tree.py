@@ -267,3 +267,15 @@ def test_contains_matches_isin_over_the_items():
     got = tree.contains(probe)
     assert got.shape == probe.shape and got.dtype == bool
     assert np.array_equal(got, np.isin(probe, items)) and got.any() and not got.all()
+
+
+def test_kmeans_leaf_order_is_the_from_embeddings_order_and_checks_its_share():
+    items = np.arange(500) * 3
+    emb = np.random.default_rng(2).normal(size=(500, 4)).astype(np.float32)
+    order, owner, level = Tree.kmeans_leaf_order(items, emb, arity=2, seed=1)
+    assert order.dtype == np.int64 and owner.dtype == np.uint32 and not owner.any()
+    assert Tree.from_order(order, arity=2, leaf_level=level) == Tree.from_embeddings(items, emb, arity=2, seed=1)
+    with pytest.raises(InvalidInputError, match="part 2 of 2 parts"):
+        Tree.kmeans_leaf_order(items, emb, part=2, parts=2)
+    with pytest.raises(InvalidInputError, match="parts must be at least 1"):
+        Tree.kmeans_leaf_order(items, emb, parts=0)

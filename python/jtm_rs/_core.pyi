@@ -32,6 +32,18 @@ class Tree:
         n_threads: Optional[int] = None,
     ) -> Tree: ...
     @staticmethod
+    def kmeans_leaf_order(
+        items: _Ids,
+        embeddings: npt.ArrayLike,
+        arity: int = 2,
+        leaf_level: Optional[int] = None,
+        iterations: int = 10,
+        seed: int = 0,
+        part: int = 0,
+        parts: int = 1,
+        n_threads: Optional[int] = None,
+    ) -> Tuple[npt.NDArray[np.int64], npt.NDArray[np.uint32], int]: ...
+    @staticmethod
     def from_leaves(items: _Ids, leaves: _Ids, arity: int = 2, leaf_level: Optional[int] = None) -> Tree: ...
     @property
     def arity(self) -> int: ...

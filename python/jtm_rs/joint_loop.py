@@ -167,7 +167,7 @@ class JointLoop:
         jtm, cfg = self.jtm, self.cfg
         t0 = time.perf_counter()
         if cfg.tree_learning == "clustering":
-            new_tree = cluster_tree(jtm.model, jtm.tree, cfg.seed + it, jtm.n_threads)
+            new_tree = cluster_tree(jtm.model, jtm.tree, cfg.seed + it, jtm.n_threads, ranks=self.ranks)
         else:
             new_tree = learn_tree_from_model(jtm.model, jtm.tree, leaves, cfg, d=cfg.d, seed=cfg.seed + it,
                                              n_threads=jtm.n_threads, show_progress=self.show_progress,

@@ -19,6 +19,8 @@ type SampleArrays<'py> = (
     Bound<'py, PyArray1<i64>>,
     Bound<'py, PyArray1<f32>>,
 );
+/// `(items in leaf order, owner per position, leaf_level)`.
+type LeafOrderArrays<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<u32>>, u32);
 /// `(items, scores)`, each `n_users × m`.
 type SearchResult<'py> = (Bound<'py, PyArray2<i64>>, Bound<'py, PyArray2<f32>>);
 
@@ -92,6 +94,46 @@ fn map_ids<'py, T: numpy::Element + Send>(
 /// Ids from which [`map_ids`] maps in parallel.
 const PARALLEL_IDS: usize = 1 << 16;
 
+/// The arguments `from_embeddings` and `kmeans_leaf_order` share, checked.
+fn kmeans_args<'py>(
+    items: &Bound<'py, PyAny>,
+    embeddings: &Bound<'py, PyAny>,
+    arity: Int,
+    leaf_level: Option<Int>,
+    iterations: Count,
+    seed: Seed,
+) -> PyResult<(
+    Vec<i64>,
+    numpy::PyReadonlyArray2<'py, f32>,
+    kmeans_tree::KMeansOptions,
+)> {
+    // Lloyd's iterations run without checking for Ctrl-C: bound them.
+    if iterations.0 > 1000 {
+        return Err(JtmError::InvalidArgument(format!(
+            "iterations must be at most 1000, got {}",
+            iterations.0
+        ))
+        .into());
+    }
+    let items = int_vec(items, "items")?;
+    let emb = float_matrix(embeddings, "embeddings")?;
+    if emb.shape()[0] != items.len() {
+        return Err(JtmError::InvalidArgument(format!(
+            "embeddings have {} rows for {} items",
+            emb.shape()[0],
+            items.len()
+        ))
+        .into());
+    }
+    let opts = kmeans_tree::KMeansOptions {
+        arity: arity_arg(arity)?,
+        leaf_level: opt_level(leaf_level)?,
+        iterations: iterations.0 as u32,
+        seed: seed.0,
+    };
+    Ok((items, emb, opts))
+}
+
 impl PyTree {
     fn node(&self, n: i64) -> Result<u64, JtmError> {
         self.inner.check_node(n)
@@ -163,40 +205,52 @@ impl PyTree {
         seed: Seed,
         n_threads: Option<Count>,
     ) -> PyResult<Self> {
-        // Lloyd's iterations run without checking for Ctrl-C: bound them.
-        if iterations.0 > 1000 {
-            return Err(JtmError::InvalidArgument(format!(
-                "iterations must be at most 1000, got {}",
-                iterations.0
-            ))
-            .into());
-        }
-        let iterations = iterations.0 as u32;
-        let seed = seed.0;
-        let n_threads = n_threads.map(|c| c.0);
-        let items = int_vec(items, "items")?;
-        let emb = float_matrix(embeddings, "embeddings")?;
-        let (rows, dim) = (emb.shape()[0], emb.shape()[1]);
-        if rows != items.len() {
-            return Err(JtmError::InvalidArgument(format!(
-                "embeddings have {rows} rows for {} items",
-                items.len()
-            ))
-            .into());
-        }
-        let data = emb.as_slice()?;
-        let opts = kmeans_tree::KMeansOptions {
-            arity: arity_arg(arity)?,
-            leaf_level: opt_level(leaf_level)?,
-            iterations,
-            seed,
-        };
+        let (items, emb, opts) =
+            kmeans_args(items, embeddings, arity, leaf_level, iterations, seed)?;
+        let (data, dim) = (emb.as_slice()?, emb.shape()[1]);
         let inner = py.detach(|| {
-            parallel::run(n_threads, || {
+            parallel::run(n_threads.map(|c| c.0), || {
                 kmeans_tree::kmeans_tree(&items, data, dim, &opts)
             })
         })?;
         Ok(PyTree { inner })
+    }
+
+    /// `from_embeddings`' leaf order, or part `part` of `parts` of it (a distributed run's
+    /// share): `(items in leaf order, owner per position, leaf_level)`. Taking every position
+    /// from its owner's order gives the whole order, for `from_order`.
+    #[staticmethod]
+    #[pyo3(signature = (items, embeddings, arity=Int(2), leaf_level=None, iterations=Count(10), seed=Seed(0), part=Count(0), parts=Count(1), n_threads=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn kmeans_leaf_order<'py>(
+        py: Python<'py>,
+        items: &Bound<'py, PyAny>,
+        embeddings: &Bound<'py, PyAny>,
+        arity: Int,
+        leaf_level: Option<Int>,
+        iterations: Count,
+        seed: Seed,
+        part: Count,
+        parts: Count,
+        n_threads: Option<Count>,
+    ) -> PyResult<LeafOrderArrays<'py>> {
+        let (items, emb, opts) =
+            kmeans_args(items, embeddings, arity, leaf_level, iterations, seed)?;
+        let (data, dim) = (emb.as_slice()?, emb.shape()[1]);
+        let share = kmeans_tree::Share {
+            part: part.0,
+            parts: parts.0,
+        };
+        let order = py.detach(|| {
+            parallel::run(n_threads.map(|c| c.0), || {
+                kmeans_tree::kmeans_leaf_order(&items, data, dim, &opts, share)
+            })
+        })?;
+        Ok((
+            order.items.into_pyarray(py),
+            order.owner.into_pyarray(py),
+            order.leaf_level,
+        ))
     }
 
     #[staticmethod]

@@ -5,15 +5,17 @@ splits its work over the group's ranks. No scheduler, parameter server or RPC of
 * :class:`Ranks` — the group, and the few collectives the library uses;
 * :func:`sharded_weights_fn` — tree learning's model scoring split over ranks, every rank
   then running the same (deterministic) assignment, so all reach the one-process tree;
+* :func:`kmeans_tree` — the balanced k-means tree with its subtrees split over ranks;
 * :mod:`.training` — training with ``DistributedDataParallel``: each rank its part of every
   batch, gradients averaged;
 * :func:`evaluate` — evaluation with the users split over ranks, the metrics reduced.
 """
 
 from .evaluation import evaluate
+from .kmeans import kmeans_tree
 from .ranks import Ranks
 from .training import PairScorer, data_parallel, gradient_bytes, shard_batches
 from .tree_learning import sharded_weights_fn
 
-__all__ = ["PairScorer", "Ranks", "data_parallel", "evaluate", "gradient_bytes", "shard_batches",
+__all__ = ["PairScorer", "Ranks", "data_parallel", "evaluate", "gradient_bytes", "kmeans_tree", "shard_batches",
            "sharded_weights_fn"]

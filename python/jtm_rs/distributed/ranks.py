@@ -66,6 +66,22 @@ class Ranks:
             out[r::self.world] = g[: len(rows)].cpu().numpy()
         return out
 
+    def gather_owned(self, values: np.ndarray, owner: np.ndarray) -> np.ndarray:
+        """Every position of a 1-D array from the rank that owns it (``owner``, the same on
+        every rank), put together on every rank: each rank sends only the values it owns."""
+        import torch.distributed as dist
+
+        counts = np.bincount(owner, minlength=self.world)
+        src = torch.from_numpy(np.ascontiguousarray(values[owner == self.rank])).to(self.device)
+        padded = src.new_zeros(int(counts.max()))
+        padded[: len(src)] = src
+        gathered = [torch.empty_like(padded) for _ in range(self.world)]
+        dist.all_gather(gathered, padded, group=self.group)
+        out = np.empty_like(values)
+        for r, g in enumerate(gathered):
+            out[owner == r] = g[: counts[r]].cpu().numpy()
+        return out
+
     def sum_sparse(self, matrix):
         """The sum over ranks of a scipy sparse matrix of the same shape everywhere, as CSR with
         sorted indices (every rank gets it): each rank's non-zeros gathered, duplicates summed."""
