@@ -4,6 +4,7 @@ of a fit, and the bytes each rank puts into the collectives.
     python benches/distributed.py                                  # 20 000 items, 1 and 2 ranks
     python benches/distributed.py --items 100000 --users 30000 --examples 100000
     python benches/distributed.py --items 1000000 --users 200000 --initial-only   # the initial tree alone
+    python benches/distributed.py --dense-embeddings   # the table's gradient dense, as on NCCL
 
 Each configuration spawns ``world`` fresh processes that join one gloo group and run
 ``JTM.fit(split, distributed=True)`` on generated data (one process runs the plain fit), with
@@ -54,17 +55,18 @@ def _rank(rank: int, world: int, init: str, args: dict, out: str) -> None:
         0.1, 0.1, seed=0)
     load_s = time.perf_counter() - t
 
-    steps = []  # gradient bytes of each step, counted where the optimiser reads them
-    sparse_step = LazyAdam.step
+    steps = []  # gradient bytes of each step, counted where the optimiser of the table reads them
+    table_optimiser = torch.optim.Adam if args["dense_embeddings"] else LazyAdam
+    plain_step = table_optimiser.step
 
     def counting_step(self, closure=None):
         params = [p for g in self.param_groups for p in g["params"]]
         model = jtm.model
-        if model is not None and params and params[0] is model.embedding.weight:
+        if model is not None and any(p is model.embedding.weight for p in params):
             steps.append(gradient_bytes(model))
-        return sparse_step(self, closure)
+        return plain_step(self, closure)
 
-    LazyAdam.step = counting_step
+    table_optimiser.step = counting_step
     gathered = {"initial": 0, "fit": 0}
     phase = ["fit"]
     if world > 1:
@@ -123,7 +125,13 @@ def _rank(rank: int, world: int, init: str, args: dict, out: str) -> None:
                                leaves_digest=hashlib.sha256(tree.leaves(tree.items).tobytes()).hexdigest()), f)
         return
     cfg = JTMConfig(iterations=args["iterations"], max_examples_per_epoch=args["examples"], validation_users=500)
-    jtm = JTM(cfg, device="cpu", n_threads=threads)
+    factory = None
+    if args["dense_embeddings"]:
+        from jtm_rs.model import JTMModel
+
+        def factory(tree, config):  # NCCL's model: the table's gradient dense, all-reduced whole
+            return JTMModel(tree.n_nodes, config.embedding_dim, config.hidden, sparse=False)
+    jtm = JTM(cfg, device="cpu", n_threads=threads, model_factory=factory)
     t = time.perf_counter()
     jtm.fit(split, show_progress=False, distributed=world > 1)
     fit_s = time.perf_counter() - t
@@ -149,12 +157,14 @@ def main() -> None:
     p.add_argument("--iterations", type=int, default=1)
     p.add_argument("--worlds", type=int, nargs="+", default=[1, 2])
     p.add_argument("--initial-only", action="store_true", help="time the initial k-means tree alone, no fit")
+    p.add_argument("--dense-embeddings", action="store_true",
+                   help="the node-embedding table with dense gradients (what the NCCL path all-reduces)")
     a = p.parse_args()
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
     import torch.multiprocessing as mp
 
     args = dict(items=a.items, users=a.users, examples=a.examples, iterations=a.iterations,
-                initial_only=a.initial_only)
+                initial_only=a.initial_only, dense_embeddings=a.dense_embeddings)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for world in a.worlds:
