@@ -57,3 +57,42 @@ def test_the_softmax_loss_is_a_checked_option():
         JTMConfig(loss="hinge")
     with pytest.raises(InvalidInputError, match="beam-aware"):
         JTMConfig(loss="softmax", beam_samples=4)
+
+
+def test_training_on_the_leaves_alone_moves_no_inner_node(training_setup):
+    """``levels_trained="leaves"`` (the paper's DNN): samples from ``start_level = leaf_level``
+    only, every negative an item, so the inner nodes' embeddings never move."""
+    tree, leaves, negs, examples = training_setup
+    L = tree.leaf_level
+    inner = torch.from_numpy(tree.level_of(np.arange(tree.n_nodes)) < L)
+    for start_level, inner_moves in ((L, False), (1, True)):
+        model = new_model(default_model_factory, tree, JTMConfig(), torch.device("cpu"), seed=0)
+        before = model.embedding.weight.detach().clone()
+        opt = training.make_optimizer(model, 1e-2)
+        item_negs = [0] * L + [sum(negs)]
+        training.train_epoch(model, opt, tree, leaves, examples, item_negs if start_level == L else negs,
+                             hierarchical=False, batch_size=512, seed=3, start_level=start_level)
+        moved = (model.embedding.weight.detach()[: tree.n_nodes] != before[: tree.n_nodes]).any(dim=1)
+        assert bool(moved[~inner].any())
+        assert bool(moved[inner].any()) == inner_moves
+
+
+def test_leaves_alone_is_a_checked_option():
+    assert JTMConfig(levels_trained="leaves", tree_learning="none").levels_trained == "leaves"
+    with pytest.raises(InvalidInputError, match="tree_learning='none'"):
+        JTMConfig(levels_trained="leaves")
+    with pytest.raises(InvalidInputError, match="levels_trained"):
+        JTMConfig(levels_trained="roots")
+
+
+def test_a_fit_on_the_leaves_alone_leaves_the_inner_nodes_as_initialised():
+    from jtm_rs import JTM, synthetic
+
+    data = synthetic.generate(300, 120, seed=2).interactions
+    jtm = JTM(levels_trained="leaves", tree_learning="none", initial_tree="random", iterations=1,
+              max_examples_per_epoch=600, n_threads=1).fit(data.split(0.1, 0.1, seed=0), show_progress=False)
+    start = new_model(jtm.model_factory, jtm.tree, jtm.config, torch.device("cpu"), seed=jtm.config.seed)
+    inner = torch.from_numpy(jtm.tree.level_of(np.arange(jtm.tree.n_nodes)) < jtm.tree.leaf_level)
+    now, then = jtm.model.embedding.weight.detach()[: jtm.tree.n_nodes], start.embedding.weight.detach()[: jtm.tree.n_nodes]
+    assert torch.equal(now[inner], then[inner])
+    assert not torch.equal(now[~inner], then[~inner])

@@ -22,6 +22,8 @@ WEIGHTS_PRECISIONS = ("auto", "float32", "bfloat16")
 PSEUDO_TARGETS = ("max-heap", "optimal")
 #: Training losses (:func:`jtm_rs.training.train_epoch`).
 LOSSES = ("bce", "softmax")
+#: The tree levels training samples come from: every level (eq. 2), or the items alone.
+LEVELS_TRAINED = ("all", "leaves")
 
 
 def _opt(default, help: str, **kw):
@@ -83,6 +85,10 @@ class JTMConfig:
     loss: str = _opt(
         "bce", "training loss: 'bce' (paper eq. 2: binary cross-entropy per sample) or 'softmax' (per example and "
         "level, the target's ancestor against that level's negatives)", choices=LOSSES)
+    levels_trained: str = _opt(
+        "all", "levels the model is trained on: 'all' (the target's ancestors and negatives at every level, eq. 2) or "
+        "'leaves' (the items alone, every negative an item: the paper's DNN baseline, retrieved by brute force)",
+        choices=LEVELS_TRAINED)
     max_behaviours: int = _opt(MAX_BEHAVIOURS, "most recent behaviours the model sees")
     objective_examples: int = _opt(4000, "examples in the fixed sample on which the eq. 2 objective is tracked")
     validation_m: int = _opt(200, "M of the validation Precision/Recall/F@M recorded each round")
@@ -99,6 +105,9 @@ class JTMConfig:
         if self.loss == "softmax" and self.beam_aware:
             raise InvalidInputError("loss='softmax' does not combine with beam-aware training (beam_samples, "
                                     "pseudo_targets='optimal')")
+        if self.levels_trained == "leaves" and (self.tree_learning != "none" or self.beam_aware):
+            raise InvalidInputError("levels_trained='leaves' trains no inner node, so it needs tree_learning='none' "
+                                    "and no beam-aware training (retrieve with method='brute_force')")
         if self.beam_targets < 1:
             raise InvalidInputError(f"beam_targets must be >= 1, got {self.beam_targets}")
         if not self.beam_weight > 0:
@@ -127,13 +136,16 @@ VARIANTS: Dict[str, dict] = {
     "jtm-h": dict(hierarchical=True, tree_learning="none"),
     "jtm-otm": dict(hierarchical=True, tree_learning="jtm", beam_samples=4, pseudo_targets="optimal"),
     "tdm": dict(hierarchical=False, attention=True, tree_learning="clustering"),
+    # The paper's DNN: the same network trained on the items alone (no tree; the random one
+    # only numbers the items' embeddings), retrieved by brute force (jtm_rs.jtm.BruteForce).
+    "item-dnn": dict(hierarchical=False, tree_learning="none", levels_trained="leaves", initial_tree="random"),
 }
 
 
 def variant_name(config: JTMConfig) -> str:
     """The Table 1 row ``config`` is, by :data:`VARIANTS` (attention and beam-aware training
     off unless named)."""
-    unnamed = {"attention": False, "beam_samples": 0, "pseudo_targets": "max-heap"}
+    unnamed = {"attention": False, "beam_samples": 0, "pseudo_targets": "max-heap", "levels_trained": "all"}
     for name, settings in VARIANTS.items():
         if all(getattr(config, k) == v for k, v in {**unnamed, **settings}.items()):
             return name

@@ -185,11 +185,15 @@ class JointLoop:
 
     def _train(self, leaves: BehaviourLeaves, iteration: int) -> float:
         jtm, cfg = self.jtm, self.cfg
+        leaf_level = jtm.tree.leaf_level
         negatives = (
-            default_negatives(jtm.tree.leaf_level, cfg.negatives, jtm.tree.arity)
+            default_negatives(leaf_level, cfg.negatives, jtm.tree.arity)
             if isinstance(cfg.negatives, int)
             else list(cfg.negatives)
         )
+        start_level = 1
+        if cfg.levels_trained == "leaves":  # every negative an item, the target the one positive
+            negatives, start_level = [0] * leaf_level + [sum(negatives)], leaf_level
         n = len(leaves.windows)
         loss = float("nan")
         tuner = training_tuner(jtm.n_threads, jtm.device.type)
@@ -222,6 +226,7 @@ class JointLoop:
                     scorer=scorer,
                     beam=beam,
                     loss=cfg.loss,
+                    start_level=start_level,
                 )
         # Each rank's mean over as many samples as the others': their mean is the epoch's.
         return loss if ranks is None else ranks.mean(loss)

@@ -189,9 +189,10 @@ def train_epoch(
     scorer: Optional[Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = None,
     beam: Optional[BeamSampler] = None,
     loss: str = "bce",
+    start_level: int = 1,
 ) -> float:
     """One pass, in the order given, over the samples of ``examples`` (rows of
-    ``leaves.windows``); returns the mean loss per sample (per example and level with the
+    ``leaves.windows``), at the levels ``start_level..leaf_level``; returns the mean loss per sample (per example and level with the
     softmax loss). With ``threads``, torch's thread
     count is chosen by timing the first batches (:class:`ThreadTuner`). Example ``e`` draws its
     negatives from random stream ``e``. ``scorer(behaviours, rows, nodes)`` gives the logits
@@ -222,7 +223,7 @@ def train_epoch(
     geometry = TreeGeometry.of(tree, device)
     targets = leaves.windows.targets[examples]
     # One example's samples give the block every example shares: its size and level pattern.
-    first = generate_samples(tree, targets[:1], negatives, start_level=1, seed=seed)
+    first = generate_samples(tree, targets[:1], negatives, start_level=start_level, seed=seed)
     block = len(first.node)
     level = torch.from_numpy(first.level).to(device)
     positives = torch.from_numpy(np.flatnonzero(first.label == 1)).to(device)  # one per level 1..L
@@ -244,7 +245,8 @@ def train_epoch(
         threads.start()
     try:
         for c0 in range(0, n_ex, chunk):
-            node, label = _samples(tree, targets[c0 : c0 + chunk], negatives, seed, streams[c0 : c0 + chunk])
+            node, label = _samples(tree, targets[c0 : c0 + chunk], negatives, seed, streams[c0 : c0 + chunk],
+                                   start_level)
             n_c = min(chunk, n_ex - c0)
             node = torch.from_numpy(node).to(device).view(n_c, block)
             label = torch.from_numpy(label).to(device).view(n_c, block)
@@ -271,12 +273,13 @@ SAMPLE_CHUNK_EXAMPLES = 1 << 15
 
 
 def _samples(tree: Tree, targets: np.ndarray, negatives: Sequence[int], seed: int,
-             streams: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+             streams: np.ndarray, start_level: int = 1) -> Tuple[np.ndarray, np.ndarray]:
     """``(node, label)`` of the samples of ``targets``, target ``i`` drawing from random stream
     ``streams[i]``: one generator call per run of consecutive streams (one run in a
     one-process epoch; a rank's parts of the batches in a distributed one)."""
     runs = np.split(np.arange(len(streams)), np.flatnonzero(np.diff(streams) != 1) + 1)
-    parts = [generate_samples(tree, targets[r], negatives, start_level=1, seed=seed, first_stream=int(streams[r[0]]))
+    parts = [generate_samples(tree, targets[r], negatives, start_level=start_level, seed=seed,
+                              first_stream=int(streams[r[0]]))
              for r in runs if len(r)]
     if len(parts) == 1:
         return parts[0].node, parts[0].label

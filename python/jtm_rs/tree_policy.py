@@ -29,8 +29,7 @@ from ._core import Tree
 from .config import JTMConfig
 from .cooccurrence import cooccurrence_embeddings
 from .data import Interactions
-from .distributed import Ranks, sharded_weights_fn
-from .distributed import kmeans_tree as kmeans_tree_over_ranks
+from .distributed import Ranks, kmeans_tree, sharded_weights_fn
 from .exceptions import InvalidInputError
 from .features import BehaviourLeaves
 from .geometry import TreeGeometry
@@ -78,8 +77,8 @@ def initial_tree(parts: Sequence[Interactions], config: JTMConfig, n_threads: Op
     if kind == "kmeans":
         t0 = time.perf_counter()
         emb = cooccurrence_embeddings(parts[0], items, dim=config.embedding_dim, seed=config.seed, ranks=ranks)
-        tree = kmeans_tree(items, emb, arity=config.arity, leaf_level=None, seed=config.seed, n_threads=n_threads,
-                           ranks=ranks)
+        tree = balanced_kmeans_tree(items, emb, arity=config.arity, leaf_level=None, seed=config.seed,
+                                    n_threads=n_threads, ranks=ranks)
         if show_progress:
             say(f"initial tree: balanced k-means over co-occurrence embeddings of {len(items)} items "
                 f"in {time.perf_counter() - t0:.1f} s")
@@ -139,13 +138,13 @@ def learn_tree_from_model(model: nn.Module, tree: Tree, leaves: BehaviourLeaves,
             tuner.finish()
 
 
-def kmeans_tree(items: np.ndarray, emb: np.ndarray, *, arity: int, leaf_level: Optional[int], seed: int,
+def balanced_kmeans_tree(items: np.ndarray, emb: np.ndarray, *, arity: int, leaf_level: Optional[int], seed: int,
                 n_threads: Optional[int], ranks: Optional[Ranks]) -> Tree:
     """The balanced k-means tree over ``emb`` (row i for ``items[i]``), in one process or with
     its subtrees split over ``ranks`` (the same tree)."""
     if ranks is None or ranks.world == 1:
         return Tree.from_embeddings(items, emb, arity=arity, leaf_level=leaf_level, seed=seed, n_threads=n_threads)
-    return kmeans_tree_over_ranks(items, emb, ranks, arity=arity, leaf_level=leaf_level, seed=seed,
+    return kmeans_tree(items, emb, ranks, arity=arity, leaf_level=leaf_level, seed=seed,
                                   n_threads=n_threads)
 
 
@@ -157,8 +156,8 @@ def cluster_tree(model: nn.Module, tree: Tree, seed: int, n_threads: Optional[in
         raise InvalidInputError("tree_learning='clustering' needs a model with an `embedding` table")
     items = tree.items
     vecs = emb.weight.detach()[torch.from_numpy(tree.leaves(items)).to(emb.weight.device)].float().cpu().numpy()
-    return kmeans_tree(items, vecs, arity=tree.arity, leaf_level=tree.leaf_level, seed=seed, n_threads=n_threads,
-                       ranks=ranks)
+    return balanced_kmeans_tree(items, vecs, arity=tree.arity, leaf_level=tree.leaf_level, seed=seed,
+                                n_threads=n_threads, ranks=ranks)
 
 
 def on_tree_change(model: nn.Module, optimizer, old_tree: Tree, new_tree: Tree, config: JTMConfig,

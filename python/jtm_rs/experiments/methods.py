@@ -3,6 +3,8 @@
 The model-based rows are configurations of :class:`jtm_rs.JTM`:
 
 =========  ================================================================================
+item-dnn   the paper's DNN: the JTM network trained on the items alone (no tree levels),
+           scored against every item
 dnn        the JTM model scored against every item (:class:`jtm_rs.jtm.BruteForce`), no tree
            at retrieval; it is the final model of the ``jtm`` run, so the two rows differ only
            in retrieval
@@ -56,10 +58,18 @@ def make(name: str, budget: Budget, seed: int, shared: Optional[Recommender] = N
         return YouTubeDNN(seed=seed, device=budget.device, n_threads=budget.n_threads)
     if name == "hsm":
         return HSM(seed=seed, device=budget.device, n_threads=budget.n_threads)
-    from ..jtm import JTM, BruteForce
+    from ..jtm import BruteForce
 
     if name == "dnn":
         return BruteForce(shared if shared is not None else make("jtm", budget, seed))
+    if name == "item-dnn":
+        return BruteForce(_jtm(name, budget, seed))
+    return _jtm(name, budget, seed)
+
+
+def _jtm(name: str, budget: Budget, seed: int):
+    from ..jtm import JTM
+
     return JTM(
         device=budget.device,
         n_threads=budget.n_threads,
