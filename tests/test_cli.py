@@ -33,7 +33,7 @@ def test_every_option_has_help_and_defaults_are_shown():
             assert action.help, f"{name} {action.option_strings or action.dest} has no help"
         text = sub.format_help()
         if name in ("train", "experiment"):
-            assert "(default: 3)" in text and "(default: 0.1)" in text  # --iterations, --validation
+            assert "(default: 5)" in text and "(default: 0.1)" in text  # --iterations, --validation
     assert "--full" in subparsers["demo"].format_help()
 
 
