@@ -94,19 +94,20 @@ fn map_ids<'py, T: numpy::Element + Send>(
 /// Ids from which [`map_ids`] maps in parallel.
 const PARALLEL_IDS: usize = 1 << 16;
 
-/// The arguments `from_embeddings` and `kmeans_leaf_order` share, checked.
-fn kmeans_args<'py>(
-    items: &Bound<'py, PyAny>,
-    embeddings: &Bound<'py, PyAny>,
+/// Checks the arguments `from_embeddings` and `kmeans_leaf_order` share, then runs `f` over
+/// them on the rayon pool with the GIL released.
+#[allow(clippy::too_many_arguments)]
+fn run_kmeans<T: Send>(
+    py: Python<'_>,
+    items: &Bound<'_, PyAny>,
+    embeddings: &Bound<'_, PyAny>,
     arity: Int,
     leaf_level: Option<Int>,
     iterations: Count,
     seed: Seed,
-) -> PyResult<(
-    Vec<i64>,
-    numpy::PyReadonlyArray2<'py, f32>,
-    kmeans_tree::KMeansOptions,
-)> {
+    n_threads: Option<Count>,
+    f: impl FnOnce(&[i64], &[f32], usize, &kmeans_tree::KMeansOptions) -> crate::error::Result<T> + Send,
+) -> PyResult<T> {
     // Lloyd's iterations run without checking for Ctrl-C: bound them.
     if iterations.0 > 1000 {
         return Err(JtmError::InvalidArgument(format!(
@@ -117,10 +118,10 @@ fn kmeans_args<'py>(
     }
     let items = int_vec(items, "items")?;
     let emb = float_matrix(embeddings, "embeddings")?;
-    if emb.shape()[0] != items.len() {
+    let (rows, dim) = (emb.shape()[0], emb.shape()[1]);
+    if rows != items.len() {
         return Err(JtmError::InvalidArgument(format!(
-            "embeddings have {} rows for {} items",
-            emb.shape()[0],
+            "embeddings have {rows} rows for {} items",
             items.len()
         ))
         .into());
@@ -131,7 +132,8 @@ fn kmeans_args<'py>(
         iterations: iterations.0 as u32,
         seed: seed.0,
     };
-    Ok((items, emb, opts))
+    let data = emb.as_slice()?;
+    Ok(py.detach(|| parallel::run(n_threads.map(|c| c.0), || f(&items, data, dim, &opts)))?)
 }
 
 impl PyTree {
@@ -205,14 +207,17 @@ impl PyTree {
         seed: Seed,
         n_threads: Option<Count>,
     ) -> PyResult<Self> {
-        let (items, emb, opts) =
-            kmeans_args(items, embeddings, arity, leaf_level, iterations, seed)?;
-        let (data, dim) = (emb.as_slice()?, emb.shape()[1]);
-        let inner = py.detach(|| {
-            parallel::run(n_threads.map(|c| c.0), || {
-                kmeans_tree::kmeans_tree(&items, data, dim, &opts)
-            })
-        })?;
+        let inner = run_kmeans(
+            py,
+            items,
+            embeddings,
+            arity,
+            leaf_level,
+            iterations,
+            seed,
+            n_threads,
+            |i, e, d, o| kmeans_tree::kmeans_tree(i, e, d, o),
+        )?;
         Ok(PyTree { inner })
     }
 
@@ -234,18 +239,21 @@ impl PyTree {
         parts: Count,
         n_threads: Option<Count>,
     ) -> PyResult<LeafOrderArrays<'py>> {
-        let (items, emb, opts) =
-            kmeans_args(items, embeddings, arity, leaf_level, iterations, seed)?;
-        let (data, dim) = (emb.as_slice()?, emb.shape()[1]);
         let share = kmeans_tree::Share {
             part: part.0,
             parts: parts.0,
         };
-        let order = py.detach(|| {
-            parallel::run(n_threads.map(|c| c.0), || {
-                kmeans_tree::kmeans_leaf_order(&items, data, dim, &opts, share)
-            })
-        })?;
+        let order = run_kmeans(
+            py,
+            items,
+            embeddings,
+            arity,
+            leaf_level,
+            iterations,
+            seed,
+            n_threads,
+            |i, e, d, o| kmeans_tree::kmeans_leaf_order(i, e, d, o, share),
+        )?;
         Ok((
             order.items.into_pyarray(py),
             order.owner.into_pyarray(py),
