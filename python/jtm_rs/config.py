@@ -41,7 +41,7 @@ class JTMConfig:
     hierarchical: bool = _opt(True, "JTM-H: behaviours at level l are their ancestors at l (False, JTM-J: the leaves)")
     attention: bool = _opt(False, "DIN activation unit over the behaviours (the TDM model)")
     # 5 rather than 3: higher validation recall on three of the four development sets (3
-    # seeds) at ~1.5x the fit; JTM keeps improving with more rounds where JTM-H levels off
+    # seeds) at ~1.4x the fit; JTM keeps improving with more rounds where JTM-H levels off
     # (docs/ablations.md, "Five tree learnings").
     iterations: int = _opt(5, "tree learnings in the joint loop; the model is trained iterations + 1 times")
     epochs: int = _opt(1, "passes over the training examples per model training")
