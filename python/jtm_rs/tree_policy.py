@@ -139,13 +139,12 @@ def learn_tree_from_model(model: nn.Module, tree: Tree, leaves: BehaviourLeaves,
 
 
 def balanced_kmeans_tree(items: np.ndarray, emb: np.ndarray, *, arity: int, leaf_level: Optional[int], seed: int,
-                n_threads: Optional[int], ranks: Optional[Ranks]) -> Tree:
+                         n_threads: Optional[int], ranks: Optional[Ranks]) -> Tree:
     """The balanced k-means tree over ``emb`` (row i for ``items[i]``), in one process or with
     its subtrees split over ``ranks`` (the same tree)."""
     if ranks is None or ranks.world == 1:
         return Tree.from_embeddings(items, emb, arity=arity, leaf_level=leaf_level, seed=seed, n_threads=n_threads)
-    return kmeans_tree(items, emb, ranks, arity=arity, leaf_level=leaf_level, seed=seed,
-                                  n_threads=n_threads)
+    return kmeans_tree(items, emb, ranks, arity=arity, leaf_level=leaf_level, seed=seed, n_threads=n_threads)
 
 
 def cluster_tree(model: nn.Module, tree: Tree, seed: int, n_threads: Optional[int],

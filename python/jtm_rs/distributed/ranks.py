@@ -51,36 +51,31 @@ class Ranks:
     def gather_rows(self, part: np.ndarray, n: int) -> np.ndarray:
         """Every rank's :meth:`mine` share of an ``[n, ...]`` array, put back together on every
         rank (``part`` is this rank's rows, in order)."""
-        import torch.distributed as dist
-
-        per = -(-n // self.world)  # all_gather needs one shape: shares padded to the largest
-        part = np.ascontiguousarray(part)
-        src = torch.from_numpy(part).to(self.device)
-        padded = src.new_zeros((per, *src.shape[1:]))
-        padded[: len(src)] = src
-        gathered = [torch.empty_like(padded) for _ in range(self.world)]
-        dist.all_gather(gathered, padded, group=self.group)
-        out = np.empty((n, *part.shape[1:]), dtype=part.dtype)
-        for r, g in enumerate(gathered):
-            rows = range(r, n, self.world)
-            out[r::self.world] = g[: len(rows)].cpu().numpy()
+        shares = self._gather_shares(part, [len(range(r, n, self.world)) for r in range(self.world)])
+        out = np.empty((n, *shares[0].shape[1:]), dtype=shares[0].dtype)
+        for r, share in enumerate(shares):
+            out[r::self.world] = share
         return out
 
     def gather_owned(self, values: np.ndarray, owner: np.ndarray) -> np.ndarray:
         """Every position of a 1-D array from the rank that owns it (``owner``, the same on
         every rank), put together on every rank: each rank sends only the values it owns."""
+        shares = self._gather_shares(values[owner == self.rank], np.bincount(owner, minlength=self.world).tolist())
+        out = np.empty_like(values)
+        for r, share in enumerate(shares):
+            out[owner == r] = share
+        return out
+
+    def _gather_shares(self, part: np.ndarray, sizes: list) -> list:
+        """Every rank's ``part`` (rank ``r``'s has ``sizes[r]`` rows), on every rank."""
         import torch.distributed as dist
 
-        counts = np.bincount(owner, minlength=self.world)
-        src = torch.from_numpy(np.ascontiguousarray(values[owner == self.rank])).to(self.device)
-        padded = src.new_zeros(int(counts.max()))
+        src = torch.from_numpy(np.ascontiguousarray(part)).to(self.device)
+        padded = src.new_zeros((max(sizes), *src.shape[1:]))  # all_gather needs one shape
         padded[: len(src)] = src
         gathered = [torch.empty_like(padded) for _ in range(self.world)]
         dist.all_gather(gathered, padded, group=self.group)
-        out = np.empty_like(values)
-        for r, g in enumerate(gathered):
-            out[owner == r] = g[: counts[r]].cpu().numpy()
-        return out
+        return [g[:size].cpu().numpy() for g, size in zip(gathered, sizes)]
 
     def sum_sparse(self, matrix):
         """The sum over ranks of a scipy sparse matrix of the same shape everywhere, as CSR with
