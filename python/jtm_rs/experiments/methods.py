@@ -56,6 +56,10 @@ def make(name: str, budget: Budget, seed: int, shared: Optional[Recommender] = N
         return ItemCF(window=budget.itemcf_window)
     if name == "youtube-dnn":
         return YouTubeDNN(seed=seed, device=budget.device, n_threads=budget.n_threads)
+    if name == "sasrec":
+        from ..two_tower import SASRec
+
+        return SASRec(seed=seed, device=budget.device, n_threads=budget.n_threads)
     if name == "hsm":
         return HSM(seed=seed, device=budget.device, n_threads=budget.n_threads)
     from ..jtm import BruteForce
