@@ -10,7 +10,7 @@ from jtm_rs.baselines import Popularity
 from jtm_rs.data import PAD
 from jtm_rs.exceptions import InvalidInputError
 from jtm_rs.two_tower import ExactIndex, HNSWIndex, SASRec, SequenceEncoder, make_index
-from jtm_rs.two_tower.encoder import oldest_first, training_sequences
+from jtm_rs.two_tower.sequences import oldest_first, training_sequences
 
 
 def _plain_top_k(q, items, k):

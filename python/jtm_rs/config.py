@@ -24,6 +24,9 @@ PSEUDO_TARGETS = ("max-heap", "optimal")
 LOSSES = ("bce", "softmax")
 #: The tree levels training samples come from: every level (eq. 2), or the items alone.
 LEVELS_TRAINED = ("all", "leaves")
+#: The (user, node) scorers: the paper's window averages + MLP, or self-attention over the
+#: behaviour sequence read by the node (:class:`jtm_rs.sequence_model.SequenceNodeModel`).
+MODELS = ("windows", "sequence")
 
 
 def _opt(default, help: str, **kw):
@@ -40,6 +43,12 @@ class JTMConfig:
     hidden: Tuple[int, ...] = _opt((128, 64, 24), "widths of the MLP's hidden layers")
     hierarchical: bool = _opt(True, "JTM-H: behaviours at level l are their ancestors at l (False, JTM-J: the leaves)")
     attention: bool = _opt(False, "DIN activation unit over the behaviours (the TDM model)")
+    model: str = _opt(
+        "windows", "the scorer: 'windows' (the paper's: 10 time-window averages + MLP) or 'sequence' (causal "
+        "self-attention over the behaviours, read by a node-query attention, then an MLP)", choices=MODELS)
+    sequence_dim: int = _opt(32, "the sequence model's width (its node embeddings and encoder)")
+    sequence_blocks: int = _opt(1, "the sequence model's Transformer blocks")
+    sequence_dropout: float = _opt(0.0, "the sequence model's dropout (as the windows model, none by default)")
     # 5 rather than 3: higher validation recall on three of the four development sets (3
     # seeds) at ~1.4x the fit; JTM keeps improving with more rounds where JTM-H levels off
     # (docs/ablations.md, "Five tree learnings").
@@ -111,6 +120,10 @@ class JTMConfig:
         if self.levels_trained == "leaves" and (self.tree_learning != "none" or self.beam_aware):
             raise InvalidInputError("levels_trained='leaves' trains no inner node, so it needs tree_learning='none' "
                                     "and no beam-aware training (retrieve with method='brute_force')")
+        if self.model == "sequence" and self.attention:
+            raise InvalidInputError("model='sequence' has its own node attention; attention=True is the windows model's")
+        if self.sequence_dim < 2 or self.sequence_dim % 2 or self.sequence_blocks < 1 or not 0 <= self.sequence_dropout < 1:
+            raise InvalidInputError("sequence_dim must be even and >= 2, sequence_blocks >= 1, sequence_dropout in [0, 1)")
         if self.beam_targets < 1:
             raise InvalidInputError(f"beam_targets must be >= 1, got {self.beam_targets}")
         if not self.beam_weight > 0:
@@ -139,6 +152,8 @@ VARIANTS: Dict[str, dict] = {
     "jtm-h": dict(hierarchical=True, tree_learning="none"),
     "jtm-otm": dict(hierarchical=True, tree_learning="jtm", beam_samples=4, pseudo_targets="optimal"),
     "tdm": dict(hierarchical=False, attention=True, tree_learning="clustering"),
+    # JTM with the sequence model: self-attention over the hierarchical behaviours, read by the node.
+    "jtm-seq": dict(hierarchical=True, tree_learning="jtm", model="sequence"),
     # The paper's DNN: the same network trained on the items alone (no tree; the random one
     # only numbers the items' embeddings), retrieved by brute force (jtm_rs.jtm.BruteForce).
     "item-dnn": dict(hierarchical=False, tree_learning="none", levels_trained="leaves", initial_tree="random"),
@@ -148,7 +163,8 @@ VARIANTS: Dict[str, dict] = {
 def variant_name(config: JTMConfig) -> str:
     """The Table 1 row ``config`` is, by :data:`VARIANTS` (attention and beam-aware training
     off unless named)."""
-    unnamed = {"attention": False, "beam_samples": 0, "pseudo_targets": "max-heap", "levels_trained": "all"}
+    unnamed = {"attention": False, "beam_samples": 0, "pseudo_targets": "max-heap", "levels_trained": "all",
+               "model": "windows"}
     for name, settings in VARIANTS.items():
         if all(getattr(config, k) == v for k, v in {**unnamed, **settings}.items()):
             return name

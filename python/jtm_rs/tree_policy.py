@@ -34,6 +34,7 @@ from .exceptions import InvalidInputError
 from .features import BehaviourLeaves
 from .geometry import TreeGeometry
 from .model import JTMModel
+from .sequence_model import SequenceNodeModel
 from .progress import say
 from .threads import training_tuner
 from .training import make_optimizer
@@ -44,6 +45,9 @@ ModelFactory = Callable[[Tree, JTMConfig], nn.Module]
 
 
 def default_model_factory(tree: Tree, config: JTMConfig) -> nn.Module:
+    if config.model == "sequence":
+        return SequenceNodeModel(tree.n_nodes, config.sequence_dim, config.sequence_blocks,
+                                 max_length=min(50, config.max_behaviours), dropout=config.sequence_dropout)
     return JTMModel(tree.n_nodes, config.embedding_dim, config.hidden, attention=config.attention)
 
 

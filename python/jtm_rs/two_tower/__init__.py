@@ -10,7 +10,7 @@ item tower whose inner product is the score, searched by a nearest-neighbour ind
 The paper's own two-tower row, YouTube product-DNN, is :class:`jtm_rs.baselines.YouTubeDNN`.
 """
 
-from .encoder import SequenceEncoder
+from ..sequence_model import SequenceEncoder
 from .index import INDEXES, ExactIndex, HNSWIndex, make_index
 from .sasrec import SASRec
 

@@ -1,5 +1,5 @@
 """SASRec as a two-tower recommender: the user vector is the causal self-attention encoder's
-output at the last behaviour (:mod:`.encoder`), the item vectors are its input embeddings, and
+output at the last behaviour (:class:`~jtm_rs.sequence_model.SequenceEncoder`), the item vectors are its input embeddings, and
 retrieval is a nearest-neighbour search by inner product (:mod:`.index`: exact, or faiss HNSW).
 
 Training predicts every next item of each training user's sequence in one pass, with a full
@@ -22,7 +22,8 @@ from ..baselines._torch import TorchRecommender
 from ..data import PAD, Split
 from ..exceptions import InvalidInputError
 from ..threads import uses_torch_threads
-from .encoder import SequenceEncoder, oldest_first, training_sequences
+from ..sequence_model import SequenceEncoder
+from .sequences import oldest_first, training_sequences
 from .index import INDEXES, ExactIndex, HNSWIndex, make_index
 
 #: ``loss="auto"`` takes the full softmax up to this many items, the sampled one beyond.
