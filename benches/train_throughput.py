@@ -21,6 +21,7 @@ Run:
     python benches/train_throughput.py --busy 2              # while 2 processes spin
     python benches/train_throughput.py --reference /old/python   # another checkout's package
     python benches/train_throughput.py --attention --examples 1500  # the TDM (attention) model
+    python benches/train_throughput.py --threads 1 --models windows sequence --examples 2000  # JTMConfig.model
     python benches/train_throughput.py --fused-vs-torch --threads 1 2  # the fused MLP pass against torch's ops
     python benches/train_throughput.py --threads 1 --negatives 60 120 200  # the cost of more negatives
 
@@ -96,7 +97,8 @@ def child(args: argparse.Namespace) -> None:
     else:
         torch.set_num_threads(int(args.threads))
     data = synthetic.generate(n_items=args.items, n_users=args.users, seed=0).interactions
-    cfg = JTMConfig(attention=args.attention, **({} if args.batch_size is None else {"batch_size": args.batch_size}))
+    cfg = JTMConfig(attention=args.attention, model=args.models[0],
+                    **({} if args.batch_size is None else {"batch_size": args.batch_size}))
     tree = jtm_rs.Tree.random(np.unique(data.items), arity=cfg.arity, seed=0)
     model = new_model(default_model_factory, tree, cfg, torch.device("cpu"), seed=0)
     optimizer = make_optimizer(model, cfg.learning_rate)
@@ -126,7 +128,8 @@ def child(args: argparse.Namespace) -> None:
                 abba["fused" if fused else "torch"].append(timed(2 + r))
     used = (tuner.chosen or 1) if tuner is not None else int(args.threads)
     pairs = sum(negatives[1:]) + tree.leaf_level
-    flops = _flops_per_example(model, tree.leaf_level, pairs)
+    # The sequence model's work is not counted (attention and grouping): no limit for it.
+    flops = _flops_per_example(model, tree.leaf_level, pairs) if cfg.model == "windows" else float("nan")
     gemm = gemm_flops_per_s(used)
     print(json.dumps(dict(rate=rate, flops=flops, gemm=gemm, limit=gemm / flops, leaf_level=tree.leaf_level,
                           pairs=pairs, batch_size=cfg.batch_size, used=used, abba=abba,
@@ -148,6 +151,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--batch-size", type=int, help="samples per optimiser step (default: JTMConfig's)")
     p.add_argument("--attention", action="store_true", help="the attention model (TDM's) instead of the default")
+    p.add_argument("--models", nargs="+", default=["windows"], choices=["windows", "sequence"],
+                   help="JTMConfig.model values to compare, each its own configuration (default: windows)")
     p.add_argument("--busy", type=int, default=0, help="spinning processes kept running meanwhile (default 0)")
     p.add_argument("--reference", help="a python/ source dir of another jtm_rs to compare with (same _core)")
     p.add_argument("--negatives", type=int, nargs="+",
@@ -164,16 +169,16 @@ def main() -> None:
         fused_vs_torch(args)
         return
     counts = args.negatives or [None]
-    configs = [(None, t, n) for t in args.threads for n in counts]
+    configs = [(None, t, n, m) for m in args.models for t in args.threads for n in counts]
     if args.reference:
-        configs += [(args.reference, t, n) for t in args.threads if t != "auto" for n in counts]  # older code has no tuner
+        configs += [(args.reference, t, n, "windows") for t in args.threads if t != "auto" for n in counts]  # older code has no tuner
     spinners = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(args.busy)]
     for s in spinners:
         s.start()
     results = {c: [] for c in configs}
     try:
         for r in range(args.repeats):
-            for ref, threads, count in configs:
+            for ref, threads, count, model in configs:
                 env = dict(os.environ)
                 if ref:
                     env["PYTHONPATH"] = ref
@@ -185,14 +190,17 @@ def main() -> None:
                     cmd.append("--attention")
                 if count is not None:
                     cmd += ["--negatives", str(count)]
+                if model != "windows":
+                    cmd += ["--models", model]
                 run = subprocess.run(cmd, env=env, capture_output=True, text=True)
                 if run.returncode:
                     sys.exit(f"measurement failed:\n{run.stderr[-3000:]}")
                 out = run.stdout
-                results[(ref, threads, count)].append(json.loads(out.strip().splitlines()[-1]))
-                print(f"round {r + 1}: {'reference' if ref else 'this'} x{threads}: "
-                      f"{results[(ref, threads, count)][-1]['rate']:.0f} examples/s "
-                      f"(on {results[(ref, threads, count)][-1].get('used', threads)} thread(s))", flush=True)
+                key = (ref, threads, count, model)
+                results[key].append(json.loads(out.strip().splitlines()[-1]))
+                print(f"round {r + 1}: {'reference' if ref else 'this'} {model} x{threads}: "
+                      f"{results[key][-1]['rate']:.0f} examples/s "
+                      f"(on {results[key][-1].get('used', threads)} thread(s))", flush=True)
     finally:
         for s in spinners:
             s.terminate()
@@ -201,17 +209,17 @@ def main() -> None:
     print(f"\n{args.items} items (leaf level {info['leaf_level']}), {info['pairs']} samples per example, "
           f"{args.busy} busy process(es), {os.cpu_count()} cores")
     print(f"model: {'attention (TDM)' if args.attention else 'default'}, {info['flops'] / 1e6:.1f} MFLOP per example (forward + backward of the linear layers)")
-    print("| code | negatives | samples per example | batch (samples) | threads (chosen) | examples/s min | median | × first row (median of per-round ratios) | GEMM GFLOP/s | arithmetic limit, examples/s | share of limit |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for ref, threads, count in configs:
-        rs = results[(ref, threads, count)]
+    print("| code | model | negatives | samples per example | batch (samples) | threads (chosen) | examples/s min | median | × first row (median of per-round ratios) | GEMM GFLOP/s | arithmetic limit, examples/s | share of limit |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for ref, threads, count, model in configs:
+        rs = results[(ref, threads, count, model)]
         rates = [x["rate"] for x in rs]
         ratio = sorted(x["rate"] / f["rate"] for x, f in zip(rs, first))[len(rs) // 2]
         gemm = max(x["gemm"] for x in rs)
         limit = gemm / rs[0]["flops"]
         med = sorted(rates)[len(rates) // 2]
         chosen = sorted({str(x.get("used", threads)) for x in rs})
-        print(f"| {'reference' if ref else 'this'} | {count or 'default'} | {rs[0]['pairs']} | {rs[0]['batch_size']} | {threads} ({', '.join(chosen)}) | {min(rates):.0f} | {med:.0f} | {ratio:.2f} | "
+        print(f"| {'reference' if ref else 'this'} | {model} | {count or 'default'} | {rs[0]['pairs']} | {rs[0]['batch_size']} | {threads} ({', '.join(chosen)}) | {min(rates):.0f} | {med:.0f} | {ratio:.2f} | "
               f"{gemm / 1e9:.0f} | {limit:.0f} | {med / limit:.0%} |")
 
 

@@ -38,6 +38,16 @@ def test_runner_writes_table_figure_and_curves(tiny, tmp_path):
     for m in ("jtm", "tdm", "jtm-j", "jtm-h"):
         curve = res[m][0]["curve"]
         assert [c["iteration"] for c in curve] == [0, 1]
+    # Each search's latency beside its recall: JTM's beam against brute force with its model,
+    # SASRec's HNSW against its exact search (which is its Table 1 number).
+    jtm, sas = res["jtm"][0]["retrieval"], res["sasrec"][0]["retrieval"]
+    assert set(jtm) == {"brute_force", "beam"} and set(sas) == {"exact", "hnsw"}
+    assert jtm["brute_force"]["share_of_exact"] == sas["exact"]["share_of_exact"] == 1.0
+    assert sas["exact"]["recall"] == pytest.approx(res["sasrec"][0]["test"]["recall"])
+    assert jtm["beam"]["recall"] == pytest.approx(res["jtm"][0]["test"]["recall"])
+    assert all(v["p50_ms"] > 0 for v in (*jtm.values(), *sas.values()))
+    assert "popularity" not in [r for r in res if res[r][0].get("retrieval")]
+    assert "| sasrec | hnsw |" in table and "| jtm | beam |" in table
     # dnn is the brute-force retrieval of the jtm model: it never needs its own fit.
     assert res["dnn"][0]["fit_seconds"] == res["jtm"][0]["fit_seconds"]
 

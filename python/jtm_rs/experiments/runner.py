@@ -24,6 +24,7 @@ from ..data import Interactions
 from ..exceptions import InvalidInputError
 from ..jtm import JTM
 from .methods import METHODS, SHARES_FIT, Budget, make
+from .retrieval_costs import retrieval_costs, retrieval_lines
 
 
 def _validation_m(rec) -> int:
@@ -101,6 +102,9 @@ class Experiment:
                 }
                 if isinstance(rec, JTM):  # where its beam loses the test users' items
                     result["beam_by_level"] = beam_recall_by_level(rec, test_users, self.M).tolist()
+                costs = retrieval_costs(rec, test_users, self.M)  # each search's latency (and recall)
+                if costs:
+                    result["retrieval"] = costs
                 _write_json(self.result_path(m, seed), result)
                 _log(f"[seed {seed}] {m}: fit {fit_s:.1f} s, evaluate {eval_s:.1f} s: "
                      f"P/R/F@{self.M} {100 * metrics['precision']:.2f}/{100 * metrics['recall']:.2f}/"
@@ -202,6 +206,7 @@ def write_table(results: Dict[str, List[dict]], out: Path, M: int, name: str) ->
             f"{len(rows)} | {users} | {fit:.0f}{fit_note} | {ev:.1f} |"
         )
         csv.append(f"{m},{p[0]:.4f},{p[1]:.4f},{r[0]:.4f},{r[1]:.4f},{f[0]:.4f},{f[1]:.4f},{len(rows)},{users},{fit:.1f},{ev:.2f}")
+    lines += retrieval_lines(results, M)
     (out / "table.md").write_text("\n".join(lines) + "\n")
     (out / "table.csv").write_text("\n".join(csv) + "\n")
 
