@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -50,6 +51,18 @@ def recbole_sasrec(train, test_users, seed: int, threads: int, max_epochs: int):
     for old, new in (("float_", np.float64), ("complex_", np.complex128), ("unicode_", np.str_)):
         if old not in np.__dict__:
             setattr(np, old, new)
+
+    torch.set_num_threads(threads)
+    here = os.getcwd()
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chdir(tmp)  # RecBole writes its logs and TensorBoard events under the working directory
+        try:
+            return _fit_and_measure(tmp, train, test_users, seed, max_epochs)
+        finally:
+            os.chdir(here)
+
+
+def _fit_and_measure(tmp: str, train, test_users, seed: int, max_epochs: int):
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
     from recbole.data.interaction import Interaction
@@ -57,56 +70,55 @@ def recbole_sasrec(train, test_users, seed: int, threads: int, max_epochs: int):
     from recbole.trainer import Trainer
     from recbole.utils import init_seed
 
-    torch.set_num_threads(threads)
-    with tempfile.TemporaryDirectory() as tmp:
-        write_atomic(train, Path(tmp) / "jtm", "jtm")
-        config = Config(model="SASRec", dataset="jtm", config_dict={
-            "data_path": tmp, "checkpoint_dir": str(Path(tmp) / "saved"), "use_gpu": False, "seed": seed,
-            "USER_ID_FIELD": "user_id", "ITEM_ID_FIELD": "item_id", "TIME_FIELD": "timestamp",
-            "load_col": {"inter": ["user_id", "item_id", "timestamp"]}, "MAX_ITEM_LIST_LENGTH": 50,
-            "eval_args": {"split": {"LS": "valid_only"}, "order": "TO", "group_by": "user", "mode": "full"},
-            "metrics": ["Recall"], "topk": [200], "valid_metric": "Recall@200", "epochs": max_epochs,
-            "stopping_step": 10, "show_progress": False, "train_neg_sample_args": None, "loss_type": "CE",
-            "worker": 0,
-        })
-        init_seed(seed, True)
-        dataset = create_dataset(config)
-        train_data, valid_data, _ = data_preparation(config, dataset)
-        model = RecBoleSASRec(config, train_data.dataset)
-        trainer = Trainer(config, model)
-        t = time.perf_counter()
-        # saved=False: RecBole reloads its best checkpoint with torch.load, which today's torch
-        # refuses for its pickles; the best epoch's weights are kept here instead.
-        best = {"score": -1.0, "state": None, "epoch": -1}
-        for epoch in range(max_epochs):
-            trainer._train_epoch(train_data, epoch, show_progress=False)
-            score, _ = trainer._valid_epoch(valid_data, show_progress=False)
-            if score > best["score"]:
-                best = {"score": score, "state": {k: v.clone() for k, v in model.state_dict().items()}, "epoch": epoch}
-            elif epoch - best["epoch"] > 10:
-                break
-        fit_s = time.perf_counter() - t
-        model.load_state_dict(best["state"])
-        model.eval()
-        # Test users' features in RecBole's ids (items it never saw dropped), oldest first.
-        token2id = dataset.field2token_id["item_id"]
-        id2token = dataset.field2id_token["item_id"]
-        ids = np.full((len(test_users), 200), -1, np.int64)
-        with torch.no_grad():
-            for s in range(0, len(test_users), 512):
-                feats = test_users.features[s : s + 512]
-                seqs = [[token2id[str(i)] for i in row[::-1] if i >= 0 and str(i) in token2id][-50:] for row in feats]
-                lens = [max(len(q), 1) for q in seqs]
-                mat = np.zeros((len(seqs), 50), np.int64)
-                for r, q in enumerate(seqs):
-                    mat[r, : len(q)] = q
-                inter = Interaction({"item_id_list": torch.from_numpy(mat), "item_length": torch.tensor(lens)})
-                scores = model.full_sort_predict(inter)
-                scores[:, 0] = -np.inf  # RecBole's padding item
-                top = torch.topk(scores, 200, dim=1).indices.numpy()
-                ids[s : s + len(feats)] = [[int(id2token[j]) for j in row] for row in top]
-        recall = precision_recall_f(ids, test_users.truth_indptr, test_users.truth_items)["recall"]
-        return recall, fit_s, best["epoch"] + 1
+    write_atomic(train, Path(tmp) / "jtm", "jtm")
+    config = Config(model="SASRec", dataset="jtm", config_dict={
+        "data_path": tmp, "checkpoint_dir": str(Path(tmp) / "saved"), "use_gpu": False, "seed": seed,
+        "USER_ID_FIELD": "user_id", "ITEM_ID_FIELD": "item_id", "TIME_FIELD": "timestamp",
+        "load_col": {"inter": ["user_id", "item_id", "timestamp"]}, "MAX_ITEM_LIST_LENGTH": 50,
+        "eval_args": {"split": {"LS": "valid_only"}, "order": "TO", "group_by": "user", "mode": "full"},
+        "metrics": ["Recall"], "topk": [200], "valid_metric": "Recall@200", "epochs": max_epochs,
+        "stopping_step": 10, "show_progress": False, "train_neg_sample_args": None, "loss_type": "CE",
+        "worker": 0,
+    })
+    init_seed(seed, True)
+    dataset = create_dataset(config)
+    train_data, valid_data, _ = data_preparation(config, dataset)
+    model = RecBoleSASRec(config, train_data.dataset)
+    trainer = Trainer(config, model)
+    t = time.perf_counter()
+    # saved=False: RecBole reloads its best checkpoint with torch.load, which today's torch
+    # refuses for its pickles; the best epoch's weights are kept here instead.
+    best = {"score": -1.0, "state": None, "epoch": -1}
+    for epoch in range(max_epochs):
+        trainer._train_epoch(train_data, epoch, show_progress=False)
+        score, _ = trainer._valid_epoch(valid_data, show_progress=False)
+        print(f"RecBole epoch {epoch + 1}: validation Recall@200 {score:.4f}", flush=True)
+        if score > best["score"]:
+            best = {"score": score, "state": {k: v.clone() for k, v in model.state_dict().items()}, "epoch": epoch}
+        elif epoch - best["epoch"] > 10:
+            break
+    fit_s = time.perf_counter() - t
+    model.load_state_dict(best["state"])
+    model.eval()
+    # Test users' features in RecBole's ids (items it never saw dropped), oldest first.
+    token2id = dataset.field2token_id["item_id"]
+    id2token = dataset.field2id_token["item_id"]
+    ids = np.full((len(test_users), 200), -1, np.int64)
+    with torch.no_grad():
+        for s in range(0, len(test_users), 512):
+            feats = test_users.features[s : s + 512]
+            seqs = [[token2id[str(i)] for i in row[::-1] if i >= 0 and str(i) in token2id][-50:] for row in feats]
+            lens = [max(len(q), 1) for q in seqs]
+            mat = np.zeros((len(seqs), 50), np.int64)
+            for r, q in enumerate(seqs):
+                mat[r, : len(q)] = q
+            inter = Interaction({"item_id_list": torch.from_numpy(mat), "item_length": torch.tensor(lens)})
+            scores = model.full_sort_predict(inter)
+            scores[:, 0] = -np.inf  # RecBole's padding item
+            top = torch.topk(scores, 200, dim=1).indices.numpy()
+            ids[s : s + len(feats)] = [[int(id2token[j]) for j in row] for row in top]
+    recall = precision_recall_f(ids, test_users.truth_indptr, test_users.truth_items)["recall"]
+    return recall, fit_s, best["epoch"] + 1
 
 
 def main() -> None:
