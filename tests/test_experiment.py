@@ -48,6 +48,8 @@ def test_runner_writes_table_figure_and_curves(tiny, tmp_path):
     assert all(v["p50_ms"] > 0 for v in (*jtm.values(), *sas.values()))
     assert "popularity" not in [r for r in res if res[r][0].get("retrieval")]
     assert "| sasrec | hnsw |" in table and "| jtm | beam |" in table
+    passes = res["sasrec"][0]["passes"]
+    assert passes and all(p["validation_recall"] is not None for p in passes) and "passes" not in res["jtm"][0]
     # dnn is the brute-force retrieval of the jtm model: it never needs its own fit.
     assert res["dnn"][0]["fit_seconds"] == res["jtm"][0]["fit_seconds"]
 

@@ -11,9 +11,10 @@ is :class:`jtm_rs.jtm.BruteForce`; see :mod:`jtm_rs.experiments.methods`.
 """
 
 from ..recommender import Recommender, top_m
+from ._torch import EpochRecord, TorchRecommender
 from .hsm import HSM
 from .itemcf import ItemCF
 from .popularity import Popularity
 from .youtube_dnn import YouTubeDNN
 
-__all__ = ["Recommender", "Popularity", "ItemCF", "YouTubeDNN", "HSM", "top_m"]
+__all__ = ["Recommender", "Popularity", "ItemCF", "YouTubeDNN", "HSM", "TorchRecommender", "EpochRecord", "top_m"]

@@ -19,6 +19,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ..baselines import TorchRecommender
 from ..beam_diagnostics import beam_recall_by_level
 from ..data import Interactions
 from ..exceptions import InvalidInputError
@@ -102,6 +103,8 @@ class Experiment:
                 }
                 if isinstance(rec, JTM):  # where its beam loses the test users' items
                     result["beam_by_level"] = beam_recall_by_level(rec, test_users, self.M).tolist()
+                if isinstance(rec, TorchRecommender):  # its passes, stopped on validation users
+                    result["passes"] = [dataclasses.asdict(h) for h in rec.history]
                 costs = retrieval_costs(rec, test_users, self.M)  # each search's latency (and recall)
                 if costs:
                     result["retrieval"] = costs

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..baselines._torch import TorchRecommender
+from ..baselines import TorchRecommender
 from ..data import PAD, Split
 from ..exceptions import InvalidInputError
 from ..threads import uses_torch_threads
