@@ -24,10 +24,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-#: Pairs per chunk of the node-attention read: its ``[pairs, T, D]`` gather stays in cache.
-PAIR_CHUNK = 4096
-
-
 class SequenceEncoder(nn.Module):
     """SASRec's encoder (Kang & McAuley, ICDM 2018), as the paper's code and RecBole's
     ``SASRec`` build it: item embeddings plus learned position embeddings, LayerNorm and
@@ -160,20 +156,25 @@ class SequenceNodeModel(nn.Module):
     def _score_group(self, seq: torch.Tensor, rows: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
         states = self.encoder(seq)  # [G, T, D]
         real = seq >= 0
-        last = states[torch.arange(len(seq), device=seq.device), (real.sum(1) - 1).clamp(min=0)]
-        keys = self.key(states)  # [G, T, D]
-        parts = []
-        for i in range(0, len(rows), PAIR_CHUNK):
-            r, n = rows[i : i + PAIR_CHUNK], self._node(nodes[i : i + PAIR_CHUNK])
-            q = self.query(n) / math.sqrt(self.dim)
-            logits = torch.einsum("ptd,pd->pt", keys.index_select(0, r), q)
-            logits = logits.masked_fill(~real.index_select(0, r), float("-inf"))
-            # A row with no behaviour attends to nothing: its read is zeros, not NaN.
-            weights = torch.nan_to_num(F.softmax(logits, dim=1), nan=0.0)
-            read = torch.einsum("pt,ptd->pd", weights, states.index_select(0, r))
-            x = torch.cat([last.index_select(0, r), read, n, read * n], dim=1)
-            parts.append(self.mlp(x).squeeze(1))
-        return torch.cat(parts)
+        g = len(seq)
+        last = states[torch.arange(g, device=seq.device), (real.sum(1) - 1).clamp(min=0)]
+        n = self._node(nodes)
+        q = self.query(n) / math.sqrt(self.dim)
+        # Each row's pairs side by side ([G, C] slots), so that the node-query attention is two
+        # batched matrix products per row instead of a [pairs, T, D] gather per pair.
+        order = torch.argsort(rows, stable=True)
+        counts = torch.bincount(rows, minlength=g)
+        starts = torch.cumsum(counts, 0) - counts
+        slot = torch.empty_like(rows)
+        slot[order] = torch.arange(len(rows), device=rows.device) - starts.index_select(0, rows.index_select(0, order))
+        width = int(counts.max()) if len(rows) else 0
+        queries = q.new_zeros(g, width, self.dim).index_put((rows, slot), q)
+        logits = torch.bmm(queries, self.key(states).transpose(1, 2)).masked_fill(~real[:, None, :], float("-inf"))
+        # A row with no behaviour attends to nothing: its read is zeros, not NaN.
+        weights = torch.nan_to_num(F.softmax(logits, dim=2), nan=0.0)
+        read = torch.bmm(weights, states)[rows, slot]  # [P, D]
+        x = torch.cat([last.index_select(0, rows), read, n, read * n], dim=1)
+        return self.mlp(x).squeeze(1)
 
 
 __all__ = ["SequenceEncoder", "SequenceNodeModel", "most_recent_first_to_oldest_first"]
