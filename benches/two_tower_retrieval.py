@@ -21,21 +21,6 @@ import time
 import numpy as np
 
 
-def overlap(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean share of each row of ``b`` (the exact top-M) that ``a`` returns."""
-    return float(np.mean([len(set(x.tolist()) & set(y.tolist())) / max(len(y), 1) for x, y in zip(a, b)]))
-
-
-def latency_ms(fn, features: np.ndarray, calls: int) -> np.ndarray:
-    fn(features[:1])  # warm-up
-    out = []
-    for i in range(calls):
-        t = time.perf_counter()
-        fn(features[i % len(features)][None, :])
-        out.append(1e3 * (time.perf_counter() - t))
-    return np.array(out)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--items", type=int, default=20000)
@@ -57,6 +42,7 @@ def main() -> None:
     import torch
 
     from jtm_rs import JTM, synthetic
+    from jtm_rs.experiments.retrieval_costs import one_user_latency_ms, share_of_exact
     from jtm_rs.metrics import precision_recall_f
     from jtm_rs.two_tower import SASRec
 
@@ -78,10 +64,10 @@ def main() -> None:
     exact, _ = jtm.retrieve(ev.features, M, method="brute_force")
     t = time.perf_counter()
     beam, _ = jtm.retrieve(ev.features, M)
-    lat = latency_ms(lambda f: jtm.retrieve(f, M), ev.features, a.latency_calls)
-    rows.append(("JTM", "brute force (every item)", recall(exact), 1.0, latency_ms(
+    lat = one_user_latency_ms(lambda f: jtm.retrieve(f, M), ev.features, a.latency_calls)
+    rows.append(("JTM", "brute force (every item)", recall(exact), 1.0, one_user_latency_ms(
         lambda f: jtm.retrieve(f, M, method="brute_force"), ev.features, max(a.latency_calls // 5, 3)), jtm_fit))
-    rows.append(("JTM", f"beam search (k = {M})", recall(beam), overlap(beam, exact), lat, jtm_fit))
+    rows.append(("JTM", f"beam search (k = {M})", recall(beam), share_of_exact(beam, exact), lat, jtm_fit))
 
     train = split.train
     if a.sasrec_users and a.sasrec_users < train.n_users:
@@ -93,23 +79,23 @@ def main() -> None:
     sas_fit = time.perf_counter() - t
     exact, _ = sas.retrieve(ev.features, M)
     rows.append(("SASRec", "exact (blocked inner product)", recall(exact), 1.0,
-                 latency_ms(lambda f: sas.retrieve(f, M), ev.features, a.latency_calls), sas_fit))
+                 one_user_latency_ms(lambda f: sas.retrieve(f, M), ev.features, a.latency_calls), sas_fit))
     t = time.perf_counter()
     sas.build_index("hnsw", m=32, ef_construction=200)
     build = time.perf_counter() - t
     for ef in a.ef_search:
         sas.index.ef_search = ef
         got, _ = sas.retrieve(ev.features, M)
-        rows.append(("SASRec", f"HNSW (m 32, ef_search {ef}; built in {build:.0f} s)", recall(got), overlap(got, exact),
-                     latency_ms(lambda f: sas.retrieve(f, M), ev.features, a.latency_calls), sas_fit))
+        rows.append(("SASRec", f"HNSW (m 32, ef_search {ef}; built in {build:.0f} s)", recall(got), share_of_exact(got, exact),
+                     one_user_latency_ms(lambda f: sas.retrieve(f, M), ev.features, a.latency_calls), sas_fit))
 
     print(f"\n{data.n_items:,} items, {len(data):,} behaviours, {len(ev)} test users, M = {M}, "
           f"torch threads {torch.get_num_threads()}, {a.latency_calls} one-user calls\n")
     print("| model | search | Recall@200 | share of its exact top-200 | p50 ms | p99 ms | fit s |")
     print("|---|---|---|---|---|---|---|")
     for model, search, r, o, lat, fit in rows:
-        print(f"| {model} | {search} | {100 * r:.2f} % | {100 * o:.1f} % | {np.percentile(lat, 50):.2f} | "
-              f"{np.percentile(lat, 99):.2f} | {fit:.0f} |")
+        print(f"| {model} | {search} | {100 * r:.2f} % | {100 * o:.1f} % | {lat['p50_ms']:.2f} | "
+              f"{lat['p99_ms']:.2f} | {fit:.0f} |")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ from ..metrics import precision_recall_f
 from ..two_tower import SASRec
 
 
-def _overlap(found: np.ndarray, exact: np.ndarray) -> float:
+def share_of_exact(found: np.ndarray, exact: np.ndarray) -> float:
+    """Mean share of each row of ``exact`` (a top-M) that the same row of ``found`` returns."""
     return float(np.mean([len(set(a.tolist()) & set(b.tolist())) / max(len(b), 1) for a, b in zip(found, exact)]))
 
 
@@ -60,7 +61,7 @@ def retrieval_costs(rec, users: EvaluationUsers, M: int, calls: int = 50) -> Dic
         ids = run(users.features, kw)
         exact = ids if exact is None else exact  # the first search listed is the exact one
         out[name] = {"recall": precision_recall_f(ids, users.truth_indptr, users.truth_items)["recall"],
-                     "share_of_exact": _overlap(ids, exact),
+                     "share_of_exact": share_of_exact(ids, exact),
                      **one_user_latency_ms(lambda f: run(f, kw), users.features, calls)}
     if restore is not None:
         rec.build_index(restore[0], **restore[1])
@@ -85,4 +86,4 @@ def retrieval_lines(results: Dict[str, list], M: int) -> list:
             "|---|---|---|---|---|---|---|", *lines]
 
 
-__all__ = ["retrieval_costs", "retrieval_lines", "one_user_latency_ms"]
+__all__ = ["retrieval_costs", "retrieval_lines", "one_user_latency_ms", "share_of_exact"]
