@@ -133,11 +133,9 @@ class SASRec(TorchRecommender):
     def build_index(self, kind: Optional[str] = None, **options) -> None:
         """(Re)builds the nearest-neighbour index over the fitted item vectors: ``kind`` and
         ``options`` replace the constructor's ``index`` and ``index_options`` when given."""
-        if kind is not None:
-            if kind not in INDEXES:
-                raise InvalidInputError(f"unknown index {kind!r}; known: {', '.join(INDEXES)}")
-            self.index_kind, self.index_options = kind, dict(options)
-        self.index = make_index(self.index_kind, self.item_vectors(), **self.index_options)
+        kind, options = (self.index_kind, self.index_options) if kind is None else (kind, dict(options))
+        self.index = make_index(kind, self.item_vectors(), **options)  # refuses an unknown kind first
+        self.index_kind, self.index_options = kind, options
 
     @torch.no_grad()
     def item_vectors(self) -> np.ndarray:
