@@ -62,7 +62,6 @@ def main() -> None:
               n_threads=a.threads).fit(split, show_progress=False)
     jtm_fit = time.perf_counter() - t
     exact, _ = jtm.retrieve(ev.features, M, method="brute_force")
-    t = time.perf_counter()
     beam, _ = jtm.retrieve(ev.features, M)
     lat = one_user_latency_ms(lambda f: jtm.retrieve(f, M), ev.features, a.latency_calls)
     rows.append(("JTM", "brute force (every item)", recall(exact), 1.0, one_user_latency_ms(
