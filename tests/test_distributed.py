@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 
@@ -214,6 +215,9 @@ def _fit_worker(rank: int, init: str, out: str, tag: str, mode: str) -> None:
     from jtm_rs.distributed import Ranks, evaluate
 
     torch.set_num_threads(1)
+    # A rank that dies in native code leaves no Python traceback: faulthandler writes its stack.
+    fault = open(os.path.join(out, f"{tag}-rank{rank}.fault"), "w")
+    faulthandler.enable(fault)
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=WORLD)
     result = {"rank": rank}
     try:
@@ -237,7 +241,7 @@ def _fit_worker(rank: int, init: str, out: str, tag: str, mode: str) -> None:
         result["validation"] = [r.validation for r in jtm.history]
         result["leaves"] = jtm.tree.leaves(jtm.tree.items).tolist()
         result["weights"] = float(sum(p.double().abs().sum() for p in jtm.model.parameters()))
-    except Exception as e:  # noqa: BLE001 - the test reads which error ended the rank
+    except BaseException as e:  # noqa: BLE001 - the test reads which error ended the rank (a Rust panic too)
         result["error"] = f"{type(e).__name__}: {e}"
     finally:
         try:
@@ -249,9 +253,19 @@ def _fit_worker(rank: int, init: str, out: str, tag: str, mode: str) -> None:
 
 
 def _spawn_fit(out, tag: str, mode: str = "fit"):
+    """The ranks' results in rank order; a rank that wrote none (it died) is reported by its
+    exit code and whatever faulthandler wrote, so that the failure says why."""
     init = f"file://{out / (tag + '-rendezvous')}"
     procs = _spawn(_fit_worker, lambda r: (r, init, str(out), tag, mode))
-    return procs, [json.loads(f.read_text()) for f in sorted(out.glob(f"{tag}-rank*.json"))]
+    results = []
+    for r, p in enumerate(procs):
+        written = out / f"{tag}-rank{r}.json"
+        if written.exists():
+            results.append(json.loads(written.read_text()))
+        else:
+            fault = (out / f"{tag}-rank{r}.fault").read_text()[-4000:]
+            results.append({"rank": r, "error": f"died: exit code {p.exitcode}; faulthandler: {fault or '(nothing)'}"})
+    return procs, results
 
 
 @pytest.fixture(scope="module")
@@ -343,5 +357,6 @@ def test_beam_aware_training_over_ranks(fits):
 def test_a_killed_rank_ends_the_run_with_an_error(tmp_path):
     procs, results = _spawn_fit(tmp_path, "killed", "die")
     assert procs[1].exitcode == 3
-    (survivor,) = results  # the killed rank wrote nothing
+    survivor, killed = results
+    assert killed["error"].startswith("died: exit code 3")  # the killed rank wrote nothing
     assert survivor["error"].startswith("RankLostError: rank 0: another rank of the distributed run died"), survivor
