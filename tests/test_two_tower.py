@@ -135,3 +135,33 @@ def test_sasrec_refuses_bad_options():
         SASRec(dropout=1.0)
     with pytest.raises(InvalidInputError, match="unknown index"):
         SASRec(index="lsh")
+
+
+def test_the_sasrec_initial_tree_groups_items_that_follow_each_other(sequential_split):
+    """``initial_tree="sasrec"``: balanced k-means over SASRec's item vectors, over every item of
+    the split; consecutive behaviours share a node 3 levels above the leaves far more often
+    than in a random tree, and the tree is the same for the same seed."""
+    from jtm_rs import JTMConfig, Tree
+    from jtm_rs.tree_policy import initial_tree
+
+    split = sequential_split
+    parts = [split.train, split.validation, split.test]
+    config = JTMConfig(initial_tree="sasrec", seed=0)
+    tree = initial_tree(parts, config, n_threads=1)
+    every = np.unique(np.concatenate([p.item for p in parts]))
+    assert np.array_equal(tree.items, every)
+    tree.validate()
+    train = split.train
+    # Consecutive behaviours of one user on two different items (a quarter repeat the item).
+    pair = (train.user[1:] == train.user[:-1]) & (train.item[1:] != train.item[:-1])
+    a, b = train.item[:-1][pair], train.item[1:][pair]
+
+    def shared(t: Tree) -> float:
+        level = t.leaf_level - 3
+        return float(np.mean(t.item_ancestors(a, level) == t.item_ancestors(b, level)))
+
+    random = Tree.random(every, seed=0)
+    assert shared(tree) > 5 * shared(random), (shared(tree), shared(random))
+    assert initial_tree(parts, config, n_threads=1) == tree
+    with pytest.raises(InvalidInputError, match="initial_tree"):
+        JTMConfig(initial_tree="sasrec-ish")

@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Tuple, Union
 from .data import MAX_BEHAVIOURS
 from .exceptions import InvalidInputError
 
-INITIAL_TREES = ("auto", "category", "kmeans", "random")
+INITIAL_TREES = ("auto", "category", "kmeans", "sasrec", "random")
 TREE_LEARNINGS = ("jtm", "clustering", "none")
 TREE_CHANGES = ("auto", "keep", "carry", "warm", "fresh")
 WEIGHTS_PRECISIONS = ("auto", "float32", "bfloat16")
@@ -74,7 +74,8 @@ class JTMConfig:
         "auto", "arithmetic of tree learning's scoring ('auto': bfloat16 where the device has it natively)",
         choices=WEIGHTS_PRECISIONS)
     initial_tree: str = _opt(
-        "auto", "'category' (paper), 'kmeans' (balanced k-means over co-occurrence embeddings, TDM's), 'random'; "
+        "auto", "'category' (paper), 'kmeans' (balanced k-means over co-occurrence embeddings, TDM's), 'sasrec' (balanced "
+        "k-means over the item embeddings of a SASRec fitted first), 'random'; "
         "'auto': category when the data has categories, else kmeans", choices=INITIAL_TREES)
     tree_learning: str = _opt(
         "jtm", "between trainings: 'jtm' (Algorithm 2), 'clustering' (TDM: k-means over the leaf embeddings) or "

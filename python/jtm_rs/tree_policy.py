@@ -78,13 +78,21 @@ def initial_tree(parts: Sequence[Interactions], config: JTMConfig, n_threads: Op
     kind = config.initial_tree
     if kind == "auto":
         kind = "category" if has_categories else "kmeans"
-    if kind == "kmeans":
+    if kind in ("kmeans", "sasrec"):
         t0 = time.perf_counter()
-        emb = cooccurrence_embeddings(parts[0], items, dim=config.embedding_dim, seed=config.seed, ranks=ranks)
+        if kind == "sasrec":
+            if ranks is not None and ranks.world > 1:
+                raise InvalidInputError("initial_tree='sasrec' runs in one process; use 'kmeans' over ranks")
+            from .two_tower import sasrec_item_vectors
+
+            emb = sasrec_item_vectors(parts, items, seed=config.seed, n_threads=n_threads, show_progress=show_progress)
+        else:
+            emb = cooccurrence_embeddings(parts[0], items, dim=config.embedding_dim, seed=config.seed, ranks=ranks)
         tree = balanced_kmeans_tree(items, emb, arity=config.arity, leaf_level=None, seed=config.seed,
                                     n_threads=n_threads, ranks=ranks)
         if show_progress:
-            say(f"initial tree: balanced k-means over co-occurrence embeddings of {len(items)} items "
+            source = "SASRec's item" if kind == "sasrec" else "co-occurrence"
+            say(f"initial tree: balanced k-means over {source} embeddings of {len(items)} items "
                 f"in {time.perf_counter() - t0:.1f} s")
         return tree
     if kind == "category":

@@ -5,13 +5,15 @@ item tower whose inner product is the score, searched by a nearest-neighbour ind
   sequence, item embeddings shared with the output layer), behind
   :class:`~jtm_rs.recommender.Recommender`;
 * :class:`ExactIndex` / :class:`HNSWIndex` — exact (blocked matrix product) and approximate
-  (faiss ``IndexHNSWFlat``) inner-product search, ``search(x, k) -> (D, I)``.
+  (faiss ``IndexHNSWFlat``) inner-product search, ``search(x, k) -> (D, I)``;
+* :func:`sasrec_item_vectors` — SASRec's item vectors for JTM's initial tree
+  (``JTMConfig(initial_tree="sasrec")``).
 
 The paper's own two-tower row, YouTube product-DNN, is :class:`jtm_rs.baselines.YouTubeDNN`.
 """
 
 from ..sequence_model import SequenceEncoder
 from .index import INDEXES, ExactIndex, HNSWIndex, make_index
-from .sasrec import SASRec
+from .sasrec import SASRec, sasrec_item_vectors
 
-__all__ = ["SASRec", "SequenceEncoder", "ExactIndex", "HNSWIndex", "INDEXES", "make_index"]
+__all__ = ["SASRec", "sasrec_item_vectors", "SequenceEncoder", "ExactIndex", "HNSWIndex", "INDEXES", "make_index"]

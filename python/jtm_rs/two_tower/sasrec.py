@@ -12,14 +12,14 @@ pass's weights are kept. Nothing is chosen on test users.
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..baselines import TorchRecommender
-from ..data import PAD, Split
+from ..data import PAD, Interactions, Split
 from ..exceptions import InvalidInputError
 from ..threads import uses_torch_threads
 from ..sequence_model import SequenceEncoder
@@ -187,4 +187,28 @@ class SASRec(TorchRecommender):
             self.build_index()
 
 
-__all__ = ["SASRec", "FULL_SOFTMAX_MAX_ITEMS"]
+#: Passes and patience of the SASRec whose item vectors place JTM's initial tree: the tree
+#: needs neighbourhoods of items, not the best ranking, so it stops sooner than the sasrec row.
+TREE_PASSES, TREE_PATIENCE = 30, 3
+
+
+def sasrec_item_vectors(parts: Sequence[Interactions], items: np.ndarray, *, seed: int = 0,
+                        n_threads: Optional[int] = None, show_progress: bool = False) -> np.ndarray:
+    """``float32[len(items), 64]``: unit-length item vectors of a SASRec fitted on ``parts[0]``
+    (training users), stopped on ``parts[1]``'s users where given, for a k-means initial
+    tree. Unit length, so that k-means groups items by direction (the users they suit), not by
+    the norm, which grows with an item's popularity. An item SASRec never saw gets zeros."""
+    train = parts[0]
+    none = train.select_users(np.zeros(0, np.int64))
+    rest = list(parts[1:3]) + [none] * (3 - min(len(parts), 3))
+    model = SASRec(max_epochs=TREE_PASSES, patience=TREE_PATIENCE, seed=seed, n_threads=n_threads)
+    model.fit(Split(train, rest[0], rest[1]), show_progress=show_progress)
+    vectors = model.item_vectors()
+    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    rows = model._rows(items)
+    out = np.zeros((len(items), vectors.shape[1]), np.float32)
+    out[rows >= 0] = vectors[rows[rows >= 0]]
+    return out
+
+
+__all__ = ["SASRec", "FULL_SOFTMAX_MAX_ITEMS", "TREE_PASSES", "TREE_PATIENCE", "sasrec_item_vectors"]
