@@ -107,6 +107,13 @@ class JTMConfig:
     validation_m: int = _opt(200, "M of the validation Precision/Recall/F@M recorded each round")
     validation_users: Optional[int] = _opt(2000, "validation users measured each round (None: all)")
     seed: int = _opt(0, "seed of the model, the sampling and the tree")
+    update_replay: float = _opt(
+        1.0, "update(): old examples replayed per new example, drawn from the replay data given (so the model "
+        "does not forget)")
+    update_tree_learning: str = _opt(
+        "whole", "update(): after training on the new behaviours, 'whole' (Algorithm 2 over the whole tree, which "
+        "places the new items by the model) or 'none' (new items stay where their neighbourhood put them)",
+        choices=("whole", "none"))
 
     def __post_init__(self) -> None:
         if self.arity < 2:
@@ -125,6 +132,8 @@ class JTMConfig:
             raise InvalidInputError("model='sequence' has its own node attention; attention=True is the windows model's")
         if self.sequence_dim < 2 or self.sequence_dim % 2 or self.sequence_blocks < 1 or not 0 <= self.sequence_dropout < 1:
             raise InvalidInputError("sequence_dim must be even and >= 2, sequence_blocks >= 1, sequence_dropout in [0, 1)")
+        if not self.update_replay >= 0:
+            raise InvalidInputError(f"update_replay must be >= 0, got {self.update_replay}")
         if self.beam_targets < 1:
             raise InvalidInputError(f"beam_targets must be >= 1, got {self.beam_targets}")
         if not self.beam_weight > 0:

@@ -53,7 +53,8 @@ def encode_behaviours(
     else:
         internal = np.full(feats.shape, PAD, dtype=np.int64)
         internal[real] = item_ids.encode(feats[real], unknown="ignore")
-        found = internal != PAD
+        # The map may know more than the method (items retired from a JTM's tree).
+        found = (internal != PAD) & known(internal)
     unknown = real & ~found
     if unknown.any() and on_unknown == "raise":
         ids = np.unique(feats[unknown].astype(str) if feats.dtype == object else feats[unknown])

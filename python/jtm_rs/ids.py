@@ -5,6 +5,10 @@ negative integers. The tree, the model's embedding tables and the padding conven
 (``PAD = -1``) all want dense non-negative ints, so every loader maps ids through an
 :class:`IdMap` and every user-facing output maps them back. An ``IdMap`` is saved next to a
 model without pickle (a ``.npz`` of a plain int64 or unicode array).
+
+A fitted map is sorted; a model that goes on with new items appends them
+(:meth:`IdMap.extend`), so the ids of items it knew never change and the map is then sorted
+only up to where the appended ids begin: lookups go through a sorting permutation.
 """
 
 from __future__ import annotations
@@ -18,12 +22,13 @@ from .exceptions import InvalidInputError, UnknownItemError
 
 
 class IdMap:
-    """Sorted distinct original ids; the internal id of ``ids[k]`` is ``k``.
+    """Distinct original ids; the internal id of ``ids[k]`` is ``k``.
 
-    ``ids`` is ``int64`` (integer ids) or a numpy unicode array (string ids).
+    ``ids`` is ``int64`` (integer ids) or a numpy unicode array (string ids), sorted unless ids
+    were appended by :meth:`extend`.
     """
 
-    __slots__ = ("ids",)
+    __slots__ = ("ids", "_order", "_sorted")
 
     def __init__(self, ids: np.ndarray):
         ids = np.asarray(ids)
@@ -35,9 +40,12 @@ class IdMap:
             ids = ids.astype(str)
         elif ids.dtype.kind != "U":
             raise InvalidInputError(f"ids must be integers or strings, got dtype {ids.dtype}")
-        if len(ids) > 1 and not np.all(ids[1:] > ids[:-1]):
-            raise InvalidInputError("IdMap ids must be sorted and distinct (use IdMap.fit)")
         self.ids = ids
+        #: ``ids[_order]`` is sorted; None when ``ids`` is (every map not extended).
+        self._order = None if len(ids) < 2 or np.all(ids[1:] > ids[:-1]) else np.argsort(ids, kind="stable")
+        self._sorted = ids if self._order is None else ids[self._order]
+        if self._order is not None and not np.all(self._sorted[1:] > self._sorted[:-1]):
+            raise InvalidInputError("IdMap ids must be distinct")
 
     @classmethod
     def fit(cls, values) -> "tuple[IdMap, np.ndarray]":
@@ -47,6 +55,25 @@ class IdMap:
             values = values.astype(str)
         ids, inverse = np.unique(values, return_inverse=True)
         return cls(ids), inverse.astype(np.int64).reshape(-1)
+
+    def extend(self, values) -> "tuple[IdMap, np.ndarray]":
+        """A map that also knows the ``values`` it does not, appended in order of first
+        appearance (internal ids ``len(self)``, ``len(self) + 1``, …; the known ones keep
+        theirs), and the internal id of every value. Values of the other kind (strings
+        against integers) are refused."""
+        v = np.asarray(values)
+        if v.dtype.kind == "O":
+            v = v.astype(str)
+        if v.size and (v.dtype.kind in "iu") != self.is_int:
+            raise InvalidInputError(
+                f"these ids are {'integers' if v.dtype.kind in 'iu' else 'strings'} but the model's are "
+                f"{'integers' if self.is_int else 'strings'}")
+        v = self._coerce(v).reshape(-1)
+        unseen = v[~self.contains(v)]
+        fresh, first = np.unique(unseen, return_index=True)
+        fresh = fresh[np.argsort(first, kind="stable")]
+        grown = IdMap(np.concatenate([self.ids, fresh.astype(self.ids.dtype)])) if len(fresh) else self
+        return grown, grown.encode(v)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -80,16 +107,18 @@ class IdMap:
         v = self._coerce(values)
         if len(self.ids) == 0:
             return np.zeros(v.shape, dtype=bool)
-        pos = np.minimum(np.searchsorted(self.ids, v), len(self.ids) - 1)
-        return self.ids[pos] == v
+        pos = np.minimum(np.searchsorted(self._sorted, v), len(self.ids) - 1)
+        return self._sorted[pos] == v
 
     def encode(self, values, *, unknown: str = "raise", what: str = "id") -> np.ndarray:
         """Internal ids of ``values`` (any shape). ``unknown="raise"`` raises
         :class:`UnknownItemError` naming the first unknown ids; ``"ignore"`` gives ``-1``."""
         v = self._coerce(values)
-        pos = np.searchsorted(self.ids, v) if len(self.ids) else np.zeros(v.shape, dtype=np.int64)
+        pos = np.searchsorted(self._sorted, v) if len(self.ids) else np.zeros(v.shape, dtype=np.int64)
         pos = np.minimum(pos, max(len(self.ids) - 1, 0))
-        known = (self.ids[pos] == v) if len(self.ids) else np.zeros(v.shape, dtype=bool)
+        known = (self._sorted[pos] == v) if len(self.ids) else np.zeros(v.shape, dtype=bool)
+        if self._order is not None:
+            pos = self._order[pos]
         if not known.all():
             if unknown == "raise":
                 bad = np.unique(v[~known])

@@ -33,6 +33,7 @@ from .distributed import Ranks
 from .exceptions import InvalidInputError, JtmError, RankLostError
 from .features import BehaviourLeaves
 from .ids import IdMap
+from . import lifecycle
 from .joint_loop import JointLoop, validation_users
 from .model import default_device
 from .progress import ensure_handler, say
@@ -53,7 +54,7 @@ class JTM(Recommender):
         ``model_factory(tree, config) -> nn.Module`` following the :mod:`jtm_rs.model` call
         convention; default: :class:`JTMModel`.
     device
-        torch device; default CUDA when available, else CPU.
+        torch device (default: CUDA when available, else CPU).
     n_threads
         Threads for the Rust core (rayon) and torch's intra-op pool; default: every core for
         rayon, one torch thread (:mod:`jtm_rs.threads` says why).
@@ -121,27 +122,21 @@ class JTM(Recommender):
         tree
             Initial tree (default: built per ``config.initial_tree``); must hold every item.
         callback
-            Called with each round's :class:`IterationRecord` after the model is trained and
-            validated, while model and tree still match (before the round's tree learning, which
-            then fills in ``objective_after_tree_learning``); returning ``False`` stops the loop
-            there, leaving a matching model and tree.
+            Called with each round's :class:`IterationRecord` once the model is trained and
+            validated, before the round's tree learning (which then fills in
+            ``objective_after_tree_learning``); ``False`` stops the loop, model and tree matching.
         checkpoint_dir
-            When given, the model is saved there (:meth:`save`) after every training, with
-            what a resumed run needs (optimiser moments, random state, the round reached).
+            The model is saved there after every training, with what a resume needs.
         resume
-            A ``checkpoint_dir`` of an earlier, interrupted ``fit`` with the same data and
-            configuration: the run goes on from its last checkpoint and reaches the same tree,
-            model and history as one that was never interrupted (checkpoints keep going to
-            ``resume`` unless ``checkpoint_dir`` says otherwise). A directory without a
-            checkpoint yet starts from the beginning; a finished run returns at once.
+            A ``checkpoint_dir`` of an interrupted ``fit`` of the same data and configuration:
+            it goes on from the last checkpoint to the tree, model and history of an
+            uninterrupted run (checkpoints keep going to ``resume`` unless ``checkpoint_dir``
+            says otherwise); without a checkpoint yet, from the start; a finished run returns.
         distributed
-            Run over the ranks of the torch.distributed process group that the caller
-            initialised (``torchrun`` and ``init_process_group``; every rank calls ``fit`` with
-            the same data and configuration, which is checked): training with
-            ``DistributedDataParallel`` on each rank's part of every batch, tree learning's
-            scoring and the validation users split over the ranks; rank 0 alone prints and
-            writes checkpoints, so ``checkpoint_dir`` and ``resume`` must be one directory all
-            ranks can read (:mod:`jtm_rs.distributed`, ``docs/distributed.md``).
+            Run over the ranks of the torch.distributed process group the caller initialised
+            (every rank calls ``fit`` alike, which is checked): DDP training, tree learning's
+            scoring and validation split over the ranks; rank 0 alone prints and writes
+            checkpoints to one directory all ranks read (:mod:`jtm_rs.distributed`).
         """
         if show_progress:
             ensure_handler()
@@ -181,6 +176,12 @@ class JTM(Recommender):
         leaves = BehaviourLeaves(train.training_windows(self.config.max_behaviours), tree, self.device)
         return learn_tree_from_model(model, tree, leaves, self.config, d=d or self.config.d, seed=self.config.seed,
                                      n_threads=self.n_threads, show_progress=show_progress)
+
+    @uses_torch_threads
+    def update(self, new: Interactions, *, replay: Optional[Interactions] = None, retire=None, epochs: int = 1,
+               show_progress: bool = True):
+        """New behaviours and items, a replay of old ones, retired items: :func:`jtm_rs.lifecycle.update`."""
+        return lifecycle.update(self, new, replay=replay, retire=retire, epochs=epochs, show_progress=show_progress)
 
     def use_tree(self, tree: Tree) -> "JTM":
         """Retrieves over ``tree`` from now on (e.g. one from :meth:`learn_tree`, with the model

@@ -1,0 +1,197 @@
+"""A fitted JTM goes on with new behaviours and new items, without a fit from scratch.
+
+One update, in order:
+
+1. **Ids.** The new data's items are mapped onto the model's ids; items it has not seen get
+   ids appended to its :class:`~jtm_rs.ids.IdMap` (:meth:`~jtm_rs.ids.IdMap.extend`), so the
+   ids of known items never change. Data whose ids are of another kind, or which has no id map
+   where the model has one (or the other way round), is refused before any work.
+2. **Retired items** leave the tree (their leaves become free): they are never retrieved
+   again. Their rows are dropped from the data the update trains on.
+3. **New items** go to free leaves near the known item they co-occur with most in users'
+   sequences (:func:`~.placement.place_near`); the tree grows a level when it has too few free
+   leaves. An item with no known neighbour yet (cold) gets a free leaf spread over the tree.
+   New leaves' node embeddings start from their neighbourhood (:func:`~.placement.grow_node_table`).
+4. **Training** goes on from the current weights over every example of the new behaviours
+   plus ``update_replay`` old examples per new one, drawn from ``replay`` (the old behaviours,
+   when given), for ``epochs`` passes.
+5. **Tree learning** (``update_tree_learning="whole"``): Algorithm 2 over the whole tree with
+   the trained model, which places the new items by the eq. 2 weights of their own
+   behaviours; known items without behaviours in the data stay where they are.
+
+The update works in memory on the :class:`~jtm_rs.jtm.JTM` given: a save written before is
+untouched until the caller saves again.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+
+from .._core import Tree
+from ..data import Interactions
+from ..exceptions import InvalidInputError
+from ..features import BehaviourLeaves
+from ..ids import IdMap
+from ..progress import ensure_handler, say
+from ..threads import training_tuner
+from ..training import default_negatives, make_optimizer, train_epoch
+from ..tree_policy import learn_tree_from_model, on_tree_change
+from .placement import cooccurring_leaves, deepen, free_leaves, grow_node_table, place_near
+
+
+@dataclass
+class UpdateRecord:
+    """What one update did: counts, and seconds per phase."""
+
+    new_items: int = 0
+    retired_items: int = 0
+    new_behaviours: int = 0
+    replayed_examples: int = 0
+    levels_added: int = 0
+    cold_items: int = 0
+    loss: float = float("nan")
+    seconds: Dict[str, float] = field(default_factory=dict)
+
+
+def original_items(jtm, data: Interactions, what: str) -> np.ndarray:
+    """``data``'s item column in the ids the model speaks (the data's own ids where the model
+    maps ids, else internal ids), refused where the two do not match in kind."""
+    if jtm.item_ids is None:
+        if data.item_ids is not None:
+            raise InvalidInputError(f"the model was fitted on internal item ids, but {what} maps its own ids: "
+                                    "give it as plain Interactions of internal ids")
+        return data.item.astype(np.int64)
+    if data.item_ids is None:
+        raise InvalidInputError(f"the model maps the data's own item ids, but {what} has no id map: load it "
+                                "with Interactions.from_ids or a jtm_rs.datasets loader")
+    if len(data) and data.item_ids.is_int != jtm.item_ids.is_int:
+        kind = lambda m: "integers" if m.is_int else "strings"  # noqa: E731
+        raise InvalidInputError(f"{what}'s item ids are {kind(data.item_ids)} but the model's are {kind(jtm.item_ids)}")
+    return data.item_ids.decode(data.item)
+
+
+def original_users(data: Interactions) -> np.ndarray:
+    return data.user.astype(np.int64) if data.user_ids is None else data.user_ids.decode(data.user)
+
+
+def combined(new: Interactions, new_items: np.ndarray, replay: Optional[Interactions],
+             replay_items: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The replay and new behaviours as one time-ordered table of internal ids: ``(user, item,
+    is_new)``. A user in both (by the data's own user ids) is one user, the replayed behaviours
+    before the new ones where times tie."""
+    parts = [(new, new_items, True)] + ([(replay, replay_items, False)] if replay is not None else [])
+    keys = [original_users(d) for d, _, _ in parts]
+    if any(k.dtype.kind == "U" for k in keys):
+        keys = [k.astype(str) for k in keys]
+    users = np.concatenate(keys)
+    _, user = np.unique(users, return_inverse=True)
+    item = np.concatenate([i for _, i, _ in parts])
+    ts = np.concatenate([d.timestamp.astype(np.float64) for d, _, _ in parts])
+    is_new = np.concatenate([np.full(len(d), flag) for d, _, flag in parts])
+    order = np.lexsort((is_new, ts, user))
+    return user[order].astype(np.int64), item[order], is_new[order]
+
+
+def update(jtm, new: Interactions, *, replay: Optional[Interactions] = None, retire=None, epochs: int = 1,
+           show_progress: bool = True) -> UpdateRecord:
+    """Runs one update of ``jtm`` (fitted) in place (the module docstring says what happens);
+    returns its :class:`UpdateRecord`. With nothing new, the model is unchanged."""
+    tree, model = jtm.check_fitted()
+    if show_progress:
+        ensure_handler()
+    cfg = jtm.config
+    if epochs < 1:
+        raise InvalidInputError(f"epochs must be at least 1, got {epochs}")
+    t0 = time.perf_counter()
+    record = UpdateRecord()
+    # 1. Ids: everything checked and mapped before anything changes.
+    new_original = original_items(jtm, new, "the new data")
+    replay_original = original_items(jtm, replay, "the replay data") if replay is not None else np.zeros(0, np.int64)
+    ids: Optional[IdMap] = jtm.item_ids
+    if ids is None:
+        new_items, replay_items = new_original, replay_original
+    else:
+        ids, new_items = ids.extend(new_original)
+        replay_items = ids.encode(replay_original, unknown="ignore")
+        if (replay_items < 0).any():
+            raise InvalidInputError("the replay data holds items the model does not know and the new data does "
+                                    "not bring; replay is for old behaviours")
+    retired = np.zeros(0, np.int64)
+    if retire is not None and len(np.asarray(retire)):
+        retired = np.unique(ids.encode(retire, what="retired item") if ids is not None else np.asarray(retire, np.int64))
+        unknown = retired[~tree.contains(retired)]
+        if len(unknown):
+            raise InvalidInputError(f"{len(unknown)} item(s) to retire are not in the tree, e.g. {unknown[:3].tolist()}")
+    user, item, is_new = combined(new, new_items, replay, replay_items)
+    keep = ~np.isin(item, retired)
+    user, item, is_new = user[keep], item[keep], is_new[keep]
+    fresh = np.setdiff1d(np.unique(item), tree.items)
+    if not len(fresh) and not len(retired) and not is_new.any():
+        return record  # nothing new: the same model
+    # 2. Retire, 3. place.
+    kept = np.setdiff1d(tree.items, retired)
+    if not len(kept) and not len(fresh):
+        raise InvalidInputError("the update would leave the tree without items")
+    old_tree = tree
+    tree = Tree.from_leaves(kept, tree.leaves(kept), arity=tree.arity, leaf_level=tree.leaf_level)
+    free = free_leaves(tree)
+    while len(free) < len(fresh):
+        tree = deepen(tree)
+        free = free_leaves(tree)
+        record.levels_added += 1
+    near = cooccurring_leaves(tree, user, item, fresh)
+    chosen = place_near(tree, fresh, near, free, seed=cfg.seed)
+    tree = Tree.from_leaves(np.concatenate([tree.items, fresh]), np.concatenate([tree.leaves(tree.items), chosen]),
+                            arity=tree.arity, leaf_level=tree.leaf_level)
+    model = grow_node_table(model, jtm.model_factory, tree, cfg, jtm.device, chosen)
+    record.new_items, record.retired_items, record.cold_items = len(fresh), len(retired), int((near < 0).sum())
+    record.new_behaviours = int(is_new.sum())
+    record.seconds["place"] = time.perf_counter() - t0
+    # 4. Train on the new behaviours and a replay of old ones.
+    t1 = time.perf_counter()
+    data = Interactions(user, item, np.arange(len(user)))  # already time-ordered: positions as times
+    windows = data.training_windows(cfg.max_behaviours)
+    from_new = is_new[windows.pos]
+    rng = np.random.default_rng(cfg.seed + len(jtm.history))
+    old = np.flatnonzero(~from_new)
+    n_replay = min(len(old), int(round(cfg.update_replay * from_new.sum())))
+    examples = np.concatenate([np.flatnonzero(from_new), rng.choice(old, n_replay, replace=False)])
+    record.replayed_examples = n_replay
+    leaves = BehaviourLeaves(windows, tree, jtm.device)
+    optimizer = make_optimizer(model, cfg.learning_rate)
+    negatives = (default_negatives(tree.leaf_level, cfg.negatives, tree.arity) if isinstance(cfg.negatives, int)
+                 else list(cfg.negatives))
+    if len(negatives) != tree.leaf_level + 1:
+        raise InvalidInputError("negatives given per level do not fit the tree after the update; give a total")
+    tuner = training_tuner(jtm.n_threads, jtm.device.type)
+    model.train()
+    for _ in range(epochs if len(examples) else 0):
+        record.loss = train_epoch(model, optimizer, tree, leaves, rng.permutation(examples), negatives,
+                                  hierarchical=cfg.hierarchical, batch_size=cfg.batch_size,
+                                  seed=int(rng.integers(2**62)), threads=tuner, loss=cfg.loss)
+    record.seconds["train"] = time.perf_counter() - t1
+    # 5. Tree learning with the trained model.
+    if cfg.update_tree_learning == "whole" and cfg.tree_learning == "jtm" and len(examples):
+        t2 = time.perf_counter()
+        learned = learn_tree_from_model(model, tree, leaves, cfg, d=cfg.d, seed=cfg.seed + len(jtm.history),
+                                        n_threads=jtm.n_threads, show_progress=show_progress)
+        model, optimizer = on_tree_change(model, optimizer, tree, learned, cfg, jtm.model_factory, jtm.device,
+                                          len(jtm.history))
+        tree = learned
+        record.seconds["learn_tree"] = time.perf_counter() - t2
+    model.eval()
+    jtm.tree, jtm.model, jtm.optimizer, jtm.item_ids = tree, model, optimizer, ids
+    record.seconds["update"] = time.perf_counter() - t0
+    if show_progress:
+        say(f"update: {record.new_items} new item(s) ({record.cold_items} cold), {record.retired_items} retired, "
+            f"{record.new_behaviours} new behaviour(s), {record.replayed_examples} replayed example(s), "
+            f"{record.levels_added} level(s) added; {record.seconds['update']:.1f} s (tree {old_tree.n_items} -> "
+            f"{tree.n_items} items)")
+    return record
+
+
+__all__ = ["UpdateRecord", "update", "original_items"]

@@ -1,0 +1,151 @@
+"""The model lives on: appended ids, placing new items in a fitted tree, the node table that
+grows with it, and JTM.update end to end (new items retrievable, known ids unchanged, retired
+items gone, old saves intact, refused inputs change nothing)."""
+
+import numpy as np
+import pytest
+import torch
+
+from jtm_rs import JTM, Interactions, Tree, synthetic
+from jtm_rs.exceptions import InvalidInputError, UnknownItemError
+from jtm_rs.ids import IdMap
+from jtm_rs.lifecycle.placement import deepen, free_leaves, grow_node_table, place_near
+
+
+def test_an_extended_map_keeps_the_known_ids_and_appends_the_rest(tmp_path):
+    base, _ = IdMap.fit([30, 10, 20])
+    grown, internal = base.extend([20, 5, 40, 5, 10])
+    assert internal.tolist() == [1, 3, 4, 3, 0]  # 10, 20, 30 keep 0, 1, 2; 5 then 40 appended
+    assert grown.ids.tolist() == [10, 20, 30, 5, 40]
+    assert grown.decode(np.array([3, 4, -1])).tolist() == [5, 40, -1]
+    assert grown.contains([5, 6, 40]).tolist() == [True, False, True]
+    with pytest.raises(UnknownItemError):
+        grown.encode([6])
+    grown.save(tmp_path / "ids.npz")
+    back = IdMap.load(tmp_path / "ids.npz")
+    assert back == grown and back.encode([40, 10]).tolist() == [4, 0]
+    assert base.extend([10, 30])[0] is base  # nothing new: the same map
+    with pytest.raises(InvalidInputError, match="strings"):
+        base.extend(np.array(["a"]))
+    with pytest.raises(InvalidInputError, match="distinct"):
+        IdMap(np.array([3, 1, 3]))
+
+
+def test_free_leaves_deepen_and_placement_near_a_neighbour():
+    tree = Tree.from_leaves([7, 8, 9], [7, 8, 11], arity=2, leaf_level=3)  # leaves 7..14
+    assert free_leaves(tree).tolist() == [9, 10, 12, 13, 14]
+    deeper = deepen(tree)
+    assert deeper.leaf_level == 4 and deeper.leaves(np.array([7, 8, 9])).tolist() == [15, 17, 23]
+    # Every old leaf is now the parent of its item's leaf: the old node ids keep their meaning.
+    assert deeper.ancestors(deeper.leaves(np.array([7, 8, 9])), 3).tolist() == [7, 8, 11]
+    # Item 100 co-occurs with the item on leaf 11: leaf 12 is free under 11's parent (5).
+    # Item 101 near leaf 7: 7's sibling 8 is taken, so the nearest free is under node 1: 9 or 10.
+    # Item 102 has no neighbour: any free leaf left.
+    free = free_leaves(tree)
+    got = place_near(tree, np.array([100, 101, 102]), np.array([11, 7, -1]), free)
+    assert got[0] == 12 and got[1] == 9 and got[2] in (10, 13, 14)
+    assert len(set(got.tolist())) == 3
+    with pytest.raises(ValueError):
+        place_near(tree, np.arange(6), np.full(6, -1), free)
+
+
+def test_the_node_table_grows_from_the_neighbourhood():
+    from jtm_rs import JTMConfig
+    from jtm_rs.tree_policy import default_model_factory, new_model
+
+    cfg = JTMConfig(embedding_dim=4, hidden=(8,))
+    tree = Tree.from_leaves([1, 2, 3], [3, 4, 5], arity=2, leaf_level=2)  # leaves 3..6, 6 free
+    model = new_model(default_model_factory, tree, cfg, torch.device("cpu"), seed=0)
+    old = model.embedding.weight.detach().clone()
+    deeper = deepen(tree)  # items on 7, 9, 11; leaf level 3
+    placed = Tree.from_leaves([1, 2, 3, 4], [7, 9, 11, 8], arity=2, leaf_level=3)
+    grown = grow_node_table(model, default_model_factory, placed, cfg, torch.device("cpu"), np.array([8]))
+    w = grown.embedding.weight.detach()
+    assert w.shape[0] == deeper.n_nodes + 1 and torch.equal(w[:7], old[:7])
+    assert torch.equal(w[-1], old[-1])  # the padding row
+    assert torch.equal(w[9], old[4]) and torch.equal(w[11], old[5])  # moved items: their old leaf's row
+    assert torch.equal(w[8], w[7])  # a new item beside an old one: its sibling's row
+    for (k, a), b in zip(model.state_dict().items(), grown.state_dict().values()):
+        if k != "embedding.weight":
+            assert torch.equal(a, b)
+
+
+def _late_items(data: Interactions, share: float) -> np.ndarray:
+    """The items whose first behaviour comes latest: the new items of the update."""
+    order = np.argsort(data.timestamp, kind="stable")
+    items, first = np.unique(data.item[order], return_index=True)
+    return items[np.argsort(first)][-int(share * len(items)):]
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """A JTM fitted without the 15 % newest items (saved), the behaviours on those items, and
+    the whole data in the same ids."""
+    raw = synthetic.generate(600, 500, seed=3).interactions
+    late = _late_items(raw, 0.15)
+    is_new = np.isin(raw.item, late)
+    ids = raw.item * 7 + 1000  # the data's own ids, sparse
+    old = Interactions.from_ids(raw.user[~is_new], ids[~is_new], raw.timestamp[~is_new]).filter_users(10)
+    new = Interactions.from_ids(raw.user[is_new], ids[is_new], raw.timestamp[is_new])
+    split = old.split(0.1, 0.1, seed=0)
+    jtm = JTM(iterations=1, max_examples_per_epoch=20000, n_threads=1, seed=0).fit(split, show_progress=False)
+    path = tmp_path_factory.mktemp("lifecycle") / "before"
+    jtm.save(path)
+    return path, split, new, np.unique(ids[is_new]), Interactions.from_ids(raw.user, ids, raw.timestamp)
+
+
+def test_update_places_new_items_where_they_are_retrieved_and_keeps_known_ids(fitted, tmp_path):
+    path, split, new, new_ids, whole = fitted
+    jtm = JTM.load(path, n_threads=1)
+    known = jtm.item_ids.ids.copy()
+    internal_before = jtm.item_ids.encode(known)
+    h = [whole.item_ids.decode(whole.item[whole.user == u]) for u in np.unique(whole.user)[:200]]
+    stale = np.isin(jtm.recommend(h, M=50, on_unknown="ignore")[0], new_ids).mean()
+    assert stale == 0  # the first fit cannot retrieve what it never saw
+    record = jtm.update(new, replay=split.train, show_progress=False)
+    assert record.new_items == len(new_ids) and record.new_behaviours == len(new) and record.replayed_examples > 0
+    assert np.array_equal(jtm.item_ids.encode(known), internal_before)  # known ids keep their internal ids
+    assert np.array_equal(np.sort(jtm.tree.items), np.arange(len(known) + len(new_ids)))
+    jtm.tree.validate()
+    got = jtm.recommend(h, M=50)[0]
+    assert np.isin(got, new_ids).mean() > 0.02  # new items come back from the beam now
+    # The save written before the update still loads and serves the old model.
+    before = JTM.load(path, n_threads=1)
+    assert before.tree.n_items == len(known)
+    assert np.isin(before.recommend(h, M=50, on_unknown="ignore")[0], new_ids).mean() == 0
+    jtm.save(tmp_path / "after")
+    back = JTM.load(tmp_path / "after", n_threads=1)
+    assert np.array_equal(back.recommend(h, M=50)[0], got)
+
+
+def test_update_retires_items_and_nothing_new_changes_nothing(fitted):
+    path, split, new, _, _ = fitted
+    jtm = JTM.load(path, n_threads=1)
+    weights = [p.detach().clone() for p in jtm.model.parameters()]
+    tree = jtm.tree
+    record = jtm.update(split.train.select_users(np.zeros(0, np.int64)), show_progress=False)
+    assert record.new_items == 0 and jtm.tree is tree
+    assert all(torch.equal(a, b) for a, b in zip(weights, jtm.model.parameters()))
+    ev = split.test.evaluation_users()
+    top = jtm.item_ids.decode(jtm.retrieve(ev.features, 30)[0])
+    retire = np.unique(top[:, :3])
+    jtm.update(new.select_users(np.zeros(0, np.int64)), replay=split.train, retire=retire, show_progress=False)
+    assert not jtm.tree.contains(jtm.item_ids.encode(retire)).any()
+    histories = [whole_row for whole_row in jtm.item_ids.decode(np.where(ev.features[:50] >= 0, ev.features[:50], 0))]
+    got = jtm.recommend(histories, M=100, on_unknown="ignore")[0]
+    assert not np.isin(got, retire).any()
+
+
+def test_refused_updates_change_nothing(fitted):
+    path, split, new, _, _ = fitted
+    jtm = JTM.load(path, n_threads=1)
+    tree, ids = jtm.tree, jtm.item_ids
+    strings = Interactions.from_ids(new.user, np.array([f"s{i}" for i in new.item]), new.timestamp)
+    with pytest.raises(InvalidInputError, match="strings"):
+        jtm.update(strings, show_progress=False)
+    plain = Interactions(new.user, new.item, new.timestamp)
+    with pytest.raises(InvalidInputError, match="no id map"):
+        jtm.update(plain, show_progress=False)
+    with pytest.raises(UnknownItemError):
+        jtm.update(new, retire=[-5], show_progress=False)
+    assert jtm.tree is tree and jtm.item_ids is ids
