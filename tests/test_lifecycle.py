@@ -149,3 +149,29 @@ def test_refused_updates_change_nothing(fitted):
     with pytest.raises(UnknownItemError):
         jtm.update(new, retire=[-5], show_progress=False)
     assert jtm.tree is tree and jtm.item_ids is ids
+
+
+def test_the_new_items_protocol_writes_stale_updated_and_refit_rows(tmp_path):
+    from jtm_rs.experiments import Budget, Experiment
+    from jtm_rs.experiments.new_items import late_items
+
+    data = synthetic.generate(400, 300, seed=4).interactions.filter_users(10)
+    late = late_items(data, 0.15)
+    assert len(late) == round(0.15 * data.n_items)
+    # The late items' earliest relative positions are later than any other item's.
+    starts = data.user_starts()
+    rel = (np.arange(len(data)) - np.repeat(starts[:-1], np.diff(starts))) / np.repeat(np.diff(starts), np.diff(starts))
+    earliest = {i: rel[data.item == i].min() for i in data.items}
+    assert min(earliest[i] for i in late) >= max(earliest[i] for i in data.items if i not in set(late.tolist()))
+    exp = Experiment(data, tmp_path, methods=["jtm"], seeds=[0], protocol="new-items", data_name="gen",
+                     budget=Budget(iterations=1, max_examples_per_epoch=5000, n_threads=1))
+    exp.run()
+    import json
+
+    rows = json.loads((tmp_path / "results" / "new-items-seed0.json").read_text())["rows"]
+    assert rows["stale"]["new_items"]["recall"] == 0 and rows["stale"]["new_items"]["n_users"] > 0
+    assert rows["updated"]["new_items"]["recall"] > 0.1 and rows["refit"]["new_items"]["recall"] > 0.1
+    table = (tmp_path / "table.md").read_text()
+    assert all(f"| {r} |" in table for r in ("stale", "updated", "refit"))
+    with pytest.raises(InvalidInputError, match="protocol"):
+        Experiment(data, tmp_path, protocol="time-travel")

@@ -247,7 +247,7 @@ def cmd_experiment(a: argparse.Namespace) -> None:
         min_interactions=a.min_interactions,
         budget=Budget(n_threads=a.threads, device=a.device, itemcf_window=a.itemcf_window, **experiment_budget(a)),
         show_progress=False if a.quiet else None,
-        data_name=a.name or Path(a.data).stem,
+        data_name=a.name or Path(a.data).stem, protocol=a.protocol,
     )
     exp.report() if a.report_only else exp.run()
     print((Path(a.out) / "table.md").read_text())
@@ -347,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_options(x, exclude=("seed",))
     x.add_argument("--itemcf-window", type=int, default=None, help="Item-CF history window (default: chosen on validation users)")
     x.add_argument("--report-only", action="store_true", help="only rewrite table and figure from the cached results")
+    x.add_argument("--protocol", choices=("users", "new-items"), default="users", help="users: Table 1; new-items: "
+                   "stale / updated / refit JTM with the latest 15%% of items held out of the first fit")
     _runtime_args(x)
     x.set_defaults(fn=cmd_experiment)
     return p

@@ -169,6 +169,10 @@ class Interactions:
     def select_users(self, users: np.ndarray) -> "Interactions":
         return self._with_rows(np.isin(self.user, users))
 
+    def select_items(self, items: np.ndarray, *, invert: bool = False) -> "Interactions":
+        """The rows on ``items`` (``invert``: the rows on every other item)."""
+        return self._with_rows(np.isin(self.item, items, invert=invert))
+
     def filter_users(self, min_interactions: int = 10) -> "Interactions":
         """Drop users with fewer than ``min_interactions`` behaviours (paper: 10)."""
         users, counts = np.unique(self.user, return_counts=True)

@@ -24,8 +24,12 @@ from ..beam_diagnostics import beam_recall_by_level
 from ..data import Interactions
 from ..exceptions import InvalidInputError
 from ..jtm import JTM
+from . import new_items
 from .methods import METHODS, SHARES_FIT, Budget, make
 from .retrieval_costs import retrieval_costs, retrieval_lines
+
+
+PROTOCOLS = ("users", "new-items")
 
 
 def _validation_m(rec) -> int:
@@ -51,11 +55,15 @@ class Experiment:
     budget: Budget = dataclasses.field(default_factory=Budget)
     show_progress: Optional[bool] = None
     data_name: str = "data"
+    #: "users" (Table 1: every method on a user split) or "new-items" (:mod:`.new_items`).
+    protocol: str = "users"
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
             raise InvalidInputError(f"unknown method(s) {unknown}; known: {', '.join(METHODS)}")
+        if self.protocol not in PROTOCOLS:
+            raise InvalidInputError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
         self.out = Path(self.out)
         if self.show_progress is None:
             self.show_progress = sys.stderr.isatty()
@@ -71,6 +79,10 @@ class Experiment:
         data = self.data.filter_users(self.min_interactions)
         _log(f"{self.data_name}: {len(data)} behaviours, {data.n_users} users with >= {self.min_interactions}, "
              f"{data.n_items} items ({time.perf_counter() - t0:.1f} s)")
+        if self.protocol == "new-items":
+            new_items.run(data, self.out, self.seeds, self.budget, self.M, self.validation, self.test,
+                          self.data_name, _log)
+            return {}
         for seed in self.seeds:
             todo = [m for m in self.methods if not self.result_path(m, seed).exists()]
             for m in self.methods:

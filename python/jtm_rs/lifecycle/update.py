@@ -14,7 +14,7 @@ One update, in order:
    New leaves' node embeddings start from their neighbourhood (:func:`~.placement.grow_node_table`).
 4. **Training** goes on from the current weights over every example of the new behaviours
    plus ``update_replay`` old examples per new one, drawn from ``replay`` (the old behaviours,
-   when given), for ``epochs`` passes.
+   when given), for ``epochs`` passes, with a fresh Adam at ``update_learning_rate``.
 5. **Tree learning** (``update_tree_learning="whole"``): Algorithm 2 over the whole tree with
    the trained model, which places the new items by the eq. 2 weights of their own
    behaviours; known items without behaviours in the data stay where they are.
@@ -162,7 +162,7 @@ def update(jtm, new: Interactions, *, replay: Optional[Interactions] = None, ret
     examples = np.concatenate([np.flatnonzero(from_new), rng.choice(old, n_replay, replace=False)])
     record.replayed_examples = n_replay
     leaves = BehaviourLeaves(windows, tree, jtm.device)
-    optimizer = make_optimizer(model, cfg.learning_rate)
+    optimizer = make_optimizer(model, cfg.update_learning_rate)
     negatives = (default_negatives(tree.leaf_level, cfg.negatives, tree.arity) if isinstance(cfg.negatives, int)
                  else list(cfg.negatives))
     if len(negatives) != tree.leaf_level + 1:
