@@ -118,7 +118,7 @@ def test_update_places_new_items_where_they_are_retrieved_and_keeps_known_ids(fi
     assert np.array_equal(back.recommend(h, M=50)[0], got)
 
 
-def test_update_retires_items_and_nothing_new_changes_nothing(fitted):
+def test_update_retires_items_and_nothing_new_changes_nothing(fitted, tmp_path):
     path, split, new, _, _ = fitted
     jtm = JTM.load(path, n_threads=1)
     weights = [p.detach().clone() for p in jtm.model.parameters()]
@@ -131,9 +131,21 @@ def test_update_retires_items_and_nothing_new_changes_nothing(fitted):
     retire = np.unique(top[:, :3])
     jtm.update(new.select_users(np.zeros(0, np.int64)), replay=split.train, retire=retire, show_progress=False)
     assert not jtm.tree.contains(jtm.item_ids.encode(retire)).any()
-    histories = [whole_row for whole_row in jtm.item_ids.decode(np.where(ev.features[:50] >= 0, ev.features[:50], 0))]
-    got = jtm.recommend(histories, M=100, on_unknown="ignore")[0]
+    histories = [jtm.item_ids.decode(row[row >= 0][::-1]) for row in ev.features[:50]]
+    got = jtm.recommend(histories, M=100)[0]  # retired items in the histories are known features
     assert not np.isin(got, retire).any()
+    # A retired item still counts as a behaviour: through the leaf it last held.
+    alone = jtm.recommend([[retire[0]]], M=20)[0]
+    assert not np.array_equal(alone, jtm.recommend([[]], M=20)[0])  # not the same as no behaviour
+    other = jtm.recommend([[jtm.item_ids.decode(jtm.tree.items[:1])[0]]], M=20)[0]
+    assert not np.array_equal(alone, other)
+    assert np.array_equal(jtm.retired.items, np.sort(jtm.item_ids.encode(retire)))
+    jtm.save(tmp_path / "retired")
+    back = JTM.load(tmp_path / "retired", n_threads=1)
+    assert np.array_equal(back.recommend(histories, M=100)[0], got)
+    # Replayed behaviours on retired items do not bring them back.
+    jtm.update(split.train.select_items(jtm.item_ids.encode(retire)), replay=split.train, show_progress=False)
+    assert not jtm.tree.contains(jtm.item_ids.encode(retire)).any()
 
 
 def test_refused_updates_change_nothing(fitted):

@@ -3,7 +3,7 @@
 A save is a directory of parts under one manifest (:mod:`jtm_rs.storage`): ``config``
 (:class:`JTMConfig` as JSON), ``tree`` (the Rust core's tree format), ``model`` (a torch
 state dict), ``history`` (the rounds' records), ``item_ids`` (the map back to the data's item
-ids, when there is one) and, in a checkpoint of ``fit``, ``training``: what a resumed run needs
+ids, when there is one), ``retired`` (items an update retired, when any) and, in a checkpoint of ``fit``, ``training``: what a resumed run needs
 beyond the model (optimiser moments, random state, the round reached and a fingerprint of the
 data). Nothing is unpickled: the state dicts are read with ``torch.load(weights_only=True)``.
 """
@@ -24,6 +24,7 @@ from ._core import Tree
 from .config import IterationRecord, JTMConfig
 from .exceptions import CorruptModelError, InvalidInputError
 from .ids import IdMap
+from .lifecycle.retired import RetiredItems
 from .storage import FORMAT_VERSION, Parts, has_save, read_json, read_parts, write_parts
 
 
@@ -39,10 +40,13 @@ class SavedJTM:
     item_ids: Optional[IdMap]
     #: A checkpoint's training state (None in a plain save).
     training: Optional[dict]
+    #: Items an update retired from the tree, still features (none in a save without).
+    retired: RetiredItems = dataclasses.field(default_factory=RetiredItems)
 
 
 def save_jtm(path: Path, config: JTMConfig, tree: Tree, model: torch.nn.Module, history: List[IterationRecord],
-             item_ids: Optional[IdMap], training: Optional[dict] = None) -> None:
+             item_ids: Optional[IdMap], training: Optional[dict] = None,
+             retired: Optional[RetiredItems] = None) -> None:
     meta = {
         "format_version": FORMAT_VERSION,
         "config": dataclasses.asdict(config),
@@ -59,6 +63,8 @@ def save_jtm(path: Path, config: JTMConfig, tree: Tree, model: torch.nn.Module, 
         parts["item_ids"] = (".npz", item_ids.save)
     if training is not None:
         parts["training"] = (".pt", lambda p: torch.save(training, p))
+    if retired is not None and len(retired):
+        parts["retired"] = (".npz", retired.save)
     write_parts(path, parts)
 
 
@@ -93,7 +99,11 @@ def read_jtm(path: Path, device: torch.device) -> SavedJTM:
             int(training["round"]), training["fingerprint"]
         except Exception as e:
             raise CorruptModelError(f"{files['training']}: not a training state ({e})") from None
-    return SavedJTM(config, meta.get("model_class", ""), tree, state, history, item_ids, training)
+    try:
+        retired = RetiredItems.load(files["retired"]) if "retired" in files else RetiredItems()
+    except (ValueError, KeyError, OSError, InvalidInputError) as e:
+        raise CorruptModelError(f"{files['retired']}: not a list of retired items ({e})") from None
+    return SavedJTM(config, meta.get("model_class", ""), tree, state, history, item_ids, training, retired)
 
 
 def data_fingerprint(windows, tree: Tree) -> str:

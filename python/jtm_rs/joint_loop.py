@@ -41,6 +41,7 @@ from .progress import bar as progress_bar, say
 from .threads import training_tuner
 from .training import default_negatives, make_optimizer, objective_by_level, train_epoch
 from .ids import IdMap
+from .lifecycle.retired import RetiredItems
 from .tree_policy import ModelFactory, cluster_tree, initial_tree, learn_tree_from_model, new_model, on_tree_change
 
 
@@ -102,6 +103,7 @@ class JointLoop:
         jtm.model = new_model(jtm.model_factory, jtm.tree, cfg, jtm.device, seed=cfg.seed)
         jtm.optimizer = make_optimizer(jtm.model, cfg.learning_rate)
         jtm.history = []
+        jtm.retired = RetiredItems()  # a fit starts over: nothing retired
         needs_fingerprint = self.checkpoint_dir is not None or self.ranks is not None
         self.fingerprint = data_fingerprint(self.windows, jtm.tree) if needs_fingerprint else ""
         if self.ranks is not None:

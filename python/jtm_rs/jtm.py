@@ -79,6 +79,7 @@ class JTM(Recommender):
         self.optimizer = None
         self.history: List[IterationRecord] = []
         self.item_ids: Optional[IdMap] = None
+        self.retired = lifecycle.RetiredItems()  # items an update took out of the tree
 
     @property
     def name(self) -> str:
@@ -209,7 +210,8 @@ class JTM(Recommender):
 
     def known_items(self, items: np.ndarray) -> np.ndarray:
         tree, _ = self.check_fitted()
-        return tree.contains(items)  # a binary search per id, nothing per item of the catalogue
+        # A binary search per id, nothing per item of the catalogue; retired items are features.
+        return tree.contains(items) | self.retired.contains(items)
 
     def recommend(self, behaviours, M: int = 200, *, beam_size: Optional[int] = None, method: str = "beam",
                   on_unknown: str = "raise", batch_size: int = 1024, pad=PAD) -> Tuple[np.ndarray, np.ndarray]:
@@ -257,10 +259,7 @@ class JTM(Recommender):
         the model's device, ``-1`` padded; unknown items raised or dropped as in :meth:`retrieve`."""
         tree, _ = self.check_fitted()
         beh = drop_unknown(features, self.known_items, on_unknown, "the tree")
-        leaves = np.full(beh.shape, PAD, dtype=np.int64)
-        real = beh != PAD
-        leaves[real] = tree.leaves(beh[real])
-        return torch.from_numpy(leaves).to(self.device)
+        return torch.from_numpy(self.retired.item_leaves(tree, beh)).to(self.device)
 
     # --- persistence --------------------------------------------------------------------------
 
@@ -269,7 +268,7 @@ class JTM(Recommender):
         configuration, tree, model state, history and the map back to the data's item ids
         (:mod:`jtm_rs.checkpoint`). Other files in the directory stay."""
         tree, model = self.check_fitted()
-        save_jtm(Path(path), self.config, tree, model, self.history, self.item_ids)
+        save_jtm(Path(path), self.config, tree, model, self.history, self.item_ids, retired=self.retired)
 
     @classmethod
     def load(
@@ -290,7 +289,7 @@ class JTM(Recommender):
     def restore(self, saved: SavedJTM) -> None:
         """Takes the configuration, tree, model weights, history and id map of a save."""
         self.config = saved.config
-        self.tree, self.history, self.item_ids = saved.tree, saved.history, saved.item_ids
+        self.tree, self.history, self.item_ids, self.retired = saved.tree, saved.history, saved.item_ids, saved.retired
         self.model = new_model(self.model_factory, saved.tree, saved.config, self.device, seed=saved.config.seed)
         self.model.load_state_dict(saved.model_state)
 

@@ -2,6 +2,7 @@
 (:func:`update`, behind :meth:`jtm_rs.JTM.update`), and where new items go in the tree
 (:mod:`.placement`)."""
 
+from .retired import RetiredItems
 from .update import UpdateRecord, update
 
-__all__ = ["UpdateRecord", "update"]
+__all__ = ["RetiredItems", "UpdateRecord", "update"]

@@ -7,7 +7,9 @@ One update, in order:
    ids of known items never change. Data whose ids are of another kind, or which has no id map
    where the model has one (or the other way round), is refused before any work.
 2. **Retired items** leave the tree (their leaves become free): they are never retrieved
-   again. Their rows are dropped from the data the update trains on.
+   again, but stay features of users' histories through the leaf they last held
+   (:class:`~.retired.RetiredItems`, saved with the model). Their rows are dropped from the
+   data the update trains on.
 3. **New items** go to free leaves near the known item they co-occur with most in users'
    sequences (:func:`~.placement.place_near`); the tree grows a level when it has too few free
    leaves. An item with no known neighbour yet (cold) gets a free leaf spread over the tree.
@@ -127,7 +129,7 @@ def update(jtm, new: Interactions, *, replay: Optional[Interactions] = None, ret
         if len(unknown):
             raise InvalidInputError(f"{len(unknown)} item(s) to retire are not in the tree, e.g. {unknown[:3].tolist()}")
     user, item, is_new = combined(new, new_items, replay, replay_items)
-    keep = ~np.isin(item, retired)
+    keep = ~np.isin(item, retired) & ~jtm.retired.contains(item)  # retired items do not come back
     user, item, is_new = user[keep], item[keep], is_new[keep]
     fresh = np.setdiff1d(np.unique(item), tree.items)
     if not len(fresh) and not len(retired) and not is_new.any():
@@ -185,6 +187,7 @@ def update(jtm, new: Interactions, *, replay: Optional[Interactions] = None, ret
         record.seconds["learn_tree"] = time.perf_counter() - t2
     model.eval()
     jtm.tree, jtm.model, jtm.optimizer, jtm.item_ids = tree, model, optimizer, ids
+    jtm.retired = jtm.retired.add(retired, old_tree.leaves(retired))
     record.seconds["update"] = time.perf_counter() - t0
     if show_progress:
         say(f"update: {record.new_items} new item(s) ({record.cold_items} cold), {record.retired_items} retired, "
