@@ -187,3 +187,30 @@ def test_the_new_items_protocol_writes_stale_updated_and_refit_rows(tmp_path):
     assert all(f"| {r} |" in table for r in ("stale", "updated", "refit"))
     with pytest.raises(InvalidInputError, match="protocol"):
         Experiment(data, tmp_path, protocol="time-travel")
+
+
+def test_the_update_command_saves_elsewhere_and_leaves_the_model_as_it_was(tmp_path, capsys):
+    from jtm_rs import cli
+
+    raw = synthetic.generate(300, 250, seed=6).interactions
+    late = _late_items(raw, 0.15)
+    is_new = np.isin(raw.item, late)
+    old, new = (Interactions.from_ids(raw.user[m], raw.item[m] * 3 + 7, raw.timestamp[m]) for m in (~is_new, is_new))
+    old.to_csv(tmp_path / "old.csv")
+    new.to_csv(tmp_path / "new.csv")
+    run, run2 = tmp_path / "run", tmp_path / "run2"
+    budget = ["--iterations", "1", "--max-examples-per-epoch", "3000", "--threads", "1", "--quiet"]
+    assert cli.main(["train", str(tmp_path / "old.csv"), "--out", str(run), *budget]) == 0
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    retire = str(int(JTM.load(run).item_ids.ids[0]))
+    args = ["update", str(tmp_path / "new.csv"), "--model", str(run), "--replay", str(tmp_path / "old.csv"),
+            "--retire", retire, "--update-replay", "2", "--threads", "1", "--quiet"]
+    assert cli.main([*args, "--out", str(run)]) == 2  # refused: the saved model stays as it was
+    assert cli.main([*args, "--out", str(run2)]) == 0
+    assert f"{len(late)} new item(s), 1 retired" in capsys.readouterr().out
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    updated = JTM.load(run2)
+    assert updated.config.update_replay == 2 and (run2 / "split.json").exists()
+    assert updated.tree.n_items == JTM.load(run).tree.n_items + len(late) - 1
+    assert not updated.tree.contains(updated.item_ids.encode([int(retire)])).any() and len(updated.retired) == 1
+    assert cli.main(["evaluate", str(tmp_path / "old.csv"), "--model", str(run2), "--m", "10", "--quiet"]) == 0

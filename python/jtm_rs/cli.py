@@ -8,6 +8,7 @@
     jtm-rs train data.csv --resume run/           # go on with a killed run from its last checkpoint
     jtm-rs evaluate data.csv --model run/         # P/R/F@M on the same split's test users
     jtm-rs learn-tree data.csv --model run/       # one tree learning with the saved model
+    jtm-rs update new.csv --model run/ --out run2/ # go on with new behaviours and items
 
 Dataset files are CSV with a header naming ``user``, ``item``, ``timestamp`` and optionally
 ``category`` (numeric values). ``train`` stores the split (fractions and seed) with the model so
@@ -29,7 +30,9 @@ from typing import List, Optional
 import numpy as np
 
 from .cli_options import add_config_options, config_overrides, experiment_budget
+from .cli_update import add_update_command
 from .exceptions import InvalidInputError, JtmError
+from .progress import setup_cli_output
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
@@ -351,23 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "stale / updated / refit JTM with the latest 15%% of items held out of the first fit")
     _runtime_args(x)
     x.set_defaults(fn=cmd_experiment)
+    add_update_command(command, _data_args, _runtime_args)
     return p
-
-
-def _setup_output(a: argparse.Namespace) -> None:
-    """Messages through logging to stderr; warnings as one line."""
-    level = logging.WARNING if getattr(a, "quiet", False) else logging.DEBUG if a.verbose else logging.INFO
-    logger = logging.getLogger("jtm_rs")
-    if not logger.handlers:
-        from .progress import TqdmHandler
-
-        handler = TqdmHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
-    logger.setLevel(level)
-
-    # formatwarning, not showwarning: warnings.catch_warnings(record=True) still records.
-    warnings.formatwarning = lambda message, category, filename, lineno, line=None: f"jtm-rs: warning: {message}\n"
 
 
 def _check_paths(a: argparse.Namespace) -> None:
@@ -381,7 +369,7 @@ def _check_paths(a: argparse.Namespace) -> None:
 def main(argv: Optional[List[str]] = None) -> int:
     a = build_parser().parse_args(argv)
     formatwarning = warnings.formatwarning
-    _setup_output(a)
+    setup_cli_output(getattr(a, "quiet", False), a.verbose)
     try:
         _check_paths(a)
         a.fn(a)

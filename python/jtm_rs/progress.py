@@ -126,4 +126,20 @@ def bar(total: Optional[float] = None, desc: str = "", unit: str = "it", *, show
     return LogBar(total, desc, unit)
 
 
-__all__ = ["logger", "say", "bar", "ensure_handler", "LogBar"]
+
+def setup_cli_output(quiet: bool, verbose: bool) -> None:
+    """The command line's messages through logging to stderr; warnings as one line."""
+    import warnings
+
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    logger = logging.getLogger("jtm_rs")
+    if not logger.handlers:
+        handler = TqdmHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(level)
+    # formatwarning, not showwarning: warnings.catch_warnings(record=True) still records.
+    warnings.formatwarning = lambda message, category, filename, lineno, line=None: f"jtm-rs: warning: {message}\n"
+
+
+__all__ = ["logger", "say", "bar", "ensure_handler", "LogBar", "setup_cli_output"]
