@@ -214,3 +214,14 @@ def test_the_update_command_saves_elsewhere_and_leaves_the_model_as_it_was(tmp_p
     assert updated.tree.n_items == JTM.load(run).tree.n_items + len(late) - 1
     assert not updated.tree.contains(updated.item_ids.encode([int(retire)])).any() and len(updated.retired) == 1
     assert cli.main(["evaluate", str(tmp_path / "old.csv"), "--model", str(run2), "--m", "10", "--quiet"]) == 0
+
+
+def test_an_update_started_again_from_the_save_equals_a_straight_one(fitted):
+    """An update runs in memory and the save is written at the end, atomically: a killed update
+    leaves the old save, and running it again from there gives the same model."""
+    path, split, new, _, _ = fitted
+    a, b = JTM.load(path, n_threads=1), JTM.load(path, n_threads=1)
+    for jtm in (a, b):
+        jtm.update(new, replay=split.train, show_progress=False)
+    assert a.tree == b.tree and np.array_equal(a.item_ids.ids, b.item_ids.ids)
+    assert all(torch.equal(x, y) for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values()))
