@@ -107,11 +107,11 @@ class JTMConfig:
     validation_m: int = _opt(200, "M of the validation Precision/Recall/F@M recorded each round")
     validation_users: Optional[int] = _opt(2000, "validation users measured each round (None: all)")
     seed: int = _opt(0, "seed of the model, the sampling and the tree")
-    # 3 old examples per new one at a quarter of the fit's step: a fresh Adam at the fit's 8e-3
-    # undid the fit (overall recall 0.90x the refit's, generated data); provisional, chosen on
-    # generated data only (docs/lifecycle.md).
+    # 10 old examples per new one at a quarter of the fit's step: on generated data (20 000
+    # items, docs/lifecycle.md) 3 per new one lost 3 points of overall recall, 10 none; a fresh
+    # Adam at the fit's 8e-3 undid a small fit. Provisional until the development sets say.
     update_replay: float = _opt(
-        3.0, "update(): old examples replayed per new example, drawn from the replay data given (so the model "
+        10.0, "update(): old examples replayed per new example, drawn from the replay data given (so the model "
         "does not forget)")
     update_learning_rate: float = _opt(2e-3, "update(): Adam's step size while training on the new behaviours")
     update_tree_learning: str = _opt(
