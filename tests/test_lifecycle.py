@@ -225,3 +225,35 @@ def test_an_update_started_again_from_the_save_equals_a_straight_one(fitted):
         jtm.update(new, replay=split.train, show_progress=False)
     assert a.tree == b.tree and np.array_equal(a.item_ids.ids, b.item_ids.ids)
     assert all(torch.equal(x, y) for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values()))
+
+
+def test_a_cold_item_goes_next_to_its_category():
+    """Items 1-4 on leaves 7, 8, 11, 12 of a 3-level tree; item 50 has no neighbour in any
+    sequence but shares category 2 with items 3 (2 rows) and 4 (1 row): its place is 3's leaf
+    11, whose sibling 12 is taken, so the next free leaf under their grandparent (13)."""
+    from jtm_rs.lifecycle.placement import category_leaves
+
+    tree = Tree.from_leaves([1, 2, 3, 4], [7, 8, 11, 12], arity=2, leaf_level=3)
+    item = np.array([1, 3, 3, 4, 50, 2])
+    category = np.array([1, 2, 2, 2, 2, 1])
+    assert category_leaves(tree, item, category, np.array([50, 60])).tolist() == [11, -1]
+    leaf = place_near(tree, np.array([50]), np.array([11]), free_leaves(tree))
+    assert leaf.tolist() == [13]  # 11's sibling 12 is taken: the next free leaf under node 2
+
+
+def test_update_places_a_cold_item_by_its_category(fitted):
+    import dataclasses
+
+    path, split, _, _, _ = fitted
+    jtm = JTM.load(path, n_threads=1)
+    jtm.config = dataclasses.replace(jtm.config, update_tree_learning="none")
+    known = jtm.item_ids.ids[jtm.tree.items[:2]]
+    # User 1 acts on a known item (category 5); user 2 once on a new item of category 5, so the
+    # new item has no neighbour in any sequence.
+    new = Interactions.from_ids([1, 1, 2], [known[0], known[1], 999_999], [0, 1, 2], categories=[5, 6, 5])
+    before = jtm.tree if len(free_leaves(jtm.tree)) else deepen(jtm.tree)
+    neighbour = before.leaves(jtm.item_ids.encode(known[:1]))
+    want = place_near(before, np.array([0]), neighbour, free_leaves(before))
+    record = jtm.update(new, show_progress=False)
+    assert record.new_items == 1 and record.cold_items == 1
+    assert jtm.tree.leaves(jtm.item_ids.encode([999_999])).tolist() == want.tolist()

@@ -10,6 +10,8 @@ the leaf level. Hence:
   ``b - 1`` free leaves beside its item;
 * :func:`cooccurring_leaves`: for each new item, the leaf of the known item it follows or
   precedes most often in users' sequences (its neighbourhood; ``-1`` where it has none);
+* :func:`category_leaves`: for a new item without one (cold), the leaf of the known item of
+  its category with the most behaviours, where the data has categories;
 * :func:`place_near`: each new item on the free leaf nearest its neighbourhood — the first
   free leaf under the lowest ancestor of the neighbour's leaf that has one — or, without a
   neighbourhood, spread over the tree's free leaves;
@@ -70,6 +72,31 @@ def cooccurring_leaves(tree: Tree, user: np.ndarray, item: np.ndarray, new_items
     first[1:] = pairs[1:, 0] != pairs[:-1, 0]
     pos = np.searchsorted(new_items, pairs[first, 0])
     out[pos] = tree.leaves(pairs[first, 1])
+    return out
+
+
+def category_leaves(tree: Tree, item: np.ndarray, category: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Per item of ``items``, the leaf of the known item of its category (by the rows
+    ``item``, ``category`` of one data set, whose category ids agree) with the most rows;
+    ``-1`` where the item has no category row or its category no known item."""
+    out = np.full(len(items), -1, np.int64)
+    known = tree.contains(item)
+    if not known.any():
+        return out
+    pairs, counts = np.unique(np.stack([category[known], item[known]], 1), axis=0, return_counts=True)
+    order = np.lexsort((pairs[:, 1], -counts, pairs[:, 0]))  # per category: most rows first
+    pairs = pairs[order]
+    first = np.ones(len(pairs), bool)
+    first[1:] = pairs[1:, 0] != pairs[:-1, 0]
+    cats, best = pairs[first, 0], pairs[first, 1]
+    # Each item's category: that of its first row.
+    own, at = np.unique(item, return_index=True)
+    pos = np.searchsorted(own, items)
+    has = (pos < len(own)) & (own[np.minimum(pos, len(own) - 1)] == items)
+    cat = category[at[np.minimum(pos, len(own) - 1)]]
+    k = np.searchsorted(cats, cat)
+    hit = has & (k < len(cats)) & (cats[np.minimum(k, len(cats) - 1)] == cat)
+    out[hit] = tree.leaves(best[k[hit]])
     return out
 
 

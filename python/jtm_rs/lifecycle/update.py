@@ -12,7 +12,9 @@ One update, in order:
    data the update trains on.
 3. **New items** go to free leaves near the known item they co-occur with most in users'
    sequences (:func:`~.placement.place_near`); the tree grows a level when it has too few free
-   leaves. An item with no known neighbour yet (cold) gets a free leaf spread over the tree.
+   leaves. An item with no known neighbour yet (cold) goes next to the known item of its
+   category with the most behaviours in the new data, where it has categories, else to a free
+   leaf spread over the tree.
    New leaves' node embeddings start from their neighbourhood (:func:`~.placement.grow_node_table`).
 4. **Training** goes on from the current weights over every example of the new behaviours
    plus ``update_replay`` old examples per new one, drawn from ``replay`` (the old behaviours,
@@ -42,7 +44,7 @@ from ..progress import ensure_handler, say
 from ..threads import training_tuner
 from ..training import default_negatives, make_optimizer, train_epoch
 from ..tree_policy import learn_tree_from_model, on_tree_change
-from .placement import cooccurring_leaves, deepen, free_leaves, grow_node_table, place_near
+from .placement import category_leaves, cooccurring_leaves, deepen, free_leaves, grow_node_table, place_near
 
 
 @dataclass
@@ -54,6 +56,7 @@ class UpdateRecord:
     new_behaviours: int = 0
     replayed_examples: int = 0
     levels_added: int = 0
+    #: New items with no known item next to them in users' sequences (placed by category, or spread).
     cold_items: int = 0
     loss: float = float("nan")
     seconds: Dict[str, float] = field(default_factory=dict)
@@ -146,11 +149,15 @@ def update(jtm, new: Interactions, *, replay: Optional[Interactions] = None, ret
         free = free_leaves(tree)
         record.levels_added += 1
     near = cooccurring_leaves(tree, user, item, fresh)
+    record.cold_items = int((near < 0).sum())
+    if new.category is not None and record.cold_items:  # cold items: next to their category's items
+        cold = near < 0
+        near[cold] = category_leaves(tree, new_items, new.category, fresh[cold])
     chosen = place_near(tree, fresh, near, free, seed=cfg.seed)
     tree = Tree.from_leaves(np.concatenate([tree.items, fresh]), np.concatenate([tree.leaves(tree.items), chosen]),
                             arity=tree.arity, leaf_level=tree.leaf_level)
     model = grow_node_table(model, jtm.model_factory, tree, cfg, jtm.device, chosen)
-    record.new_items, record.retired_items, record.cold_items = len(fresh), len(retired), int((near < 0).sum())
+    record.new_items, record.retired_items = len(fresh), len(retired)
     record.new_behaviours = int(is_new.sum())
     record.seconds["place"] = time.perf_counter() - t0
     # 4. Train on the new behaviours and a replay of old ones.
