@@ -257,3 +257,23 @@ def test_update_places_a_cold_item_by_its_category(fitted):
     record = jtm.update(new, show_progress=False)
     assert record.new_items == 1 and record.cold_items == 1
     assert jtm.tree.leaves(jtm.item_ids.encode([999_999])).tolist() == want.tolist()
+
+
+def test_tree_learning_over_new_items_only_holds_the_others_in_their_subtrees(fitted):
+    """``update_tree_learning="new"`` keeps every known item under its ancestor at the top of
+    the last segment (heap ids keep their level when the tree grows one); ``"whole"`` moves some."""
+    import dataclasses
+
+    path, split, new, new_ids, _ = fitted
+    moved = {}
+    for mode in ("new", "whole"):
+        jtm = JTM.load(path, n_threads=1)
+        jtm.config = dataclasses.replace(jtm.config, update_tree_learning=mode)
+        before = jtm.tree
+        jtm.update(new, replay=split.train, show_progress=False)
+        level = jtm.tree.leaf_level - jtm.config.d  # items may move below the last segment's top
+        assert level <= before.leaf_level
+        old = before.items
+        moved[mode] = int((jtm.tree.item_ancestors(old, level) != before.item_ancestors(old, level)).sum())
+        assert jtm.tree.contains(jtm.item_ids.encode(new_ids)).all()
+    assert moved["new"] == 0 and moved["whole"] > 0, moved

@@ -115,9 +115,9 @@ class JTMConfig:
         "does not forget)")
     update_learning_rate: float = _opt(2e-3, "update(): Adam's step size while training on the new behaviours")
     update_tree_learning: str = _opt(
-        "whole", "update(): after training on the new behaviours, 'whole' (Algorithm 2 over the whole tree, which "
-        "places the new items by the model) or 'none' (new items stay where their neighbourhood put them)",
-        choices=("whole", "none"))
+        "whole", "update(): after training on the new behaviours, Algorithm 2 over 'whole' tree (which places the "
+        "new items by the model), over 'new' items only (the others held in their subtrees), or 'none' (new items "
+        "stay where their neighbourhood put them)", choices=("whole", "new", "none"))
 
     def __post_init__(self) -> None:
         if self.arity < 2:

@@ -121,12 +121,18 @@ def weights_precision(setting: str, device: torch.device) -> str:
     return "float32"
 
 
+#: Nats of stay bonus that hold a pinned item in place: far above any eq. 2 weight, finite.
+PINNED_BONUS = 1e12
+
+
 def learn_tree_from_model(model: nn.Module, tree: Tree, leaves: BehaviourLeaves, config: JTMConfig, *, d: int,
                           seed: int, n_threads: Optional[int], show_progress: bool,
-                          ranks: Optional[Ranks] = None) -> Tree:
+                          ranks: Optional[Ranks] = None, pinned: Optional[np.ndarray] = None) -> Tree:
     """Paper Algorithm 2 with ``model`` fixed, from the training examples behind ``leaves``.
     With ``ranks`` (every rank calling it alike), the model scoring is split over the ranks and
-    every rank returns the same tree (:func:`jtm_rs.distributed.sharded_weights_fn`)."""
+    every rank returns the same tree (:func:`jtm_rs.distributed.sharded_weights_fn`).
+    ``pinned`` (one flag per item of ``tree.items``): items held in their subtrees by a stay
+    bonus far above any weight, so that only the others (an update's new items) move."""
     tuner = training_tuner(n_threads, leaves.device.type)  # the scoring's threads, as training's
     weights = model_weights_fn(
         model,
@@ -142,9 +148,11 @@ def learn_tree_from_model(model: nn.Module, tree: Tree, leaves: BehaviourLeaves,
     if ranks is not None:
         weights = sharded_weights_fn(weights, ranks)
         show_progress = show_progress and ranks.is_leader
+    bonus = weights.stay_bonus
+    if pinned is not None:
+        bonus = np.where(pinned, PINNED_BONUS, 0.0 if bonus is None else bonus)
     try:
-        return learn_tree(weights, d, tree=tree, stay_bonus=weights.stay_bonus, n_threads=n_threads,
-                          show_progress=show_progress)
+        return learn_tree(weights, d, tree=tree, stay_bonus=bonus, n_threads=n_threads, show_progress=show_progress)
     finally:
         if tuner is not None:
             tuner.finish()

@@ -21,7 +21,9 @@ One update, in order:
    when given), for ``epochs`` passes, with a fresh Adam at ``update_learning_rate``.
 5. **Tree learning** (``update_tree_learning="whole"``): Algorithm 2 over the whole tree with
    the trained model, which places the new items by the eq. 2 weights of their own
-   behaviours; known items without behaviours in the data stay where they are.
+   behaviours; known items without behaviours in the data stay where they are. ``"new"``:
+   the same with every known item held in its subtree (a stay bonus far above any weight), so
+   only the new items move, to the places free or freed for them.
 
 The update works in memory on the :class:`~jtm_rs.jtm.JTM` given: a save written before is
 untouched until the caller saves again.
@@ -184,10 +186,11 @@ def update(jtm, new: Interactions, *, replay: Optional[Interactions] = None, ret
                                   seed=int(rng.integers(2**62)), threads=tuner, loss=cfg.loss)
     record.seconds["train"] = time.perf_counter() - t1
     # 5. Tree learning with the trained model.
-    if cfg.update_tree_learning == "whole" and cfg.tree_learning == "jtm" and len(examples):
+    if cfg.update_tree_learning != "none" and cfg.tree_learning == "jtm" and len(examples):
         t2 = time.perf_counter()
+        pinned = ~np.isin(tree.items, fresh) if cfg.update_tree_learning == "new" else None
         learned = learn_tree_from_model(model, tree, leaves, cfg, d=cfg.d, seed=cfg.seed + len(jtm.history),
-                                        n_threads=jtm.n_threads, show_progress=show_progress)
+                                        n_threads=jtm.n_threads, show_progress=show_progress, pinned=pinned)
         model, optimizer = on_tree_change(model, optimizer, tree, learned, cfg, jtm.model_factory, jtm.device,
                                           len(jtm.history))
         tree = learned
