@@ -277,3 +277,26 @@ def test_tree_learning_over_new_items_only_holds_the_others_in_their_subtrees(fi
         moved[mode] = int((jtm.tree.item_ancestors(old, level) != before.item_ancestors(old, level)).sum())
         assert jtm.tree.contains(jtm.item_ids.encode(new_ids)).all()
     assert moved["new"] == 0 and moved["whole"] > 0, moved
+
+
+def test_the_time_protocol_evaluates_the_last_tenth_on_what_came_before(tmp_path):
+    import json
+
+    from jtm_rs.experiments import Budget, Experiment
+    from jtm_rs.experiments.time_split import evaluated_users, time_cuts
+
+    data = synthetic.generate(300, 1500, seed=1).interactions.filter_users(10)
+    t1, t2 = time_cuts(data)
+    assert np.mean(data.timestamp < t1) == pytest.approx(0.8, abs=0.01)
+    ev = evaluated_users(data, t2)
+    assert len(ev) > 0
+    u = int(ev.users[0])  # the k-th user of the data
+    lo, hi = data.user_starts()[u : u + 2]
+    ts, items = data.timestamp[lo:hi], data.item[lo:hi]
+    assert set(ev.truth(0).tolist()) == set(items[ts >= t2].tolist())
+    before = items[ts < t2][::-1][:69]
+    assert ev.features[0][: len(before)].tolist() == before.tolist()
+    Experiment(data, tmp_path, methods=["jtm"], seeds=[0], protocol="time", data_name="gen",
+               budget=Budget(iterations=1, max_examples_per_epoch=3000, n_threads=1)).run()
+    rows = json.loads((tmp_path / "results" / "time-seed0.json").read_text())["rows"]
+    assert set(rows) == {"stale", "updated", "refit"} and all(0 < r["recall"] <= 1 for r in rows.values())

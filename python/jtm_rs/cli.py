@@ -350,8 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_options(x, exclude=("seed",))
     x.add_argument("--itemcf-window", type=int, default=None, help="Item-CF history window (default: chosen on validation users)")
     x.add_argument("--report-only", action="store_true", help="only rewrite table and figure from the cached results")
-    x.add_argument("--protocol", choices=("users", "new-items"), default="users", help="users: Table 1; new-items: "
-                   "stale / updated / refit JTM with the latest 15%% of items held out of the first fit")
+    x.add_argument("--protocol", choices=("users", "new-items", "time"), default="users", help="users: Table 1; "
+                   "new-items / time: stale, updated and refit JTM (docs/lifecycle.md)")
     _runtime_args(x)
     x.set_defaults(fn=cmd_experiment)
     add_update_command(command, _data_args, _runtime_args)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Callable, Dict, List
 
 import numpy as np
 
@@ -58,7 +58,7 @@ def recall_on(ids: np.ndarray, ev: EvaluationUsers, items: np.ndarray) -> Dict[s
     return {"recall": precision_recall_f(ids[users], indptr, truth)["recall"], "n_users": int(len(users))}
 
 
-def _measure(rec, ev: EvaluationUsers, new_items: np.ndarray, M: int, seconds: float) -> dict:
+def measure(rec, ev: EvaluationUsers, new_items: np.ndarray, M: int, seconds: float) -> dict:
     ids, _ = rec.retrieve(ev.features, M, on_unknown="ignore")
     overall = precision_recall_f(ids, ev.truth_indptr, ev.truth_items)
     return {"recall": overall["recall"], "new_items": recall_on(ids, ev, new_items), "seconds": seconds}
@@ -74,16 +74,16 @@ def run_seed(data: Interactions, seed: int, budget: Budget, M: int, validation: 
     model = make("jtm", budget, seed)
     t = time.perf_counter()
     model.fit(stale_split, show_progress=False)
-    rows["stale"] = _measure(model, ev, new_items, M, time.perf_counter() - t)
+    rows["stale"] = measure(model, ev, new_items, M, time.perf_counter() - t)
     t = time.perf_counter()
     record = model.update(split.train.select_items(new_items), replay=stale_split.train, show_progress=False)
-    rows["updated"] = _measure(model, ev, new_items, M, time.perf_counter() - t)
+    rows["updated"] = measure(model, ev, new_items, M, time.perf_counter() - t)
     rows["updated"]["record"] = {"new_items": record.new_items, "cold_items": record.cold_items,
                                  "levels_added": record.levels_added, "seconds": record.seconds}
     refit = make("jtm", budget, seed)
     t = time.perf_counter()
     refit.fit(split, show_progress=False)
-    rows["refit"] = _measure(refit, ev, new_items, M, time.perf_counter() - t)
+    rows["refit"] = measure(refit, ev, new_items, M, time.perf_counter() - t)
     return {"seed": seed, "M": M, "new_items": int(len(new_items)), "test_users": len(ev), "rows": rows}
 
 
@@ -98,7 +98,7 @@ def write_table(results: List[dict], out: Path, name: str) -> None:
         v = 100 * np.asarray(values, float)
         return f"{v.mean():.2f}" + (f" ± {v.std(ddof=1):.2f}" if len(v) > 1 else "")
 
-    lines = [f"New items on {name}: {results[0]['new_items']} new items, test users, @M = {M}, "
+    lines = [f"Lifecycle on {name}: {results[0]['new_items']} new items, test users, @M = {M}, "
              f"{len(results)} seed(s)", "",
              f"| row | Recall@{M} (%) | Recall@{M} on new items (%) | seconds | share of refit recall (all / new) |",
              "|---|---|---|---|---|"]
@@ -112,23 +112,23 @@ def write_table(results: List[dict], out: Path, name: str) -> None:
     (out / "table.md").write_text("\n".join(lines) + "\n")
 
 
-def run(data: Interactions, out: Path, seeds, budget: Budget, M: int, validation: float, test: float,
-        name: str, log) -> List[dict]:
-    """Every missing seed (cached per seed in ``out/results``), then ``table.md``."""
+def run(out: Path, seeds, one_seed: Callable[[int], dict], tag: str, name: str, log) -> List[dict]:
+    """Every missing seed of a lifecycle protocol (``one_seed(seed)`` gives its rows; cached per
+    seed in ``out/results/TAG-seedS.json``), then ``table.md``."""
     (out / "results").mkdir(parents=True, exist_ok=True)
     results = []
     for seed in seeds:
-        path = out / "results" / f"new-items-seed{seed}.json"
+        path = out / "results" / f"{tag}-seed{seed}.json"
         if not path.exists():
-            result = run_seed(data, seed, budget, M, validation, test)
+            result = one_seed(seed)
             path.write_text(json.dumps(result, indent=1))
             rows = result["rows"]
-            log(f"[seed {seed}] new items: " + ", ".join(
-                f"{k} R@{M} {100 * v['recall']:.2f} % (new {100 * v['new_items']['recall']:.2f} %) in {v['seconds']:.0f} s"
-                for k, v in rows.items()))
+            log(f"[seed {seed}] {tag}: " + ", ".join(
+                f"{k} R@{result['M']} {100 * v['recall']:.2f} % (new {100 * v['new_items']['recall']:.2f} %) "
+                f"in {v['seconds']:.0f} s" for k, v in rows.items()))
         results.append(json.loads(path.read_text()))
     write_table(results, out, name)
     return results
 
 
-__all__ = ["NEW_SHARE", "late_items", "recall_on", "run", "run_seed", "write_table"]
+__all__ = ["NEW_SHARE", "late_items", "recall_on", "measure", "run", "run_seed", "write_table"]

@@ -24,12 +24,12 @@ from ..beam_diagnostics import beam_recall_by_level
 from ..data import Interactions
 from ..exceptions import InvalidInputError
 from ..jtm import JTM
-from . import new_items
+from . import new_items, time_split
 from .methods import METHODS, SHARES_FIT, Budget, make
 from .retrieval_costs import retrieval_costs, retrieval_lines
 
 
-PROTOCOLS = ("users", "new-items")
+PROTOCOLS = ("users", "new-items", "time")
 
 
 def _validation_m(rec) -> int:
@@ -55,7 +55,8 @@ class Experiment:
     budget: Budget = dataclasses.field(default_factory=Budget)
     show_progress: Optional[bool] = None
     data_name: str = "data"
-    #: "users" (Table 1: every method on a user split) or "new-items" (:mod:`.new_items`).
+    #: "users" (Table 1: every method on a user split), "new-items" (:mod:`.new_items`) or
+    #: "time" (:mod:`.time_split`).
     protocol: str = "users"
 
     def __post_init__(self) -> None:
@@ -79,9 +80,12 @@ class Experiment:
         data = self.data.filter_users(self.min_interactions)
         _log(f"{self.data_name}: {len(data)} behaviours, {data.n_users} users with >= {self.min_interactions}, "
              f"{data.n_items} items ({time.perf_counter() - t0:.1f} s)")
-        if self.protocol == "new-items":
-            new_items.run(data, self.out, self.seeds, self.budget, self.M, self.validation, self.test,
-                          self.data_name, _log)
+        if self.protocol != "users":  # stale / updated / refit rows (docs/lifecycle.md)
+            one_seed = {
+                "new-items": lambda seed: new_items.run_seed(data, seed, self.budget, self.M, self.validation, self.test),
+                "time": lambda seed: time_split.run_seed(data, seed, self.budget, self.M),
+            }[self.protocol]
+            new_items.run(self.out, self.seeds, one_seed, self.protocol, self.data_name, _log)
             return {}
         for seed in self.seeds:
             todo = [m for m in self.methods if not self.result_path(m, seed).exists()]

@@ -18,7 +18,8 @@ One update, in order:
    New leaves' node embeddings start from their neighbourhood (:func:`~.placement.grow_node_table`).
 4. **Training** goes on from the current weights over every example of the new behaviours
    plus ``update_replay`` old examples per new one, drawn from ``replay`` (the old behaviours,
-   when given), for ``epochs`` passes, with a fresh Adam at ``update_learning_rate``.
+   when given), for ``epochs`` passes, with a fresh Adam at ``update_learning_rate``; a pass
+   takes at most the fit's ``max_examples_per_epoch`` (the new examples first).
 5. **Tree learning** (``update_tree_learning="whole"``): Algorithm 2 over the whole tree with
    the trained model, which places the new items by the eq. 2 weights of their own
    behaviours; known items without behaviours in the data stay where they are. ``"new"``:
@@ -170,7 +171,12 @@ def update(jtm, new: Interactions, *, replay: Optional[Interactions] = None, ret
     rng = np.random.default_rng(cfg.seed + len(jtm.history))
     old = np.flatnonzero(~from_new)
     n_replay = min(len(old), int(round(cfg.update_replay * from_new.sum())))
-    examples = np.concatenate([np.flatnonzero(from_new), rng.choice(old, n_replay, replace=False)])
+    fresh_examples = np.flatnonzero(from_new)
+    cap = cfg.max_examples_per_epoch
+    if cap is not None and len(fresh_examples) + n_replay > cap:  # the fit's budget per pass, new ones first
+        fresh_examples = rng.permutation(fresh_examples)[: min(len(fresh_examples), cap)]
+        n_replay = min(n_replay, cap - len(fresh_examples))
+    examples = np.concatenate([fresh_examples, rng.choice(old, n_replay, replace=False)])
     record.replayed_examples = n_replay
     leaves = BehaviourLeaves(windows, tree, jtm.device)
     optimizer = make_optimizer(model, cfg.update_learning_rate)
