@@ -64,27 +64,34 @@ def measure(rec, ev: EvaluationUsers, new_items: np.ndarray, M: int, seconds: fl
     return {"recall": overall["recall"], "new_items": recall_on(ids, ev, new_items), "seconds": seconds}
 
 
-def run_seed(data: Interactions, seed: int, budget: Budget, M: int, validation: float, test: float) -> dict:
-    """The three rows for one seed."""
-    split = data.split(validation, test, seed=seed)
-    new_items = late_items(data)
-    stale_split = Split(*(p.select_items(new_items, invert=True) for p in (split.train, split.validation, split.test)))
-    ev = split.test.evaluation_users()
+def three_rows(first, update, replay, everything, ev: EvaluationUsers, new_items: np.ndarray, budget: Budget,
+               seed: int, M: int) -> dict:
+    """The stale (``jtm`` fitted on ``first``), updated (then updated with ``update``,
+    replaying ``replay``) and refit (``jtm`` fitted on ``everything``) rows, measured on ``ev``."""
     rows = {}
     model = make("jtm", budget, seed)
     t = time.perf_counter()
-    model.fit(stale_split, show_progress=False)
+    model.fit(first, show_progress=False)
     rows["stale"] = measure(model, ev, new_items, M, time.perf_counter() - t)
     t = time.perf_counter()
-    record = model.update(split.train.select_items(new_items), replay=stale_split.train, show_progress=False)
+    record = model.update(update, replay=replay, show_progress=False)
     rows["updated"] = measure(model, ev, new_items, M, time.perf_counter() - t)
     rows["updated"]["record"] = {"new_items": record.new_items, "cold_items": record.cold_items,
                                  "levels_added": record.levels_added, "seconds": record.seconds}
     refit = make("jtm", budget, seed)
     t = time.perf_counter()
-    refit.fit(split, show_progress=False)
+    refit.fit(everything, show_progress=False)
     rows["refit"] = measure(refit, ev, new_items, M, time.perf_counter() - t)
     return {"seed": seed, "M": M, "new_items": int(len(new_items)), "test_users": len(ev), "rows": rows}
+
+
+def run_seed(data: Interactions, seed: int, budget: Budget, M: int, validation: float, test: float) -> dict:
+    """The three rows for one seed."""
+    split = data.split(validation, test, seed=seed)
+    new_items = late_items(data)
+    stale = Split(*(p.select_items(new_items, invert=True) for p in (split.train, split.validation, split.test)))
+    return three_rows(stale, split.train.select_items(new_items), stale.train, split, split.test.evaluation_users(),
+                      new_items, budget, seed, M)
 
 
 def write_table(results: List[dict], out: Path, name: str) -> None:
@@ -131,4 +138,4 @@ def run(out: Path, seeds, one_seed: Callable[[int], dict], tag: str, name: str, 
     return results
 
 
-__all__ = ["NEW_SHARE", "late_items", "recall_on", "measure", "run", "run_seed", "write_table"]
+__all__ = ["NEW_SHARE", "late_items", "recall_on", "measure", "three_rows", "run", "run_seed", "write_table"]

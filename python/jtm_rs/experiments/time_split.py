@@ -14,14 +14,12 @@ the items the first 80 % never had, and seconds. The seed changes the models, no
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 from ..data import MAX_BEHAVIOURS, EvaluationUsers, Interactions, Windows
 from ..exceptions import InvalidInputError
-from .methods import Budget, make
-from .new_items import measure
+from .methods import Budget
+from .new_items import three_rows
 
 FIT_SHARE, UPDATE_SHARE = 0.8, 0.1
 
@@ -59,21 +57,7 @@ def run_seed(data: Interactions, seed: int, budget: Budget, M: int) -> dict:
     old, update, both = rows_of(first), rows_of(upto & ~first), rows_of(upto)
     ev = evaluated_users(data, t2, budget.jtm.get("max_behaviours", MAX_BEHAVIOURS))
     new_items = np.setdiff1d(data.items, old.items)
-    rows = {}
-    model = make("jtm", budget, seed)
-    t = time.perf_counter()
-    model.fit(old, show_progress=False)
-    rows["stale"] = measure(model, ev, new_items, M, time.perf_counter() - t)
-    t = time.perf_counter()
-    record = model.update(update, replay=old, show_progress=False)
-    rows["updated"] = measure(model, ev, new_items, M, time.perf_counter() - t)
-    rows["updated"]["record"] = {"new_items": record.new_items, "cold_items": record.cold_items,
-                                 "levels_added": record.levels_added, "seconds": record.seconds}
-    refit = make("jtm", budget, seed)
-    t = time.perf_counter()
-    refit.fit(both, show_progress=False)
-    rows["refit"] = measure(refit, ev, new_items, M, time.perf_counter() - t)
-    return {"seed": seed, "M": M, "new_items": int(len(new_items)), "test_users": len(ev), "rows": rows}
+    return three_rows(old, update, old, both, ev, new_items, budget, seed, M)
 
 
 __all__ = ["FIT_SHARE", "UPDATE_SHARE", "time_cuts", "evaluated_users", "run_seed"]
