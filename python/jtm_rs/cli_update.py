@@ -17,7 +17,7 @@ from .cli_options import config_overrides
 from .exceptions import InvalidInputError
 
 #: The JTMConfig fields an update may change (the others define the model it goes on with).
-UPDATE_FIELDS = ("update_replay", "update_learning_rate", "update_tree_learning")
+UPDATE_FIELDS = ("update_epochs", "update_replay", "update_learning_rate", "update_tree_learning")
 
 
 def add_update_command(command, data_args, runtime_args) -> None:
@@ -31,7 +31,6 @@ def add_update_command(command, data_args, runtime_args) -> None:
     u.add_argument("--out", required=True, help="directory to save the updated model into")
     u.add_argument("--replay", default=None, metavar="FILE", help="the old behaviours, replayed so the model does not forget")
     u.add_argument("--retire", nargs="+", default=(), metavar="ID", help="item ids (the data's) never to retrieve again")
-    u.add_argument("--epochs", type=int, default=1, help="passes over the new and replayed examples")
     for name in UPDATE_FIELDS:
         f = next(f for f in dataclasses.fields(JTMConfig) if f.name == name)
         u.add_argument(f"--{name.replace('_', '-')}", dest=f"config_{name}", type=type(f.default),
@@ -51,7 +50,7 @@ def cmd_update(a: argparse.Namespace) -> None:
     load = {"show_progress": not a.quiet, **({"skip_bad_rows": True} if a.skip_bad_rows else {})}
     new = datasets.load(a.data, a.format, **load)
     replay = datasets.load(a.replay, a.format, **load) if a.replay else None
-    record = jtm.update(new, replay=replay, retire=list(a.retire), epochs=a.epochs, show_progress=not a.quiet)
+    record = jtm.update(new, replay=replay, retire=list(a.retire), show_progress=not a.quiet)
     jtm.save(a.out)
     split = Path(a.model) / "split.json"
     if split.exists():  # evaluate and learn-tree read the split the model was trained with

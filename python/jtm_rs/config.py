@@ -107,15 +107,15 @@ class JTMConfig:
     validation_m: int = _opt(200, "M of the validation Precision/Recall/F@M recorded each round")
     validation_users: Optional[int] = _opt(2000, "validation users measured each round (None: all)")
     seed: int = _opt(0, "seed of the model, the sampling and the tree")
-    # 10 old examples per new one at a quarter of the fit's step: on generated data (20 000
-    # items, docs/lifecycle.md) 3 per new one lost 3 points of overall recall, 10 none; a fresh
-    # Adam at the fit's 8e-3 undid a small fit. Provisional until the development sets say.
+    # Chosen on Beauty's validation users (new-item protocol, seed 0; docs/lifecycle.md): 10 old
+    # examples per new one, 3 passes at the fit's step, tree learning over the new items only.
     update_replay: float = _opt(
         10.0, "update(): old examples replayed per new example, drawn from the replay data given (so the model "
         "does not forget)")
-    update_learning_rate: float = _opt(2e-3, "update(): Adam's step size while training on the new behaviours")
+    update_epochs: int = _opt(3, "update(): passes over the new and replayed examples")
+    update_learning_rate: float = _opt(8e-3, "update(): Adam's step size while training on the new behaviours")
     update_tree_learning: str = _opt(
-        "whole", "update(): after training on the new behaviours, Algorithm 2 over 'whole' tree (which places the "
+        "new", "update(): after training on the new behaviours, Algorithm 2 over 'whole' tree (which places the "
         "new items by the model), over 'new' items only (the others held in their subtrees), or 'none' (new items "
         "stay where their neighbourhood put them)", choices=("whole", "new", "none"))
 
@@ -136,8 +136,8 @@ class JTMConfig:
             raise InvalidInputError("model='sequence' has its own node attention; attention=True is the windows model's")
         if self.sequence_dim < 2 or self.sequence_dim % 2 or self.sequence_blocks < 1 or not 0 <= self.sequence_dropout < 1:
             raise InvalidInputError("sequence_dim must be even and >= 2, sequence_blocks >= 1, sequence_dropout in [0, 1)")
-        if not self.update_replay >= 0 or not self.update_learning_rate > 0:
-            raise InvalidInputError("update_replay must be >= 0 and update_learning_rate > 0")
+        if not self.update_replay >= 0 or not self.update_learning_rate > 0 or self.update_epochs < 1:
+            raise InvalidInputError("update_replay must be >= 0, update_learning_rate > 0 and update_epochs >= 1")
         if self.beam_targets < 1:
             raise InvalidInputError(f"beam_targets must be >= 1, got {self.beam_targets}")
         if not self.beam_weight > 0:

@@ -179,7 +179,7 @@ class JTM(Recommender):
                                      n_threads=self.n_threads, show_progress=show_progress)
 
     @uses_torch_threads
-    def update(self, new: Interactions, *, replay: Optional[Interactions] = None, retire=None, epochs: int = 1,
+    def update(self, new: Interactions, *, replay: Optional[Interactions] = None, retire=None, epochs: Optional[int] = None,
                show_progress: bool = True):
         """New behaviours and items, a replay of old ones, retired items: :func:`jtm_rs.lifecycle.update`."""
         return lifecycle.update(self, new, replay=replay, retire=retire, epochs=epochs, show_progress=show_progress)

@@ -18,13 +18,13 @@ One update, in order:
    New leaves' node embeddings start from their neighbourhood (:func:`~.placement.grow_node_table`).
 4. **Training** goes on from the current weights over every example of the new behaviours
    plus ``update_replay`` old examples per new one, drawn from ``replay`` (the old behaviours,
-   when given), for ``epochs`` passes, with a fresh Adam at ``update_learning_rate``; a pass
+   when given), for ``update_epochs`` passes, with a fresh Adam at ``update_learning_rate``; a pass
    takes at most the fit's ``max_examples_per_epoch`` (the new examples first).
-5. **Tree learning** (``update_tree_learning="whole"``): Algorithm 2 over the whole tree with
-   the trained model, which places the new items by the eq. 2 weights of their own
-   behaviours; known items without behaviours in the data stay where they are. ``"new"``:
-   the same with every known item held in its subtree (a stay bonus far above any weight), so
-   only the new items move, to the places free or freed for them.
+5. **Tree learning** with the trained model, which places the new items by the eq. 2 weights
+   of their own behaviours: ``update_tree_learning="new"`` (the default) runs Algorithm 2 with
+   every known item held in its subtree (a stay bonus far above any weight), so only the new
+   items move, to the places free or freed for them; ``"whole"`` lets every item move (known
+   items without behaviours in the data stay); ``"none"`` skips it.
 
 The update works in memory on the :class:`~jtm_rs.jtm.JTM` given: a save written before is
 untouched until the caller saves again.
@@ -104,14 +104,15 @@ def combined(new: Interactions, new_items: np.ndarray, replay: Optional[Interact
     return user[order].astype(np.int64), item[order], is_new[order]
 
 
-def update(jtm, new: Interactions, *, replay: Optional[Interactions] = None, retire=None, epochs: int = 1,
-           show_progress: bool = True) -> UpdateRecord:
+def update(jtm, new: Interactions, *, replay: Optional[Interactions] = None, retire=None,
+           epochs: Optional[int] = None, show_progress: bool = True) -> UpdateRecord:
     """Runs one update of ``jtm`` (fitted) in place (the module docstring says what happens);
     returns its :class:`UpdateRecord`. With nothing new, the model is unchanged."""
     tree, model = jtm.check_fitted()
     if show_progress:
         ensure_handler()
     cfg = jtm.config
+    epochs = cfg.update_epochs if epochs is None else epochs
     if epochs < 1:
         raise InvalidInputError(f"epochs must be at least 1, got {epochs}")
     t0 = time.perf_counter()
