@@ -1,0 +1,81 @@
+"""Update settings side by side on one data set (the new-item protocol of docs/lifecycle.md):
+one first fit without the newest 15 % of items, then each variant's ``JTM.update`` from a copy
+of it, measured on the validation users (to choose) and the test users (to report), overall
+and on the new items alone.
+
+    python benches/update_variants.py data/Beauty.txt --seed 0 --threads 1
+
+Variants are ``name=field:value,field:value[,epochs:N]`` of ``JTMConfig``'s update fields;
+without ``--variant`` the table of docs/lifecycle.md is run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import time
+
+DEFAULT_VARIANTS = [
+    "r10-1p-2e-3-whole=update_epochs:1,update_learning_rate:0.002,update_tree_learning:whole",
+    "r3-1p-2e-3-whole=update_replay:3,update_epochs:1,update_learning_rate:0.002,update_tree_learning:whole",
+    "r30-1p-2e-3-whole=update_replay:30,update_epochs:1,update_learning_rate:0.002,update_tree_learning:whole",
+    "r10-1p-2e-3-new=update_epochs:1,update_learning_rate:0.002,update_tree_learning:new",
+    "r10-1p-2e-3-none=update_epochs:1,update_learning_rate:0.002,update_tree_learning:none",
+    "r10-1p-8e-3-whole=update_epochs:1,update_tree_learning:whole",
+    "r10-3p-2e-3-whole=update_learning_rate:0.002,update_tree_learning:whole",
+    "r10-3p-8e-3-whole=update_tree_learning:whole",
+    "default=",
+]
+
+
+def parse(variant: str):
+    name, _, fields = variant.partition("=")
+    over = {}
+    for pair in filter(None, fields.split(",")):
+        key, _, value = pair.partition(":")
+        over[key] = value if key == "update_tree_learning" else (int(value) if key == "update_epochs" else float(value))
+    return name, over
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("data")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--variant", action="append", default=None, help="name=field:value,... (repeatable)")
+    a = p.parse_args()
+
+    from jtm_rs import JTM, datasets
+    from jtm_rs.data import Split
+    from jtm_rs.experiments.new_items import late_items, recall_on
+    from jtm_rs.metrics import precision_recall_f
+
+    data = datasets.load(a.data, show_progress=False).filter_users(10)
+    split = data.split(0.1, 0.1, seed=a.seed)
+    new = late_items(data)
+    stale = Split(*(x.select_items(new, invert=True) for x in (split.train, split.validation, split.test)))
+    users = [split.validation.evaluation_users(), split.test.evaluation_users()]
+
+    def measure(model) -> str:
+        out = []
+        for ev in users:
+            ids, _ = model.retrieve(ev.features, 200, on_unknown="ignore")
+            out += [100 * precision_recall_f(ids, ev.truth_indptr, ev.truth_items)["recall"],
+                    100 * recall_on(ids, ev, new)["recall"]]
+        return " | ".join(f"{v:.2f}" for v in out)
+
+    t = time.perf_counter()
+    first = JTM(seed=a.seed, n_threads=a.threads).fit(stale, show_progress=False)
+    print(f"| update | seconds | validation (%) | on new items | test (%) | on new items |\n|---|---|---|---|---|---|")
+    print(f"| first fit (stale) | {time.perf_counter() - t:.0f} | {measure(first)} |", flush=True)
+    for name, over in map(parse, a.variant or DEFAULT_VARIANTS):
+        model = copy.deepcopy(first)
+        model.config = dataclasses.replace(model.config, **over)
+        t = time.perf_counter()
+        model.update(split.train.select_items(new), replay=stale.train, show_progress=False)
+        print(f"| {name} | {time.perf_counter() - t:.0f} | {measure(model)} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
