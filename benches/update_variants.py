@@ -22,9 +22,11 @@ DEFAULT_VARIANTS = [
     "r30-1p-2e-3-whole=update_replay:30,update_epochs:1,update_learning_rate:0.002,update_tree_learning:whole",
     "r10-1p-2e-3-new=update_epochs:1,update_learning_rate:0.002,update_tree_learning:new",
     "r10-1p-2e-3-none=update_epochs:1,update_learning_rate:0.002,update_tree_learning:none",
-    "r10-1p-8e-3-whole=update_epochs:1,update_tree_learning:whole",
+    "r10-1p-8e-3-whole=update_epochs:1,update_learning_rate:0.008,update_tree_learning:whole",
     "r10-3p-2e-3-whole=update_learning_rate:0.002,update_tree_learning:whole",
-    "r10-3p-8e-3-whole=update_tree_learning:whole",
+    "r10-3p-8e-3-whole=update_learning_rate:0.008,update_tree_learning:whole",
+    "r10-3p-8e-3-new=update_learning_rate:0.008",
+    "r10-2p-8e-3-new=update_epochs:2,update_learning_rate:0.008",
     "default=",
 ]
 

@@ -108,12 +108,12 @@ class JTMConfig:
     validation_users: Optional[int] = _opt(2000, "validation users measured each round (None: all)")
     seed: int = _opt(0, "seed of the model, the sampling and the tree")
     # Chosen on Beauty's validation users (new-item protocol, seed 0; docs/lifecycle.md): 10 old
-    # examples per new one, 3 passes at the fit's step, tree learning over the new items only.
+    # examples per new one, 3 passes at half the fit's step, tree learning over the new items only.
     update_replay: float = _opt(
         10.0, "update(): old examples replayed per new example, drawn from the replay data given (so the model "
         "does not forget)")
     update_epochs: int = _opt(3, "update(): passes over the new and replayed examples")
-    update_learning_rate: float = _opt(8e-3, "update(): Adam's step size while training on the new behaviours")
+    update_learning_rate: float = _opt(4e-3, "update(): Adam's step size while training on the new behaviours")
     update_tree_learning: str = _opt(
         "new", "update(): after training on the new behaviours, Algorithm 2 over 'whole' tree (which places the "
         "new items by the model), over 'new' items only (the others held in their subtrees), or 'none' (new items "
