@@ -39,7 +39,7 @@ from .features import BehaviourLeaves
 from .geometry import TreeGeometry
 from .progress import bar as progress_bar, say
 from .threads import training_tuner
-from .training import default_negatives, make_optimizer, objective_by_level, train_epoch
+from .training import make_optimizer, negatives_per_level, objective_by_level, train_epoch
 from .ids import IdMap
 from .lifecycle.retired import RetiredItems
 from .tree_policy import ModelFactory, cluster_tree, initial_tree, learn_tree_from_model, new_model, on_tree_change
@@ -188,11 +188,7 @@ class JointLoop:
     def _train(self, leaves: BehaviourLeaves, iteration: int) -> float:
         jtm, cfg = self.jtm, self.cfg
         leaf_level = jtm.tree.leaf_level
-        negatives = (
-            default_negatives(leaf_level, cfg.negatives, jtm.tree.arity)
-            if isinstance(cfg.negatives, int)
-            else list(cfg.negatives)
-        )
+        negatives = negatives_per_level(cfg.negatives, jtm.tree)
         start_level = 1
         if cfg.levels_trained == "leaves":  # every negative an item, the target the one positive
             negatives, start_level = [0] * leaf_level + [sum(negatives)], leaf_level

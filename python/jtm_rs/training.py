@@ -130,6 +130,11 @@ def _native_rows(p: torch.Tensor, state: dict, values: torch.Tensor, rows: torch
     return on_cpu and p.dim() == 2 and rows.dtype == torch.int64 and rows.is_contiguous()
 
 
+def negatives_per_level(negatives, tree: Tree) -> List[int]:
+    """``JTMConfig.negatives`` for ``tree``: a total spread over its levels, or the list given."""
+    return default_negatives(tree.leaf_level, negatives, tree.arity) if isinstance(negatives, int) else list(negatives)
+
+
 def make_optimizer(model: nn.Module, learning_rate: float):
     """Adam, with :class:`LazyAdam` for the tables of embeddings built with ``sparse=True``
     (only the rows a batch touched move, as in large-scale recommenders)."""

@@ -53,6 +53,16 @@ def deepen(tree: Tree) -> Tree:
     return Tree.from_leaves(tree.items, b * tree.leaves(tree.items) + 1, arity=b, leaf_level=tree.leaf_level + 1)
 
 
+def most_frequent_partner(keys: np.ndarray, partners: np.ndarray) -> tuple:
+    """``(distinct keys, sorted; for each, the partner it appears with most often)`` over the
+    pairs ``(keys[i], partners[i])``; ties go to the smallest partner."""
+    pairs, counts = np.unique(np.stack([keys, partners], 1), axis=0, return_counts=True)
+    pairs = pairs[np.lexsort((pairs[:, 1], -counts, pairs[:, 0]))]
+    first = np.ones(len(pairs), bool)
+    first[1:] = pairs[1:, 0] != pairs[:-1, 0]
+    return pairs[first, 0], pairs[first, 1]
+
+
 def cooccurring_leaves(tree: Tree, user: np.ndarray, item: np.ndarray, new_items: np.ndarray) -> np.ndarray:
     """Per new item, the leaf of the known item adjacent to it most often in the users'
     time-ordered rows (``user`` sorted, ``item`` internal ids); ``-1`` where none is adjacent."""
@@ -64,14 +74,8 @@ def cooccurring_leaves(tree: Tree, user: np.ndarray, item: np.ndarray, new_items
     out = np.full(len(new_items), -1, np.int64)
     if not len(a):
         return out
-    pairs, counts = np.unique(np.stack([a, b], 1), axis=0, return_counts=True)
-    # Per new item the pair of the highest count (ties: the smallest neighbour id).
-    order = np.lexsort((pairs[:, 1], -counts, pairs[:, 0]))
-    pairs = pairs[order]
-    first = np.ones(len(pairs), bool)
-    first[1:] = pairs[1:, 0] != pairs[:-1, 0]
-    pos = np.searchsorted(new_items, pairs[first, 0])
-    out[pos] = tree.leaves(pairs[first, 1])
+    keys, best = most_frequent_partner(a, b)
+    out[np.searchsorted(new_items, keys)] = tree.leaves(best)
     return out
 
 
@@ -83,12 +87,7 @@ def category_leaves(tree: Tree, item: np.ndarray, category: np.ndarray, items: n
     known = tree.contains(item)
     if not known.any():
         return out
-    pairs, counts = np.unique(np.stack([category[known], item[known]], 1), axis=0, return_counts=True)
-    order = np.lexsort((pairs[:, 1], -counts, pairs[:, 0]))  # per category: most rows first
-    pairs = pairs[order]
-    first = np.ones(len(pairs), bool)
-    first[1:] = pairs[1:, 0] != pairs[:-1, 0]
-    cats, best = pairs[first, 0], pairs[first, 1]
+    cats, best = most_frequent_partner(category[known], item[known])
     # Each item's category: that of its first row.
     own, at = np.unique(item, return_index=True)
     pos = np.searchsorted(own, items)

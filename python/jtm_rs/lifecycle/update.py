@@ -45,7 +45,7 @@ from ..features import BehaviourLeaves
 from ..ids import IdMap
 from ..progress import ensure_handler, say
 from ..threads import training_tuner
-from ..training import default_negatives, make_optimizer, train_epoch
+from ..training import make_optimizer, negatives_per_level, train_epoch
 from ..tree_policy import learn_tree_from_model, on_tree_change
 from .placement import category_leaves, cooccurring_leaves, deepen, free_leaves, grow_node_table, place_near
 
@@ -181,8 +181,7 @@ def update(jtm, new: Interactions, *, replay: Optional[Interactions] = None, ret
     record.replayed_examples = n_replay
     leaves = BehaviourLeaves(windows, tree, jtm.device)
     optimizer = make_optimizer(model, cfg.update_learning_rate)
-    negatives = (default_negatives(tree.leaf_level, cfg.negatives, tree.arity) if isinstance(cfg.negatives, int)
-                 else list(cfg.negatives))
+    negatives = negatives_per_level(cfg.negatives, tree)
     if len(negatives) != tree.leaf_level + 1:
         raise InvalidInputError("negatives given per level do not fit the tree after the update; give a total")
     tuner = training_tuner(jtm.n_threads, jtm.device.type)
