@@ -36,7 +36,9 @@ def parse(variant: str):
     over = {}
     for pair in filter(None, fields.split(",")):
         key, _, value = pair.partition(":")
-        over[key] = value if key == "update_tree_learning" else (int(value) if key == "update_epochs" else float(value))
+        over[key] = (value if key in ("update_tree_learning", "update_training")
+                     else value == "true" if key == "update_tree_learning_first"
+                     else int(value) if key == "update_epochs" else float(value))
     return name, over
 
 

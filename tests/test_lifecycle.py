@@ -2,6 +2,12 @@
 grows with it, and JTM.update end to end (new items retrievable, known ids unchanged, retired
 items gone, old saves intact, refused inputs change nothing)."""
 
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -65,6 +71,9 @@ def test_the_node_table_grows_from_the_neighbourhood():
     assert torch.equal(w[-1], old[-1])  # the padding row
     assert torch.equal(w[9], old[4]) and torch.equal(w[11], old[5])  # moved items: their old leaf's row
     assert torch.equal(w[8], w[7])  # a new item beside an old one: its sibling's row
+    like = grow_node_table(model, default_model_factory, placed, cfg, torch.device("cpu"), np.array([8]),
+                           like=np.array([11])).embedding.weight.detach()
+    assert torch.equal(like[8], w[11])  # ... or the row of the known item it co-occurs with
     for (k, a), b in zip(model.state_dict().items(), grown.state_dict().values()):
         if k != "embedding.weight":
             assert torch.equal(a, b)
@@ -266,17 +275,19 @@ def test_tree_learning_over_new_items_only_holds_the_others_in_their_subtrees(fi
 
     path, split, new, new_ids, _ = fitted
     moved = {}
-    for mode in ("new", "whole"):
+    for mode, first in (("new", False), ("new-first", True), ("whole", False)):
         jtm = JTM.load(path, n_threads=1)
-        jtm.config = dataclasses.replace(jtm.config, update_tree_learning=mode)
+        jtm.config = dataclasses.replace(jtm.config, update_tree_learning=mode.split("-")[0],
+                                         update_tree_learning_first=first)
         before = jtm.tree
-        jtm.update(new, replay=split.train, show_progress=False)
+        record = jtm.update(new, replay=split.train, show_progress=False)
+        assert record.seconds["learn_tree"] > 0 and record.items_moved > 0
         level = jtm.tree.leaf_level - jtm.config.d  # items may move below the last segment's top
         assert level <= before.leaf_level
         old = before.items
         moved[mode] = int((jtm.tree.item_ancestors(old, level) != before.item_ancestors(old, level)).sum())
         assert jtm.tree.contains(jtm.item_ids.encode(new_ids)).all()
-    assert moved["new"] == 0 and moved["whole"] > 0, moved
+    assert moved["new"] == 0 and moved["new-first"] == 0 and moved["whole"] > 0, moved
 
 
 def test_the_time_protocol_evaluates_the_last_tenth_on_what_came_before(tmp_path):
@@ -300,3 +311,91 @@ def test_the_time_protocol_evaluates_the_last_tenth_on_what_came_before(tmp_path
                budget=Budget(iterations=1, max_examples_per_epoch=3000, n_threads=1)).run()
     rows = json.loads((tmp_path / "results" / "time-seed0.json").read_text())["rows"]
     assert set(rows) == {"stale", "updated", "refit"} and all(0 < r["recall"] <= 1 for r in rows.values())
+
+
+def test_training_only_the_new_leaves_holds_every_other_parameter(fitted):
+    """``update_training="new-leaves"``: the MLP and every old row stay as the fit left them;
+    the new items' leaf rows move, and each keeps its row when tree learning moves its item."""
+    import dataclasses
+
+    path, split, new, new_ids, _ = fitted
+    jtm = JTM.load(path, n_threads=1)
+    jtm.config = dataclasses.replace(jtm.config, update_training="new-leaves")
+    before = {k: v.clone() for k, v in jtm.model.state_dict().items()}
+    old_tree = jtm.tree
+    jtm.update(new, replay=split.train, show_progress=False)
+    after = jtm.model.state_dict()
+    for key, value in before.items():
+        if key != "embedding.weight":
+            assert torch.equal(value, after[key]), key
+    table, old_table = after["embedding.weight"], before["embedding.weight"]
+    n = old_tree.n_nodes
+    assert torch.equal(table[:n], old_table[:n])  # every node the fit had, inner or leaf
+    # A new leaf starts as its neighbourhood (here its parent's row: the tree grew a level, and
+    # its sibling is an old item's leaf copied from that parent) and trains away from it.
+    new_leaves = torch.from_numpy(jtm.tree.leaves(jtm.item_ids.encode(new_ids)))
+    assert (table[new_leaves] != table[(new_leaves - 1) // 2]).any(1).float().mean() > 0.9
+    assert all(p.requires_grad for p in jtm.model.parameters())  # held only while the update trained
+
+
+def test_a_moved_item_takes_its_leaf_row_along():
+    from jtm_rs import JTMConfig
+    from jtm_rs.lifecycle.node_table import follow_items, only_rows
+    from jtm_rs.tree_policy import default_model_factory, new_model
+
+    cfg = JTMConfig(embedding_dim=4, hidden=(8,))
+    tree = Tree.from_leaves([1, 2, 3], [3, 4, 5], arity=2, leaf_level=2)
+    moved = Tree.from_leaves([1, 2, 3], [3, 6, 5], arity=2, leaf_level=2)  # item 2: leaf 4 -> 6
+    model = new_model(default_model_factory, tree, cfg, torch.device("cpu"), seed=0)
+    w = model.embedding.weight.detach().clone()
+    assert follow_items(model, tree, moved) == 1
+    got = model.embedding.weight.detach()
+    assert torch.equal(got[6], w[4]) and torch.equal(got[[0, 1, 2, 3, 4, 5]], w[[0, 1, 2, 3, 4, 5]])
+    with only_rows(model, tree.n_nodes, np.array([6])):
+        loss = model(torch.tensor([[3, 4, 5]]), torch.tensor([6])).sum()
+        loss.backward()
+        assert model.mlp[0].weight.grad is None
+    grad = model.embedding.weight.grad
+    grad = grad.to_dense() if grad.is_sparse else grad
+    assert grad[6].abs().sum() > 0 and grad[[3, 4, 5]].abs().sum() == 0
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+def test_a_killed_update_command_leaves_the_model_and_runs_again_to_the_straight_result(tmp_path):
+    """``jtm-rs update`` killed half-way through: ``--model`` is as it was and loads, and the
+    same command run again (an update resumes by running again: it is deterministic, and far
+    shorter than a fit) gives the model a straight run gives."""
+    from jtm_rs import cli
+
+    raw = synthetic.generate(300, 400, seed=8).interactions
+    is_new = np.isin(raw.item, _late_items(raw, 0.15))
+    for name, m in (("old", ~is_new), ("new", is_new)):
+        Interactions.from_ids(raw.user[m], raw.item[m], raw.timestamp[m]).to_csv(tmp_path / f"{name}.csv")
+    run = tmp_path / "run"
+    assert cli.main(["train", str(tmp_path / "old.csv"), "--out", str(run), "--iterations", "1",
+                     "--max-examples-per-epoch", "3000", "--threads", "1", "--quiet"]) == 0
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+
+    def update(out):
+        return subprocess.Popen([sys.executable, "-m", "jtm_rs.cli", "update", str(tmp_path / "new.csv"), "--model",
+                                 str(run), "--out", str(out), "--replay", str(tmp_path / "old.csv"), "--update-epochs",
+                                 "6", "--threads", "1", "--quiet", "--device", "cpu"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+    t = time.monotonic()
+    straight = update(tmp_path / "straight")
+    assert straight.wait() == 0, straight.stderr.read().decode()
+    took = time.monotonic() - t
+    killed = update(tmp_path / "killed")
+    time.sleep(took / 2)
+    assert killed.poll() is None, "the update finished before it could be killed"
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    JTM.load(run)
+    again = update(tmp_path / "killed")
+    assert again.wait() == 0, again.stderr.read().decode()
+    a, b = JTM.load(tmp_path / "killed"), JTM.load(tmp_path / "straight")
+    assert a.tree == b.tree and np.array_equal(a.item_ids.ids, b.item_ids.ids)
+    assert all(torch.equal(x, y) for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values()))

@@ -17,7 +17,8 @@ from .cli_options import config_overrides
 from .exceptions import InvalidInputError
 
 #: The JTMConfig fields an update may change (the others define the model it goes on with).
-UPDATE_FIELDS = ("update_epochs", "update_replay", "update_learning_rate", "update_tree_learning")
+UPDATE_FIELDS = ("update_epochs", "update_replay", "update_learning_rate", "update_tree_learning", "update_training",
+                 "update_tree_learning_first")
 
 
 def add_update_command(command, data_args, runtime_args) -> None:
@@ -33,7 +34,8 @@ def add_update_command(command, data_args, runtime_args) -> None:
     u.add_argument("--retire", nargs="+", default=(), metavar="ID", help="item ids (the data's) never to retrieve again")
     for name in UPDATE_FIELDS:
         f = next(f for f in dataclasses.fields(JTMConfig) if f.name == name)
-        u.add_argument(f"--{name.replace('_', '-')}", dest=f"config_{name}", type=type(f.default),
+        kind = {"action": argparse.BooleanOptionalAction} if isinstance(f.default, bool) else {"type": type(f.default)}
+        u.add_argument(f"--{name.replace('_', '-')}", dest=f"config_{name}", **kind,
                        default=argparse.SUPPRESS, help=f"{f.metadata['help']} (default: the model's)")
     runtime_args(u)
     u.set_defaults(fn=cmd_update)

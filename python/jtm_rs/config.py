@@ -118,6 +118,13 @@ class JTMConfig:
         "new", "update(): after training on the new behaviours, Algorithm 2 over 'whole' tree (which places the "
         "new items by the model), over 'new' items only (the others held in their subtrees), or 'none' (new items "
         "stay where their neighbourhood put them)", choices=("whole", "new", "none"))
+    update_training: str = _opt(
+        "model", "update(): what trains on the new behaviours: the whole 'model', or only the 'new-leaves' (the new "
+        "items' leaf rows, at the leaf level; every other parameter held, so nothing old is forgotten)",
+        choices=("model", "new-leaves"))
+    update_tree_learning_first: bool = _opt(
+        False, "update(): tree learning before training (the model then trains for the places learned) instead of "
+        "after it")
 
     def __post_init__(self) -> None:
         if self.arity < 2:

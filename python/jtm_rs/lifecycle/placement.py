@@ -22,7 +22,7 @@ the leaf level. Hence:
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 import torch
@@ -30,6 +30,7 @@ from torch import nn
 
 from .._core import Tree
 from ..tree_policy import new_model
+from .node_table import node_table
 
 
 def level_range(tree: Tree, level: int) -> tuple:
@@ -132,10 +133,12 @@ def place_near(tree: Tree, new_items: np.ndarray, near: np.ndarray, free: np.nda
 
 
 def grow_node_table(model: nn.Module, factory, tree: Tree, config, device: torch.device,
-                    new_leaves: np.ndarray) -> nn.Module:
+                    new_leaves: np.ndarray, like: Optional[np.ndarray] = None) -> nn.Module:
     """The model for ``tree`` (which may have more nodes than the model embeds): every
     parameter copied; node-table rows of nodes the model already had kept, the rows of
-    ``new_leaves`` set from their neighbourhood. ``factory(tree, config)`` makes the model."""
+    ``new_leaves`` set from their neighbourhood: the row of leaf ``like[i]`` (the known item
+    a new item co-occurs with) where it is given and ``>= 0``, else the mean of its parent's
+    other children that hold items. ``factory(tree, config)`` makes the model."""
     old_n = getattr(model, "n_nodes", None)
     grown = new_model(factory, tree, config, device, seed=config.seed) if old_n is not None and old_n < tree.n_nodes else model
     if grown is not model:
@@ -151,17 +154,13 @@ def grow_node_table(model: nn.Module, factory, tree: Tree, config, device: torch
                     above = np.where(above >= old_n, (above - 1) // tree.arity, above)
                 state[key] = torch.cat([value[:old_n], value[torch.from_numpy(above)], value[old_n:]])
         grown.load_state_dict(state)
-    table = _node_table(grown, tree.n_nodes)
+    table = node_table(grown, tree.n_nodes)
     if table is not None and len(new_leaves):
         _neighbourhood_rows(table, tree, new_leaves)
+        if like is not None and (like >= 0).any():
+            with torch.no_grad():  # a new item starts as the known item next to it in users' sequences
+                table[torch.from_numpy(new_leaves[like >= 0])] = table[torch.from_numpy(like[like >= 0])]
     return grown
-
-
-def _node_table(model: nn.Module, n_nodes: int):
-    """The node embedding weight (``n_nodes + 1`` rows, the last padding), if the model has one."""
-    emb = getattr(model, "embedding", None)
-    weight = getattr(emb, "weight", None)
-    return weight if weight is not None and weight.shape[0] == n_nodes + 1 else None
 
 
 @torch.no_grad()

@@ -19,12 +19,15 @@ One update, in order:
 4. **Training** goes on from the current weights over every example of the new behaviours
    plus ``update_replay`` old examples per new one, drawn from ``replay`` (the old behaviours,
    when given), for ``update_epochs`` passes, with a fresh Adam at ``update_learning_rate``; a pass
-   takes at most the fit's ``max_examples_per_epoch`` (the new examples first).
+   takes at most the fit's ``max_examples_per_epoch`` (the new examples first). With
+   ``update_training="new-leaves"`` only the new items' leaf rows (and the rows of levels the
+   tree grew) train, at the leaf level, against the model as it was (:func:`~.node_table.only_rows`).
 5. **Tree learning** with the trained model, which places the new items by the eq. 2 weights
    of their own behaviours: ``update_tree_learning="new"`` (the default) runs Algorithm 2 with
    every known item held in its subtree (a stay bonus far above any weight), so only the new
    items move, to the places free or freed for them; ``"whole"`` lets every item move (known
-   items without behaviours in the data stay); ``"none"`` skips it.
+   items without behaviours in the data stay); ``"none"`` skips it. An item that moved takes
+   its leaf row along (:func:`~.node_table.follow_items`).
 
 The update works in memory on the :class:`~jtm_rs.jtm.JTM` given: a save written before is
 untouched until the caller saves again.
@@ -32,6 +35,7 @@ untouched until the caller saves again.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
@@ -47,6 +51,7 @@ from ..progress import ensure_handler, say
 from ..threads import training_tuner
 from ..training import make_optimizer, negatives_per_level, train_epoch
 from ..tree_policy import learn_tree_from_model, on_tree_change
+from .node_table import follow_items, only_rows
 from .placement import category_leaves, cooccurring_leaves, deepen, free_leaves, grow_node_table, place_near
 
 
@@ -61,6 +66,8 @@ class UpdateRecord:
     levels_added: int = 0
     #: New items with no known item next to them in users' sequences (placed by category, or spread).
     cold_items: int = 0
+    #: Items tree learning moved to another leaf (their leaf rows went with them).
+    items_moved: int = 0
     loss: float = float("nan")
     seconds: Dict[str, float] = field(default_factory=dict)
 
@@ -145,7 +152,7 @@ def update(jtm, new: Interactions, *, replay: Optional[Interactions] = None, ret
     kept = np.setdiff1d(tree.items, retired)
     if not len(kept) and not len(fresh):
         raise InvalidInputError("the update would leave the tree without items")
-    old_tree = tree
+    old_tree, old_nodes = tree, tree.n_nodes
     tree = Tree.from_leaves(kept, tree.leaves(kept), arity=tree.arity, leaf_level=tree.leaf_level)
     free = free_leaves(tree)
     while len(free) < len(fresh):
@@ -160,7 +167,7 @@ def update(jtm, new: Interactions, *, replay: Optional[Interactions] = None, ret
     chosen = place_near(tree, fresh, near, free, seed=cfg.seed)
     tree = Tree.from_leaves(np.concatenate([tree.items, fresh]), np.concatenate([tree.leaves(tree.items), chosen]),
                             arity=tree.arity, leaf_level=tree.leaf_level)
-    model = grow_node_table(model, jtm.model_factory, tree, cfg, jtm.device, chosen)
+    model = grow_node_table(model, jtm.model_factory, tree, cfg, jtm.device, chosen, like=near)
     record.new_items, record.retired_items = len(fresh), len(retired)
     record.new_behaviours = int(is_new.sum())
     record.seconds["place"] = time.perf_counter() - t0
@@ -184,23 +191,27 @@ def update(jtm, new: Interactions, *, replay: Optional[Interactions] = None, ret
     negatives = negatives_per_level(cfg.negatives, tree)
     if len(negatives) != tree.leaf_level + 1:
         raise InvalidInputError("negatives given per level do not fit the tree after the update; give a total")
+    learn = cfg.update_tree_learning != "none" and cfg.tree_learning == "jtm" and len(examples) > 0
+    if learn and cfg.update_tree_learning_first:  # training then adapts the model to the places learned
+        tree, model, optimizer = _learn_tree(jtm, model, optimizer, tree, leaves, fresh, record, show_progress)
+        leaves = BehaviourLeaves(windows, tree, jtm.device)
     tuner = training_tuner(jtm.n_threads, jtm.device.type)
+    # "new-leaves": the rows of the new items' leaves (and of levels the tree grew) learn at
+    # the leaf level against the model as it was; "model": everything trains at every level.
+    only_new = cfg.update_training == "new-leaves"
+    scope = (only_rows(model, tree.n_nodes, np.union1d(tree.leaves(fresh), np.arange(old_nodes, tree.n_nodes)))
+             if only_new else contextlib.nullcontext())
     model.train()
-    for _ in range(epochs if len(examples) else 0):
-        record.loss = train_epoch(model, optimizer, tree, leaves, rng.permutation(examples), negatives,
-                                  hierarchical=cfg.hierarchical, batch_size=cfg.batch_size,
-                                  seed=int(rng.integers(2**62)), threads=tuner, loss=cfg.loss)
-    record.seconds["train"] = time.perf_counter() - t1
+    with scope:
+        for _ in range(epochs if len(examples) else 0):
+            record.loss = train_epoch(model, optimizer, tree, leaves, rng.permutation(examples), negatives,
+                                      hierarchical=cfg.hierarchical, batch_size=cfg.batch_size,
+                                      seed=int(rng.integers(2**62)), threads=tuner, loss=cfg.loss,
+                                      start_level=tree.leaf_level if only_new else 1)
+    record.seconds["train"] = time.perf_counter() - t1 - record.seconds.get("learn_tree", 0.0)
     # 5. Tree learning with the trained model.
-    if cfg.update_tree_learning != "none" and cfg.tree_learning == "jtm" and len(examples):
-        t2 = time.perf_counter()
-        pinned = ~np.isin(tree.items, fresh) if cfg.update_tree_learning == "new" else None
-        learned = learn_tree_from_model(model, tree, leaves, cfg, d=cfg.d, seed=cfg.seed + len(jtm.history),
-                                        n_threads=jtm.n_threads, show_progress=show_progress, pinned=pinned)
-        model, optimizer = on_tree_change(model, optimizer, tree, learned, cfg, jtm.model_factory, jtm.device,
-                                          len(jtm.history))
-        tree = learned
-        record.seconds["learn_tree"] = time.perf_counter() - t2
+    if learn and not cfg.update_tree_learning_first:
+        tree, model, optimizer = _learn_tree(jtm, model, optimizer, tree, leaves, fresh, record, show_progress)
     model.eval()
     jtm.tree, jtm.model, jtm.optimizer, jtm.item_ids = tree, model, optimizer, ids
     jtm.retired = jtm.retired.add(retired, old_tree.leaves(retired))
@@ -211,6 +222,23 @@ def update(jtm, new: Interactions, *, replay: Optional[Interactions] = None, ret
             f"{record.levels_added} level(s) added; {record.seconds['update']:.1f} s (tree {old_tree.n_items} -> "
             f"{tree.n_items} items)")
     return record
+
+
+def _learn_tree(jtm, model, optimizer, tree: Tree, leaves: BehaviourLeaves, fresh: np.ndarray, record: UpdateRecord,
+                show_progress: bool):
+    """Algorithm 2 over the new items (``update_tree_learning="new"``) or the whole tree:
+    ``(tree, model, optimizer)`` to go on with. Moved items take their leaf rows along."""
+    cfg, t = jtm.config, time.perf_counter()
+    pinned = ~np.isin(tree.items, fresh) if cfg.update_tree_learning == "new" else None
+    learned = learn_tree_from_model(model, tree, leaves, cfg, d=cfg.d, seed=cfg.seed + len(jtm.history),
+                                    n_threads=jtm.n_threads, show_progress=show_progress, pinned=pinned)
+    if cfg.on_tree_change in ("auto", "keep"):  # the rows stay, so the moved items' leaf rows go with them
+        record.items_moved = follow_items(model, tree, learned)
+    else:
+        model, optimizer = on_tree_change(model, optimizer, tree, learned, cfg, jtm.model_factory, jtm.device,
+                                          len(jtm.history))
+    record.seconds["learn_tree"] = time.perf_counter() - t
+    return learned, model, optimizer
 
 
 __all__ = ["UpdateRecord", "update", "original_items"]
