@@ -30,6 +30,7 @@ from typing import List, Optional
 import numpy as np
 
 from .cli_options import add_config_options, config_overrides, experiment_budget
+from .cli_serve import add_serve_command
 from .cli_update import add_update_command
 from .exceptions import InvalidInputError, JtmError
 from .progress import setup_cli_output
@@ -355,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     _runtime_args(x)
     x.set_defaults(fn=cmd_experiment)
     add_update_command(command, _data_args, _runtime_args)
+    add_serve_command(command, _runtime_args)
     return p
 
 

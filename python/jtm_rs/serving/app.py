@@ -1,0 +1,162 @@
+"""The service's Starlette application: ``create_app(ServeConfig(...))``.
+
+Routes: ``POST /recommend`` (one user or a ``users`` batch; :mod:`.queries`), ``GET /health``
+(the process answers), ``GET /ready`` (a model is loaded), ``GET /metrics`` (Prometheus
+text), ``POST /admin/reload`` (``{"path": DIR}``, default the served directory: load beside,
+probe, swap; :mod:`.slot`). Every refusal is a 4xx with ``{"error", "kind"}``; a full queue is
+a 503 with ``Retry-After``, a request past ``timeout_ms`` a 504. No error ends the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .batcher import Batcher, Overloaded
+from .metrics import ServiceMetrics
+from .queries import BadRequest, Limits, parse
+from .slot import ModelSlot, ReloadRefused, Served, load_served
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    model_dir: str
+    max_batch: int = 64
+    max_wait_ms: float = 2.0
+    max_queue: int = 1024
+    timeout_ms: float = 10_000.0
+    max_body_bytes: int = 1 << 20
+    limits: Limits = field(default_factory=Limits)
+    threads: Optional[int] = None
+    device: Optional[str] = None
+
+
+class Service:
+    """The state behind the routes: the model slot, the batcher, the metrics."""
+
+    def __init__(self, config: ServeConfig, served: Served):
+        self.config, self.metrics = config, ServiceMetrics()
+        self.slot = ModelSlot(served)
+        self.metrics.serving(served.fingerprint)
+        self.batcher = Batcher(self.slot, self.metrics, config.max_batch, config.max_wait_ms, config.max_queue)
+        self.reload_lock = asyncio.Lock()
+
+    async def recommend(self, request: Request) -> Response:
+        served = self.slot.current  # for checking ids and m; the batch takes its own reference
+        body = await _read_body(request, self.config.max_body_bytes)
+        queries, batched = parse(body, served.n_items, served.int_ids, self.config.limits)
+        try:
+            answers = await asyncio.wait_for(self.batcher.submit(queries), self.config.timeout_ms / 1000.0)
+        except asyncio.TimeoutError:
+            raise BadRequest(504, f"no answer within {self.config.timeout_ms:g} ms", "deadline") from None
+        rows = [{"items": a.items, "scores": a.scores, "unknown": a.unknown} for a in answers]
+        model = answers[0].model
+        if len({a.model for a in answers}) != 1:  # never: one request is one batch
+            raise RuntimeError("a request was answered by two models")
+        return JSONResponse({"results": rows, "model": model} if batched else {**rows[0], "model": model})
+
+    async def reload(self, request: Request) -> Response:
+        body = await _read_body(request, self.config.max_body_bytes)
+        path = self.slot.current.path
+        if body.strip():
+            import json
+
+            try:
+                doc = json.loads(body)
+            except ValueError as e:
+                raise BadRequest(400, f"the body is not JSON: {e}", "malformed_json") from None
+            if not isinstance(doc, dict) or not isinstance(doc.get("path", path), str):
+                raise BadRequest(422, "the body must be {\"path\": \"<saved model directory>\"}", "wrong_type")
+            path = doc.get("path", path)
+        async with self.reload_lock:
+            loop = asyncio.get_running_loop()
+            try:
+                served = await loop.run_in_executor(None, load_served, path, self.config.threads, self.config.device)
+            except ReloadRefused as e:
+                self.metrics.reloads.labels(outcome="refused").inc()
+                raise BadRequest(409, f"reload refused, still serving {self.slot.current.fingerprint}: {e}",
+                                 "reload_refused") from None
+            old = self.slot.swap(served)
+            self.metrics.serving(served.fingerprint)
+            self.metrics.reloads.labels(outcome="swapped").inc()
+        return JSONResponse({"model": served.fingerprint, "previous": old.fingerprint, "path": served.path})
+
+    async def health(self, request: Request) -> Response:
+        return JSONResponse({"status": "alive"})
+
+    async def ready(self, request: Request) -> Response:
+        served = self.slot.current
+        return JSONResponse({"status": "ready", "model": served.fingerprint, "items": served.n_items})
+
+    async def metrics_text(self, request: Request) -> Response:
+        body, kind = self.metrics.exposition()
+        return Response(body, media_type=kind)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BadRequest(413, f"the body is {declared} bytes; at most {limit}", "body_too_large")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BadRequest(413, f"the body is over {limit} bytes", "body_too_large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _endpoint(service: Service, handler, name: str):
+    async def call(request: Request) -> Response:
+        t = time.perf_counter()
+        try:
+            response = await handler(request)
+        except BadRequest as e:
+            service.metrics.errors.labels(kind=e.kind).inc()
+            response = JSONResponse({"error": e.reason, "kind": e.kind}, status_code=e.status)
+        except Overloaded:
+            service.metrics.errors.labels(kind="overloaded").inc()
+            response = JSONResponse({"error": "the queue is full; retry", "kind": "overloaded"}, status_code=503,
+                                    headers={"Retry-After": "1"})
+        except Exception as e:  # noqa: BLE001 - a fault answers 500 and the process goes on
+            service.metrics.errors.labels(kind="internal").inc()
+            response = JSONResponse({"error": f"{type(e).__name__}: {e}"[:500], "kind": "internal"}, status_code=500)
+        service.metrics.requests.labels(endpoint=name, status=str(response.status_code)).inc()
+        service.metrics.latency.labels(endpoint=name).observe(time.perf_counter() - t)
+        return response
+
+    return call
+
+
+def create_app(config: ServeConfig, served: Optional[Served] = None) -> Starlette:
+    """The application serving ``config.model_dir`` (loaded here unless ``served`` is given;
+    a save that cannot serve raises :class:`~.slot.ReloadRefused`)."""
+    service = Service(config, served or load_served(config.model_dir, config.threads, config.device))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        service.batcher.start()
+        yield
+        await service.batcher.stop()
+
+    routes = [
+        Route("/recommend", _endpoint(service, service.recommend, "recommend"), methods=["POST"]),
+        Route("/admin/reload", _endpoint(service, service.reload, "reload"), methods=["POST"]),
+        Route("/health", _endpoint(service, service.health, "health"), methods=["GET"]),
+        Route("/ready", _endpoint(service, service.ready, "ready"), methods=["GET"]),
+        Route("/metrics", _endpoint(service, service.metrics_text, "metrics"), methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.service = service
+    return app
+
+
+__all__ = ["ServeConfig", "Service", "create_app"]

@@ -1,0 +1,139 @@
+"""Dynamic batching: the requests that arrive within ``max_wait_ms`` of the first (or until
+``max_batch`` users) go through one batched retrieval, run off the event loop on the one
+thread that retrieves, so HTTP keeps being served while a batch runs.
+
+A batch takes the served model once (:class:`~.slot.ModelSlot`), so all its answers come
+from one model and name it. The queue is bounded: a full one refuses at once
+(:class:`Overloaded`, a 503 with ``Retry-After``) instead of letting latency grow without end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+from .metrics import ServiceMetrics
+from .queries import Query
+from .slot import ModelSlot, Served
+
+
+class Overloaded(Exception):
+    """The queue is full."""
+
+
+@dataclass
+class Answer:
+    items: list
+    scores: list
+    unknown: list
+    model: str
+
+
+def known_history(served: Served, history: Sequence) -> tuple:
+    """``(the items the model can use as features, the ones it cannot)``, in order."""
+    model = served.model
+    arr = np.asarray(history, dtype=np.int64 if served.int_ids else object)
+    if model.item_ids is None:
+        inside = (arr >= 0) & (arr < np.iinfo(np.int64).max)
+        internal = arr[inside]
+    else:
+        inside = model.item_ids.contains(arr)
+        internal = model.item_ids.encode(arr[inside])
+    known = inside.copy()
+    known[inside] = model.known_items(internal.astype(np.int64))
+    return arr[known].tolist(), arr[~known].tolist()
+
+
+def answer_batch(served: Served, queries: List[Query]) -> List[Answer]:
+    """One retrieval for every query: each asks ``m`` items (more where its history is left
+    out of the answer), the batch the most any asks."""
+    split = [known_history(served, q.history) for q in queries]
+    need = [min(served.n_items, q.m + (len(set(q.history)) if q.exclude_history else 0)) for q in queries]
+    ids, scores = served.model.recommend([k for k, _ in split], max(need), on_unknown="ignore")
+    empty = -1 if served.int_ids else ""
+    out = []
+    for q, (_, unknown), row, sc in zip(queries, split, ids.tolist(), scores.tolist()):
+        seen = set(q.history) if q.exclude_history else set()
+        kept = [(i, s) for i, s in zip(row, sc) if i != empty and i not in seen][: q.m]
+        out.append(Answer([i for i, _ in kept], [float(s) for _, s in kept], unknown, served.fingerprint))
+    return out
+
+
+class Batcher:
+    """``await submit(queries)`` -> their :class:`Answer` list; :meth:`run` is the loop that
+    forms and runs the batches (started by the application)."""
+
+    def __init__(self, slot: ModelSlot, metrics: ServiceMetrics, max_batch: int = 64, max_wait_ms: float = 2.0,
+                 max_queue: int = 1024):
+        self.slot, self.metrics = slot, metrics
+        self.max_batch, self.max_wait = max_batch, max_wait_ms / 1000.0
+        self.queue: "asyncio.Queue" = asyncio.Queue(maxsize=max_queue)
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="jtm-retrieve")
+        self._task: Optional[asyncio.Task] = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self.run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def submit(self, queries: List[Query]) -> List[Answer]:
+        future = asyncio.get_running_loop().create_future()
+        try:
+            self.queue.put_nowait((queries, future))
+        except asyncio.QueueFull:
+            raise Overloaded() from None
+        self.metrics.queue_depth.set(self.queue.qsize())
+        return await future
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self.queue.get()]
+            users = len(batch[0][0])
+            deadline = loop.time() + self.max_wait
+            while users < self.max_batch:
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self.queue.get(), left)
+                except asyncio.TimeoutError:
+                    break
+                batch.append(item)
+                users += len(item[0])
+            self.metrics.queue_depth.set(self.queue.qsize())
+            batch = [(q, f) for q, f in batch if not f.done()]  # past their deadline: not run
+            if not batch:
+                continue
+            served = self.slot.current
+            queries = [q for qs, _ in batch for q in qs]
+            t = time.perf_counter()
+            try:
+                answers = await loop.run_in_executor(self.executor, answer_batch, served, queries)
+            except Exception as e:  # noqa: BLE001 - one bad batch must not stop the loop
+                for _, f in batch:
+                    if not f.done():
+                        f.set_exception(e)
+                continue
+            self.metrics.batch_users.observe(len(queries))
+            self.metrics.batch_seconds.observe(time.perf_counter() - t)
+            at = 0
+            for qs, f in batch:
+                if not f.done():
+                    f.set_result(answers[at : at + len(qs)])
+                at += len(qs)
+
+
+__all__ = ["Answer", "Batcher", "Overloaded", "answer_batch", "known_history"]
