@@ -93,7 +93,7 @@ def _histories(data, n=5):
 def test_answers_are_the_in_process_recommendations(served):
     server, jtm, data, _ = served
     hist = _histories(data)
-    want, scores = jtm.recommend(hist, M=10)
+    want, scores = (x[:, :10] for x in jtm.recommend(hist, M=64))  # a beam of 64: m rounded up (WIDTH_STEP)
     status, ready, _ = http(server.url + "/ready")
     assert status == 200 and ready["items"] == jtm.tree.n_items
     status, one, _ = http(server.url + "/recommend", {"history": hist[0], "m": 10, "exclude_history": False})
@@ -104,6 +104,12 @@ def test_answers_are_the_in_process_recommendations(served):
     assert status == 200 and [r["items"] for r in many["results"]] == want.tolist()
     status, left_out, _ = http(server.url + "/recommend", {"history": hist[1], "m": 10})  # exclude_history: default
     assert status == 200 and len(left_out["items"]) == 10 and not set(left_out["items"]) & set(hist[1])
+    # A user's answer does not depend on what else its batch asks.
+    mixed = [{"history": hist[1], "m": 10}, {"history": hist[2], "m": 100}, {"history": hist[3], "m": 3}]
+    status, together, _ = http(server.url + "/recommend", {"users": mixed})
+    assert status == 200 and together["results"][0]["items"] == left_out["items"]
+    for q, r in zip(mixed[1:], together["results"][1:]):
+        assert http(server.url + "/recommend", q)[1]["items"] == r["items"]
 
 
 def test_unknown_items_are_reported_and_left_out_of_the_features(served):
@@ -111,7 +117,7 @@ def test_unknown_items_are_reported_and_left_out_of_the_features(served):
     h = _histories(data, 1)[0]
     status, got, _ = http(server.url + "/recommend", {"history": [999_999, *h, -5], "m": 10, "exclude_history": False})
     assert status == 200 and got["unknown"] == [999_999, -5]
-    assert got["items"] == jtm.recommend([h], M=10)[0][0].tolist()
+    assert got["items"] == jtm.recommend([h], M=64)[0][0][:10].tolist()
 
 
 BAD = [
@@ -185,3 +191,34 @@ def test_a_full_queue_answers_503_and_a_late_answer_504(served):
         assert http(late.url + "/health")[0] == 200
     finally:
         late.stop()
+
+
+def test_the_readme_serving_example_runs_as_written(served):
+    """The README's ``console`` block: its serve line's options parse, and the JSON of each
+    curl line is answered 200 by a real server (the README's ids may be unknown to this model:
+    they are reported, not refused)."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    from jtm_rs import cli
+
+    server, _, _, root = served
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = next(b for b in re.findall(r"^```console\n(.*?)^```", readme, flags=re.M | re.S) if "jtm-rs serve" in b)
+    lines = [shlex.split(line[2:].rstrip(" &")) for line in block.splitlines() if line.startswith("$ ")]
+    serve = next(w for w in lines if w[0] == "jtm-rs")
+    args = cli.build_parser().parse_args(serve[1:])
+    assert args.command == "serve" and args.port == 8000
+    curls = [w for w in lines if w[0] == "curl"]
+    assert curls and all(w[w.index("-d") - 1].startswith("localhost:8000/") for w in curls)
+    for w in curls:
+        path = "/" + w[w.index("-d") - 1].split("/", 1)[1]
+        doc = json.loads(w[w.index("-d") + 1])
+        if path == "/admin/reload":
+            doc = {"path": str(root / "b")}  # the README's run2/ is this test's second save
+        status, body, _ = http(server.url + path, doc)
+        assert status == 200, (path, body)
+        if path == "/recommend":
+            assert len(body["items"]) == doc["m"] and body["model"]
+    http(server.url + "/admin/reload", {"path": str(root / "a")})

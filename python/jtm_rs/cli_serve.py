@@ -1,7 +1,7 @@
 """``jtm-rs serve``: a saved model as an HTTP retrieval service (uvicorn + Starlette;
 :mod:`jtm_rs.serving`, docs/serving.md)::
 
-    jtm-rs serve run/ --port 8000 --max-batch 64 --max-wait-ms 2
+    jtm-rs serve run/ --port 8000 --max-batch 64
     curl -s localhost:8000/recommend -d '{"history": [12, 7, 31], "m": 10}'
 """
 
@@ -24,8 +24,8 @@ def add_serve_command(command, runtime_args) -> None:
     s.add_argument("--host", default="127.0.0.1", help="address to listen on")
     s.add_argument("--port", type=int, default=8000, help="port to listen on")
     s.add_argument("--max-batch", type=int, default=64, help="most users in one batched retrieval")
-    s.add_argument("--max-wait-ms", type=float, default=2.0,
-                   help="how long the first request of a batch waits for others")
+    s.add_argument("--max-wait-ms", type=float, default=0.0,
+                   help="how long a batch waits for more requests beyond those queued meanwhile")
     s.add_argument("--max-queue", type=int, default=1024, help="requests waiting beyond this are refused (503)")
     s.add_argument("--timeout-ms", type=float, default=10_000.0, help="a request not answered by then gets a 504")
     s.add_argument("--workers", type=int, default=1, help="server processes, each with its own copy of the model")

@@ -30,7 +30,7 @@ from .slot import ModelSlot, ReloadRefused, Served, load_served
 class ServeConfig:
     model_dir: str
     max_batch: int = 64
-    max_wait_ms: float = 2.0
+    max_wait_ms: float = 0.0
     max_queue: int = 1024
     timeout_ms: float = 10_000.0
     max_body_bytes: int = 1 << 20

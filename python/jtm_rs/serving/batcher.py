@@ -1,6 +1,8 @@
-"""Dynamic batching: the requests that arrive within ``max_wait_ms`` of the first (or until
-``max_batch`` users) go through one batched retrieval, run off the event loop on the one
-thread that retrieves, so HTTP keeps being served while a batch runs.
+"""Dynamic batching: the requests that queued while the last batch ran, and those that arrive
+within ``max_wait_ms`` of the first (up to ``max_batch`` users), go through one batched
+retrieval, run off the event loop on the one thread that retrieves, so HTTP keeps being served
+while a batch runs. Under load, batches form by themselves from what queues meanwhile; a lone
+user does not wait when ``max_wait_ms`` is 0.
 
 A batch takes the served model once (:class:`~.slot.ModelSlot`), so all its answers come
 from one model and name it. The queue is bounded: a full one refuses at once
@@ -49,26 +51,40 @@ def known_history(served: Served, history: Sequence) -> tuple:
     return arr[known].tolist(), arr[~known].tolist()
 
 
+#: A user's beam is its ``m`` plus the history it leaves out of the answer, rounded up to a
+#: multiple of this: users of one batch share a beam width (one retrieval) without a user's
+#: answer depending on who else is in the batch.
+WIDTH_STEP = 64
+
+
+def beam_width(query: Query, n_items: int) -> int:
+    excluded = len(set(query.history)) if query.exclude_history else 0
+    return min(n_items, -(-(query.m + excluded) // WIDTH_STEP) * WIDTH_STEP)
+
+
 def answer_batch(served: Served, queries: List[Query]) -> List[Answer]:
-    """One retrieval for every query: each asks ``m`` items (more where its history is left
-    out of the answer), the batch the most any asks."""
+    """One retrieval per beam width (:func:`beam_width`) among the queries: each query's
+    answer is its history's top-``m`` under that width, whatever else the batch holds."""
     split = [known_history(served, q.history) for q in queries]
-    need = [min(served.n_items, q.m + (len(set(q.history)) if q.exclude_history else 0)) for q in queries]
-    ids, scores = served.model.recommend([k for k, _ in split], max(need), on_unknown="ignore")
+    widths = [beam_width(q, served.n_items) for q in queries]
     empty = -1 if served.int_ids else ""
-    out = []
-    for q, (_, unknown), row, sc in zip(queries, split, ids.tolist(), scores.tolist()):
-        seen = set(q.history) if q.exclude_history else set()
-        kept = [(i, s) for i, s in zip(row, sc) if i != empty and i not in seen][: q.m]
-        out.append(Answer([i for i, _ in kept], [float(s) for _, s in kept], unknown, served.fingerprint))
-    return out
+    out: List[Optional[Answer]] = [None] * len(queries)
+    for w in sorted(set(widths)):
+        group = [k for k, x in enumerate(widths) if x == w]
+        ids, scores = served.model.recommend([split[k][0] for k in group], w, on_unknown="ignore")
+        for k, row, sc in zip(group, ids.tolist(), scores.tolist()):
+            q = queries[k]
+            seen = set(q.history) if q.exclude_history else set()
+            kept = [(i, s) for i, s in zip(row, sc) if i != empty and i not in seen][: q.m]
+            out[k] = Answer([i for i, _ in kept], [float(s) for _, s in kept], split[k][1], served.fingerprint)
+    return out  # type: ignore[return-value]
 
 
 class Batcher:
     """``await submit(queries)`` -> their :class:`Answer` list; :meth:`run` is the loop that
     forms and runs the batches (started by the application)."""
 
-    def __init__(self, slot: ModelSlot, metrics: ServiceMetrics, max_batch: int = 64, max_wait_ms: float = 2.0,
+    def __init__(self, slot: ModelSlot, metrics: ServiceMetrics, max_batch: int = 64, max_wait_ms: float = 0.0,
                  max_queue: int = 1024):
         self.slot, self.metrics = slot, metrics
         self.max_batch, self.max_wait = max_batch, max_wait_ms / 1000.0
@@ -103,14 +119,19 @@ class Batcher:
             batch = [await self.queue.get()]
             users = len(batch[0][0])
             deadline = loop.time() + self.max_wait
+            # What queued while the last batch ran goes first, at once; then up to max_wait
+            # more for others (0: none, the batches form only from what waits meanwhile).
             while users < self.max_batch:
-                left = deadline - loop.time()
-                if left <= 0:
-                    break
                 try:
-                    item = await asyncio.wait_for(self.queue.get(), left)
-                except asyncio.TimeoutError:
-                    break
+                    item = self.queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    left = deadline - loop.time()
+                    if left <= 0:
+                        break
+                    try:
+                        item = await asyncio.wait_for(self.queue.get(), left)
+                    except asyncio.TimeoutError:
+                        break
                 batch.append(item)
                 users += len(item[0])
             self.metrics.queue_depth.set(self.queue.qsize())
@@ -136,4 +157,4 @@ class Batcher:
                 at += len(qs)
 
 
-__all__ = ["Answer", "Batcher", "Overloaded", "answer_batch", "known_history"]
+__all__ = ["Answer", "Batcher", "Overloaded", "answer_batch", "beam_width", "known_history", "WIDTH_STEP"]
