@@ -222,3 +222,23 @@ def test_the_readme_serving_example_runs_as_written(served):
         if path == "/recommend":
             assert len(body["items"]) == doc["m"] and body["model"]
     http(server.url + "/admin/reload", {"path": str(root / "a")})
+
+
+def test_string_ids_are_answered_in_the_data_s_own_ids(tmp_path):
+    from jtm_rs.serving.batcher import answer_batch
+    from jtm_rs.serving.queries import BadRequest, Limits, Query, parse
+    from jtm_rs.serving.slot import load_served
+
+    raw = synthetic.generate(200, 200, seed=4).interactions
+    names = np.array([f"sku-{i}" for i in range(raw.item.max() + 1)])
+    data = Interactions.from_ids(raw.user, names[raw.item], raw.timestamp)
+    jtm = JTM(iterations=1, max_examples_per_epoch=2000, n_threads=1).fit(data, show_progress=False)
+    jtm.save(tmp_path / "m")
+    served = load_served(tmp_path / "m", 1)
+    assert not served.int_ids
+    h = data.item_ids.decode(data.item[:8]).tolist()
+    (a,) = answer_batch(served, [Query(tuple(h + ["nope"]), 7, True)])
+    assert a.unknown == ["nope"] and len(a.items) == 7 and all(i.startswith("sku-") for i in a.items)
+    assert not set(a.items) & set(h)
+    with pytest.raises(BadRequest, match="strings"):
+        parse(b'{"history": [3]}', served.n_items, served.int_ids, Limits())
