@@ -161,3 +161,23 @@ def test_distributed_train_outside_a_launcher_says_how_to_launch(run, tmp_path, 
     err = capsys.readouterr().err
     assert "RANK" in err and "torchrun --nproc-per-node" in err
     assert not (tmp_path / "d").exists()
+
+
+def test_a_launched_train_says_its_ranks_and_backend_and_the_save_records_them(run, tmp_path):
+    """As under torchrun (its environment, one rank here): the leader's first line names the
+    ranks, backend and device, and every round of the save records its world size."""
+    import os
+    import socket
+
+    _, data, _ = run
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(port), "PYTHONWARNINGS": "ignore"}
+    out = subprocess.run([sys.executable, "-m", "jtm_rs.cli", "train", str(data), "--out", str(tmp_path / "d"),
+                          "--distributed", "--device", "cpu", "--threads", "1", "--iterations", "0",
+                          "--examples-per-epoch", "1000", "--m", "10"], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "1 rank(s) over gloo, rank 0 on cpu" in out.stdout + out.stderr
+    assert [r.world_size for r in JTM.load(tmp_path / "d").history] == [1]

@@ -318,6 +318,7 @@ def test_a_two_rank_checkpoint_loads_in_one_process(fits):
 
     out, (a, _), _, split = fits
     loaded = JTM.load(out / "a")
+    assert [r.world_size for r in loaded.history] == [2, 2]  # the save says how it was trained
     assert loaded.tree.leaves(loaded.tree.items).tolist() == a[0]["leaves"]
     assert loaded.evaluate(split.test, 50)["recall"] == pytest.approx(a[0]["recall"], abs=1e-9)
 

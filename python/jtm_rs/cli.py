@@ -110,6 +110,8 @@ def cmd_train(a: argparse.Namespace) -> None:
     started, a.device = init_from_environment(a.device, a.rank_timeout)
     leader = dist.get_rank() == 0
     a.quiet = a.quiet or not leader  # one rank reports
+    if leader and not a.quiet:
+        print(f"jtm-rs train: {dist.get_world_size()} rank(s) over {dist.get_backend()}, rank 0 on {a.device}", flush=True)
     try:
         _train(a, leader=leader)
     finally:

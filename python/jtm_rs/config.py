@@ -207,6 +207,8 @@ class IterationRecord:
     objective_by_level_after_tree_learning: List[float] = field(default_factory=list)
     validation: Dict[str, float] = field(default_factory=dict)
     seconds: Dict[str, float] = field(default_factory=dict)
+    #: Processes the round trained over (torch.distributed's world size; 1 without it).
+    world_size: int = 1
 
     def describe(self) -> str:
         v = self.validation

@@ -149,7 +149,8 @@ class JointLoop:
         loss = self._train(leaves, it)
         seconds["train"] = time.perf_counter() - t0
         by_level = objective_by_level(jtm.model, jtm.tree, leaves, self.fixed, hierarchical=cfg.hierarchical)
-        record = IterationRecord(it, loss, float(by_level.sum()), seconds=seconds, objective_by_level=by_level.tolist())
+        record = IterationRecord(it, loss, float(by_level.sum()), seconds=seconds, objective_by_level=by_level.tolist(),
+                                 world_size=1 if self.ranks is None else self.ranks.world)
         if self.validation is not None:
             t0 = time.perf_counter()
             if self.ranks is None:
