@@ -114,47 +114,50 @@ class Batcher:
         return await future
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             batch = [await self.queue.get()]
-            users = len(batch[0][0])
-            deadline = loop.time() + self.max_wait
-            # What queued while the last batch ran goes first, at once; then up to max_wait
-            # more for others (0: none, the batches form only from what waits meanwhile).
-            while users < self.max_batch:
-                try:
-                    item = self.queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    left = deadline - loop.time()
-                    if left <= 0:
-                        break
-                    try:
-                        item = await asyncio.wait_for(self.queue.get(), left)
-                    except asyncio.TimeoutError:
-                        break
-                batch.append(item)
-                users += len(item[0])
-            self.metrics.queue_depth.set(self.queue.qsize())
-            batch = [(q, f) for q, f in batch if not f.done()]  # past their deadline: not run
-            if not batch:
-                continue
-            served = self.slot.current
-            queries = [q for qs, _ in batch for q in qs]
-            t = time.perf_counter()
             try:
-                answers = await loop.run_in_executor(self.executor, answer_batch, served, queries)
-            except Exception as e:  # noqa: BLE001 - one bad batch must not stop the loop
+                await self._run_batch(batch)
+            except Exception as e:  # noqa: BLE001 - whatever fails, the loop goes on serving
                 for _, f in batch:
                     if not f.done():
                         f.set_exception(e)
-                continue
-            self.metrics.batch_users.observe(len(queries))
-            self.metrics.batch_seconds.observe(time.perf_counter() - t)
-            at = 0
-            for qs, f in batch:
-                if not f.done():
-                    f.set_result(answers[at : at + len(qs)])
-                at += len(qs)
+
+    async def _run_batch(self, batch: list) -> None:
+        """Completes ``batch`` (its first request taken) with what else queues, then runs it."""
+        loop = asyncio.get_running_loop()
+        users = len(batch[0][0])
+        deadline = loop.time() + self.max_wait
+        # What queued while the last batch ran goes first, at once; then up to max_wait more
+        # for others (0: none, the batches form only from what waits meanwhile).
+        while users < self.max_batch:
+            try:
+                item = self.queue.get_nowait()
+            except asyncio.QueueEmpty:
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self.queue.get(), left)
+                except asyncio.TimeoutError:
+                    break
+            batch.append(item)
+            users += len(item[0])
+        self.metrics.queue_depth.set(self.queue.qsize())
+        live = [(q, f) for q, f in batch if not f.done()]  # past their deadline: not run
+        if not live:
+            return
+        served = self.slot.current
+        queries = [q for qs, _ in live for q in qs]
+        t = time.perf_counter()
+        answers = await loop.run_in_executor(self.executor, answer_batch, served, queries)
+        self.metrics.batch_users.observe(len(queries))
+        self.metrics.batch_seconds.observe(time.perf_counter() - t)
+        at = 0
+        for qs, f in live:
+            if not f.done():
+                f.set_result(answers[at : at + len(qs)])
+            at += len(qs)
 
 
 __all__ = ["Answer", "Batcher", "Overloaded", "answer_batch", "beam_width", "known_history", "WIDTH_STEP"]
