@@ -107,23 +107,24 @@ class JTMConfig:
     validation_m: int = _opt(200, "M of the validation Precision/Recall/F@M recorded each round")
     validation_users: Optional[int] = _opt(2000, "validation users measured each round (None: all)")
     seed: int = _opt(0, "seed of the model, the sampling and the tree")
-    # Chosen on Beauty's validation users (new-item protocol, seed 0; docs/lifecycle.md): 10 old
-    # examples per new one, 3 passes at half the fit's step, tree learning over the new items only.
+    # Chosen on Beauty's and Toys' validation users (new-item protocol, seed 0; docs/lifecycle.md):
+    # tree learning over the new items first, then one pass at half the fit's step over the new
+    # examples and 10 old ones per new one.
     update_replay: float = _opt(
         10.0, "update(): old examples replayed per new example, drawn from the replay data given (so the model "
         "does not forget)")
-    update_epochs: int = _opt(3, "update(): passes over the new and replayed examples")
+    update_epochs: int = _opt(1, "update(): passes over the new and replayed examples")
     update_learning_rate: float = _opt(4e-3, "update(): Adam's step size while training on the new behaviours")
     update_tree_learning: str = _opt(
-        "new", "update(): after training on the new behaviours, Algorithm 2 over 'whole' tree (which places the "
-        "new items by the model), over 'new' items only (the others held in their subtrees), or 'none' (new items "
-        "stay where their neighbourhood put them)", choices=("whole", "new", "none"))
+        "new", "update(): Algorithm 2 over the 'whole' tree (which places the new items by the model), over the "
+        "'new' items only (the others held in their subtrees), or 'none' (new items stay where their neighbourhood "
+        "put them)", choices=("whole", "new", "none"))
     update_training: str = _opt(
         "model", "update(): what trains on the new behaviours: the whole 'model', or only the 'new-leaves' (the new "
         "items' leaf rows, at the leaf level; every other parameter held, so nothing old is forgotten)",
         choices=("model", "new-leaves"))
     update_tree_learning_first: bool = _opt(
-        False, "update(): tree learning before training (the model then trains for the places learned) instead of "
+        True, "update(): tree learning before training (the model then trains for the places learned) instead of "
         "after it")
 
     def __post_init__(self) -> None:

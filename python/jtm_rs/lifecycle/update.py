@@ -15,19 +15,23 @@ One update, in order:
    leaves. An item with no known neighbour yet (cold) goes next to the known item of its
    category with the most behaviours in the new data, where it has categories, else to a free
    leaf spread over the tree.
-   New leaves' node embeddings start from their neighbourhood (:func:`~.placement.grow_node_table`).
-4. **Training** goes on from the current weights over every example of the new behaviours
-   plus ``update_replay`` old examples per new one, drawn from ``replay`` (the old behaviours,
-   when given), for ``update_epochs`` passes, with a fresh Adam at ``update_learning_rate``; a pass
-   takes at most the fit's ``max_examples_per_epoch`` (the new examples first). With
-   ``update_training="new-leaves"`` only the new items' leaf rows (and the rows of levels the
-   tree grew) train, at the leaf level, against the model as it was (:func:`~.node_table.only_rows`).
-5. **Tree learning** with the trained model, which places the new items by the eq. 2 weights
-   of their own behaviours: ``update_tree_learning="new"`` (the default) runs Algorithm 2 with
-   every known item held in its subtree (a stay bonus far above any weight), so only the new
-   items move, to the places free or freed for them; ``"whole"`` lets every item move (known
-   items without behaviours in the data stay); ``"none"`` skips it. An item that moved takes
-   its leaf row along (:func:`~.node_table.follow_items`).
+   A new leaf's node embedding starts as the row of the known item it co-occurs with most (else the
+   mean of its siblings': :func:`~.placement.grow_node_table`).
+4. **Tree learning** (``update_tree_learning_first``, the default: before training) places the
+   new items by the eq. 2 weights of their own behaviours under the model:
+   ``update_tree_learning="new"`` (the default) runs Algorithm 2 with every known item held in
+   its subtree (a stay bonus far above any weight), so only the new items move, to the places
+   free or freed for them; ``"whole"`` lets every item move (known items without behaviours in
+   the data stay); ``"none"`` skips it. An item that moved takes its leaf row along
+   (:func:`~.node_table.follow_items`).
+5. **Training** goes on from the current weights, for the places just learned, over every
+   example of the new behaviours plus ``update_replay`` old examples per new one, drawn from
+   ``replay`` (the old behaviours, when given), for ``update_epochs`` passes, with a fresh Adam
+   at ``update_learning_rate``; a pass takes at most the fit's ``max_examples_per_epoch`` (the
+   new examples first). With ``update_training="new-leaves"`` only the new items' leaf rows
+   (and the rows of levels the tree grew) train, at the leaf level, against the model as it
+   was (:func:`~.node_table.only_rows`). With ``update_tree_learning_first=False``, tree
+   learning comes after training instead.
 
 The update works in memory on the :class:`~jtm_rs.jtm.JTM` given: a save written before is
 untouched until the caller saves again.
