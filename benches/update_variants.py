@@ -5,8 +5,11 @@ and on the new items alone.
 
     python benches/update_variants.py data/Beauty.txt --seed 0 --threads 1
 
-Variants are ``name=field:value,field:value[,epochs:N]`` of ``JTMConfig``'s update fields;
-without ``--variant`` the table of docs/lifecycle.md is run.
+Variants are ``name=field:value,field:value`` of ``JTMConfig``'s update fields; without
+``--variant`` the table of docs/lifecycle.md is run. ``--refit`` adds the fit from scratch on
+everything; ``--first-fit DIR`` keeps the first fit there and reuses it on the next run. The
+last column, recall on the new items when the model scores every item (brute force), says
+whether new items are lost to their scores or to the beam.
 """
 
 from __future__ import annotations
@@ -15,19 +18,19 @@ import argparse
 import copy
 import dataclasses
 import time
+from pathlib import Path
 
 DEFAULT_VARIANTS = [
-    "r10-1p-2e-3-whole=update_epochs:1,update_learning_rate:0.002,update_tree_learning:whole",
-    "r3-1p-2e-3-whole=update_replay:3,update_epochs:1,update_learning_rate:0.002,update_tree_learning:whole",
-    "r30-1p-2e-3-whole=update_replay:30,update_epochs:1,update_learning_rate:0.002,update_tree_learning:whole",
-    "r10-1p-2e-3-new=update_epochs:1,update_learning_rate:0.002,update_tree_learning:new",
-    "r10-1p-2e-3-none=update_epochs:1,update_learning_rate:0.002,update_tree_learning:none",
-    "r10-1p-8e-3-whole=update_epochs:1,update_learning_rate:0.008,update_tree_learning:whole",
-    "r10-3p-2e-3-whole=update_learning_rate:0.002,update_tree_learning:whole",
-    "r10-3p-8e-3-whole=update_learning_rate:0.008,update_tree_learning:whole",
-    "r10-3p-8e-3-new=update_learning_rate:0.008",
-    "r10-2p-8e-3-new=update_epochs:2,update_learning_rate:0.008",
     "default=",
+    "3 passes=update_epochs:3",
+    "2 passes=update_epochs:2",
+    "replay 5, 2 passes=update_replay:5,update_epochs:2",
+    "replay 3, 2 passes=update_replay:3,update_epochs:2",
+    "replay 3, 3 passes=update_replay:3,update_epochs:3",
+    "replay 1, 3 passes=update_replay:1,update_epochs:3",
+    "tree learning after, 3 passes=update_tree_learning_first:false,update_epochs:3",
+    "1 pass at 2e-3, whole tree=update_learning_rate:0.002,update_tree_learning:whole",
+    "only the new leaves train, 3 passes at 8e-3=update_training:new-leaves,update_learning_rate:0.008,update_epochs:3",
 ]
 
 
@@ -37,7 +40,7 @@ def parse(variant: str):
     for pair in filter(None, fields.split(",")):
         key, _, value = pair.partition(":")
         over[key] = (value if key in ("update_tree_learning", "update_training")
-                     else value == "true" if key == "update_tree_learning_first"
+                     else value.lower() == "true" if key == "update_tree_learning_first"
                      else int(value) if key == "update_epochs" else float(value))
     return name, over
 
@@ -48,6 +51,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--variant", action="append", default=None, help="name=field:value,... (repeatable)")
+    p.add_argument("--refit", action="store_true", help="also fit from scratch on everything")
+    p.add_argument("--first-fit", default=None, metavar="DIR", help="save the first fit there, or load it")
     a = p.parse_args()
 
     from jtm_rs import JTM, datasets
@@ -62,17 +67,29 @@ def main() -> None:
     users = [split.validation.evaluation_users(), split.test.evaluation_users()]
 
     def measure(model) -> str:
-        out = []
+        out, brute = [], []
         for ev in users:
             ids, _ = model.retrieve(ev.features, 200, on_unknown="ignore")
             out += [100 * precision_recall_f(ids, ev.truth_indptr, ev.truth_items)["recall"],
                     100 * recall_on(ids, ev, new)["recall"]]
-        return " | ".join(f"{v:.2f}" for v in out)
+            every, _ = model.retrieve(ev.features, 200, on_unknown="ignore", method="brute_force")
+            brute.append(100 * recall_on(every, ev, new)["recall"])
+        return " | ".join(f"{v:.2f}" for v in out) + " | " + " / ".join(f"{v:.2f}" for v in brute)
 
     t = time.perf_counter()
-    first = JTM(seed=a.seed, n_threads=a.threads).fit(stale, show_progress=False)
-    print(f"| update | seconds | validation (%) | on new items | test (%) | on new items |\n|---|---|---|---|---|---|")
+    if a.first_fit and Path(a.first_fit).exists():
+        first = JTM.load(a.first_fit, n_threads=a.threads)
+    else:
+        first = JTM(seed=a.seed, n_threads=a.threads).fit(stale, show_progress=False)
+        if a.first_fit:
+            first.save(a.first_fit)
+    print("| update | seconds | validation (%) | on new items | test (%) | on new items | new items, brute force "
+          "(validation / test) |\n|---|---|---|---|---|---|---|")
     print(f"| first fit (stale) | {time.perf_counter() - t:.0f} | {measure(first)} |", flush=True)
+    if a.refit:
+        t = time.perf_counter()
+        refit = JTM(seed=a.seed, n_threads=a.threads).fit(split, show_progress=False)
+        print(f"| refit | {time.perf_counter() - t:.0f} | {measure(refit)} |", flush=True)
     for name, over in map(parse, a.variant or DEFAULT_VARIANTS):
         model = copy.deepcopy(first)
         model.config = dataclasses.replace(model.config, **over)
