@@ -1,5 +1,7 @@
 """The JTM learner end to end: fit, recommend, evaluate, save/load, bad input, the CLI."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -207,6 +209,10 @@ def test_cli_speaks_the_datas_string_ids(tmp_path, capsys):
     name, items = line.split("\t")
     assert name == user and len(items.split()) == 5
     assert all(tok.startswith("ASIN") and tok.split(":")[0].endswith("X") for tok in items.split())
+    assert cli.main(["recommend", str(p), "--model", str(run), "--users", user, "--m", "5", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert doc["user"] == user and [f"{i}:{s:.3f}" for i, s in zip(doc["items"], doc["scores"])] == items.split()
+    assert len(doc["model"]) == 16
     assert cli.main(["recommend", str(p), "--model", str(run), "--users", "nobody"]) == 2
     assert "unknown user" in capsys.readouterr().err
 

@@ -233,6 +233,12 @@ def cmd_recommend(a: argparse.Namespace) -> None:
         lo, hi = np.searchsorted(data.user, [u, u + 1])
         histories.append(data.item_ids.decode(data.item[lo:hi]).tolist())
     ids, scores = jtm.recommend(histories, a.m, on_unknown="ignore")
+    if a.json:
+        from .storage import fingerprint
+
+        for name, row, sc in zip(a.users, ids.tolist(), scores.tolist()):
+            print(json.dumps({"user": name, "items": row, "scores": sc, "model": fingerprint(Path(a.model))}))
+        return
     for name, row, sc in zip(a.users, ids, scores):
         items = " ".join(f"{i}:{s:.3f}" for i, s in zip(row.tolist(), sc.tolist()))
         print(f"{name}\t{items}")
@@ -338,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--model", required=True, help="directory written by train")
     r.add_argument("--users", nargs="+", required=True, help="user ids as they appear in the data file")
     r.add_argument("--m", type=int, default=10, help="items per user")
+    r.add_argument("--json", action="store_true", help="one JSON object per user, as jtm-rs serve answers")
     _runtime_args(r)
     r.set_defaults(fn=cmd_recommend)
 

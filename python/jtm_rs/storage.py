@@ -93,6 +93,11 @@ def read_json(path: Path):
         raise CorruptModelError(f"{path}: unreadable JSON ({e}); the save was interrupted or the file damaged") from None
 
 
+def fingerprint(d: Path) -> str:
+    """The first 16 hex digits of the SHA-256 of the save's manifest: each save its own."""
+    return hashlib.sha256((Path(d) / MANIFEST).read_bytes()).hexdigest()[:16]
+
+
 def sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

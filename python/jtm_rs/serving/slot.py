@@ -10,7 +10,6 @@ and the old model keeps serving.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -18,7 +17,7 @@ from typing import Optional
 import numpy as np
 
 from ..exceptions import InvalidInputError, JtmError
-from ..storage import MANIFEST
+from ..storage import fingerprint as save_fingerprint
 
 
 @dataclass(frozen=True)
@@ -42,9 +41,9 @@ class ReloadRefused(JtmError, ValueError):
 
 
 def fingerprint(path: Path) -> str:
-    """The first 16 hex digits of the SHA-256 of the save's manifest: a new save, a new print."""
+    """:func:`jtm_rs.storage.fingerprint`, or :class:`ReloadRefused` where there is no save."""
     try:
-        return hashlib.sha256((path / MANIFEST).read_bytes()).hexdigest()[:16]
+        return save_fingerprint(path)
     except OSError as e:
         raise ReloadRefused(f"{path}: no saved model ({e.strerror or e})") from None
 
