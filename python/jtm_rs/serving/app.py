@@ -22,7 +22,7 @@ from starlette.routing import Route
 
 from .batcher import Batcher, Overloaded
 from .metrics import ServiceMetrics
-from .queries import BadRequest, Limits, parse
+from .queries import BadRequest, Limits, parse, reload_path
 from .slot import ModelSlot, ReloadRefused, Served, load_served
 
 
@@ -64,18 +64,7 @@ class Service:
         return JSONResponse({"results": rows, "model": model} if batched else {**rows[0], "model": model})
 
     async def reload(self, request: Request) -> Response:
-        body = await _read_body(request, self.config.max_body_bytes)
-        path = self.slot.current.path
-        if body.strip():
-            import json
-
-            try:
-                doc = json.loads(body)
-            except ValueError as e:
-                raise BadRequest(400, f"the body is not JSON: {e}", "malformed_json") from None
-            if not isinstance(doc, dict) or not isinstance(doc.get("path", path), str):
-                raise BadRequest(422, "the body must be {\"path\": \"<saved model directory>\"}", "wrong_type")
-            path = doc.get("path", path)
+        path = reload_path(await _read_body(request, self.config.max_body_bytes), self.slot.current.path)
         async with self.reload_lock:
             loop = asyncio.get_running_loop()
             try:

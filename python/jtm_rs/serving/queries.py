@@ -44,14 +44,29 @@ class BadRequest(Exception):
         self.status, self.reason, self.kind = status, reason, kind
 
 
-def parse(body: bytes, n_items: int, int_ids: bool, limits: Limits) -> Tuple[List[Query], bool]:
-    """``(queries, batched)``: ``batched`` when the body used the ``users`` form."""
+def json_object(body: bytes) -> dict:
+    """The body as a JSON object, or the :class:`BadRequest` that says why not."""
     try:
         doc = json.loads(body)
     except (UnicodeDecodeError, ValueError) as e:
         raise BadRequest(400, f"the body is not JSON: {e}", "malformed_json") from None
     if not isinstance(doc, dict):
         raise BadRequest(422, "the body must be a JSON object", "wrong_type")
+    return doc
+
+
+def reload_path(body: bytes, default: str) -> str:
+    """``POST /admin/reload``'s ``{"path": DIR}`` (an empty body: ``default``)."""
+    doc = json_object(body) if body.strip() else {}
+    path = doc.get("path", default)
+    if not isinstance(path, str):
+        raise BadRequest(422, "the body must be {\"path\": \"<saved model directory>\"}", "wrong_type")
+    return path
+
+
+def parse(body: bytes, n_items: int, int_ids: bool, limits: Limits) -> Tuple[List[Query], bool]:
+    """``(queries, batched)``: ``batched`` when the body used the ``users`` form."""
+    doc = json_object(body)
     if "users" in doc:
         users = doc["users"]
         if not isinstance(users, list) or not users:
@@ -99,4 +114,4 @@ def _query(doc, n_items: int, int_ids: bool, limits: Limits, where: str) -> Quer
     return Query(tuple(history), m, exclude)
 
 
-__all__ = ["Query", "Limits", "BadRequest", "parse", "MAX_M"]
+__all__ = ["Query", "Limits", "BadRequest", "parse", "json_object", "reload_path", "MAX_M"]
