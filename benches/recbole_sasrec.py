@@ -14,6 +14,9 @@ RecBole is not a dependency of jtm_rs; run this where it is installed::
     pip install recbole==1.2.1 pandas colorlog==4.7.2 colorama==0.4.4 scikit-learn pyyaml \\
         tensorboard thop tabulate texttable psutil plotly   # ray is not needed
     OMP_NUM_THREADS=1 python benches/recbole_sasrec.py data/Beauty.txt --seed 0 --threads 1 --out runs/recbole
+
+``--state FILE`` keeps RecBole's run after every epoch (weights, optimiser, best epoch, random
+states); the same command again goes on from it, so a fit longer than one sitting can finish.
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -45,7 +50,7 @@ def write_atomic(train, folder: Path, name: str) -> None:
             f.write(f"{u}\t{i}\t{t}\n")
 
 
-def recbole_sasrec(train, test_users, seed: int, threads: int, max_epochs: int):
+def recbole_sasrec(train, test_users, seed: int, threads: int, max_epochs: int, state: Optional[Path] = None):
     """Trains RecBole's SASRec; returns (recall@200 of the test users, fit seconds, epochs)."""
     # RecBole 1.2.1 aliases numpy names that NumPy 2 removed: give it them back.
     for old, new in (("float_", np.float64), ("complex_", np.complex128), ("unicode_", np.str_)):
@@ -57,12 +62,12 @@ def recbole_sasrec(train, test_users, seed: int, threads: int, max_epochs: int):
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)  # RecBole writes its logs and TensorBoard events under the working directory
         try:
-            return _fit_and_measure(tmp, train, test_users, seed, max_epochs)
+            return _fit_and_measure(tmp, train, test_users, seed, max_epochs, state)
         finally:
             os.chdir(here)
 
 
-def _fit_and_measure(tmp: str, train, test_users, seed: int, max_epochs: int):
+def _fit_and_measure(tmp: str, train, test_users, seed: int, max_epochs: int, state: Optional[Path]):
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
     from recbole.data.interaction import Interaction
@@ -89,7 +94,18 @@ def _fit_and_measure(tmp: str, train, test_users, seed: int, max_epochs: int):
     # saved=False: RecBole reloads its best checkpoint with torch.load, which today's torch
     # refuses for its pickles; the best epoch's weights are kept here instead.
     best = {"score": -1.0, "state": None, "epoch": -1}
-    for epoch in range(max_epochs):
+    start, spent = 0, 0.0
+    if state is not None and state.exists():
+        # A run cut off (the Toys fit needs ~3.5 h of one core): go on after its last epoch.
+        saved = torch.load(state, weights_only=False)
+        model.load_state_dict(saved["model"])
+        trainer.optimizer.load_state_dict(saved["optimizer"])
+        torch.set_rng_state(saved["torch_rng"])
+        np.random.set_state(saved["numpy_rng"])
+        random.setstate(saved["python_rng"])
+        best, start, spent = saved["best"], saved["epoch"] + 1, saved["seconds"]
+        print(f"RecBole: resumed after epoch {start} from {state}", flush=True)
+    for epoch in range(start, max_epochs):
         trainer._train_epoch(train_data, epoch, show_progress=False)
         score, _ = trainer._valid_epoch(valid_data, show_progress=False)
         print(f"RecBole epoch {epoch + 1}: validation Recall@200 {score:.4f}", flush=True)
@@ -97,7 +113,13 @@ def _fit_and_measure(tmp: str, train, test_users, seed: int, max_epochs: int):
             best = {"score": score, "state": {k: v.clone() for k, v in model.state_dict().items()}, "epoch": epoch}
         elif epoch - best["epoch"] > 10:
             break
-    fit_s = time.perf_counter() - t
+        if state is not None:
+            doc = {"model": model.state_dict(), "optimizer": trainer.optimizer.state_dict(), "best": best,
+                   "epoch": epoch, "seconds": spent + time.perf_counter() - t, "torch_rng": torch.get_rng_state(),
+                   "numpy_rng": np.random.get_state(), "python_rng": random.getstate()}
+            torch.save(doc, state.with_suffix(".tmp"))
+            os.replace(state.with_suffix(".tmp"), state)
+    fit_s = spent + time.perf_counter() - t
     model.load_state_dict(best["state"])
     model.eval()
     # Test users' features in RecBole's ids (items it never saw dropped), oldest first.
@@ -129,13 +151,15 @@ def main() -> None:
     ap.add_argument("--max-epochs", type=int, default=300)
     ap.add_argument("--skip-ours", action="store_true")
     ap.add_argument("--out", type=Path, default=None, help="folder for one JSON result per data set and seed")
+    ap.add_argument("--state", type=Path, default=None,
+                    help="file saved after every RecBole epoch; a rerun with it goes on from there")
     args = ap.parse_args()
     name = Path(args.data).stem
     data = datasets.load(args.data).filter_users(10)
     split = data.split(0.1, 0.1, seed=args.seed)  # the runner's split
     test_users = split.test.evaluation_users()
     row = {"data": name, "seed": args.seed}
-    r, s, e = recbole_sasrec(split.train, test_users, args.seed, args.threads, args.max_epochs)
+    r, s, e = recbole_sasrec(split.train, test_users, args.seed, args.threads, args.max_epochs, args.state)
     row["recbole"] = {"recall": r, "fit_seconds": s, "epochs": e}
     print(f"{name} seed {args.seed}: RecBole SASRec recall@200 {100 * r:.2f} % ({e} epochs, {s:.0f} s)", flush=True)
     if not args.skip_ours:
