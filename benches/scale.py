@@ -59,6 +59,7 @@ def main() -> None:
     p.add_argument("--initial-tree", default="kmeans", choices=["kmeans", "random", "category"],
                    help="the initial tree (generated data has categories)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save", default=None, metavar="DIR", help="save the fitted model here (jtm-rs serve reads it)")
     p.add_argument("--user-behavior", default=None, metavar="CSV",
                    help="load this UserBehavior-layout file instead of generating (--items is then ignored)")
     p.add_argument("--max-samples-per-item", type=int, default=JTM_DEFAULTS.max_samples_per_item,
@@ -118,6 +119,8 @@ def main() -> None:
     t0 = time.perf_counter()
     jtm.fit(split, tree=tree, show_progress=False)
     fit_s = time.perf_counter() - t0
+    if a.save:
+        jtm.save(a.save)  # e.g. for benches/serve_load.py
     for r in jtm.history:
         s = r.seconds
         phase(f"round {r.iteration}: training", s["train"], f"{per_training / s['train']:,.0f} examples/s")

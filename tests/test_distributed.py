@@ -5,6 +5,8 @@ from __future__ import annotations
 import faulthandler
 import json
 import os
+import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -46,7 +48,7 @@ def _worker(rank: int, init: str, out: str) -> None:
     import torch.distributed as dist
 
     from jtm_rs.config import JTMConfig
-    from jtm_rs.distributed import Ranks, kmeans_tree
+    from jtm_rs.distributed import Ranks, kmeans_tree, mean_sparse_gradient
     from jtm_rs.features import BehaviourLeaves
     from jtm_rs.tree_policy import initial_tree, learn_tree_from_model
 
@@ -75,6 +77,7 @@ def _worker(rank: int, init: str, out: str) -> None:
         result["owned"] = ranks.gather_owned(values, OWNER).tolist()
         items, emb = _clustered()
         result["kmeans3"] = kmeans_tree(items, emb, ranks, arity=3, seed=4).leaves(items).tolist()
+        result["sparse_mean"] = [mean_sparse_gradient(t, ranks).to_dense().tolist() for t in _sparse_grads(rank)]
     finally:
         dist.destroy_process_group()
     with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
@@ -95,6 +98,19 @@ def _spawn(target, args_of_rank):
         p.kill()
     assert not hung, "a rank did not finish in time: the run hung"
     return procs
+
+
+def _sparse_grads(rank: int):
+    """Tables of 7 rows of 2 with sparse gradients: ranks touch different numbers of rows (one
+    shared), and the second table has none on rank 1."""
+    touched = {0: [1, 4], 1: [6, 4, 5]}[rank]
+    a = torch.zeros(7, 2, requires_grad=True)
+    a.grad = torch.sparse_coo_tensor(torch.tensor([touched]), torch.arange(len(touched) * 2.0).view(-1, 2) + 10 * rank,
+                                     (7, 2), check_invariants=True)
+    b = torch.zeros(7, 2, requires_grad=True)
+    if rank == 0:
+        b.grad = torch.sparse_coo_tensor(torch.tensor([[3]]), torch.tensor([[4.0, 8.0]]), (7, 2), check_invariants=True)
+    return a, b
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +139,15 @@ def run(tmp_path_factory):
     assert [p.exitcode for p in procs] == [0] * WORLD
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(WORLD)]
     return ranks, one.leaves(tree.items).tolist(), tree
+
+
+def test_sparse_gradients_are_averaged_over_ranks(run):
+    """Each table's gradient: the mean over the ranks of their dense gradients, on every rank."""
+    ranks, _, _ = run
+    dense = [[torch.zeros(7, 2) if t.grad is None else t.grad.to_dense() for t in _sparse_grads(r)] for r in range(WORLD)]
+    expected = [(sum(d[k] for d in dense) / WORLD).tolist() for k in range(2)]
+    for r in ranks:
+        assert r["sparse_mean"] == expected
 
 
 def test_ranks_and_gathered_rows(run):
@@ -240,7 +265,7 @@ def _fit_worker(rank: int, init: str, out: str, tag: str, mode: str) -> None:
         result["sharded"] = evaluate(jtm, split.test.evaluation_users(), 50, Ranks())
         result["validation"] = [r.validation for r in jtm.history]
         result["leaves"] = jtm.tree.leaves(jtm.tree.items).tolist()
-        result["weights"] = float(sum(p.double().abs().sum() for p in jtm.model.parameters()))
+        result["weights"] = float(sum(p.detach().double().abs().sum() for p in jtm.model.parameters()))
     except BaseException as e:  # noqa: BLE001 - the test reads which error ended the rank (a Rust panic too)
         result["error"] = f"{type(e).__name__}: {e}"
     finally:
@@ -254,7 +279,22 @@ def _fit_worker(rank: int, init: str, out: str, tag: str, mode: str) -> None:
 
 def _spawn_fit(out, tag: str, mode: str = "fit"):
     """The ranks' results in rank order; a rank that wrote none (it died) is reported by its
-    exit code and whatever faulthandler wrote, so that the failure says why."""
+    exit code and whatever faulthandler wrote, so that the failure says why.
+
+    A rank killed by a signal inside native code (glibc's heap check aborted one rank during
+    DDP's backward once in CI, docs/distributed.md "Known issues"; never reproduced here) gets
+    the run repeated once, with a warning that carries the first run's fault: a second abort,
+    or any Python error, still fails the test."""
+    procs, results = _spawn_fit_once(out, tag, mode)
+    if any(p.exitcode is not None and p.exitcode < 0 for p in procs):
+        warnings.warn(f"distributed run {tag!r}: a rank aborted in native code; rerun once: {results}")
+        for stale in [f for f in out.iterdir() if f.name == tag or f.name.startswith(tag + "-")]:
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+        procs, results = _spawn_fit_once(out, tag, mode)
+    return procs, results
+
+
+def _spawn_fit_once(out, tag: str, mode: str):
     init = f"file://{out / (tag + '-rendezvous')}"
     procs = _spawn(_fit_worker, lambda r: (r, init, str(out), tag, mode))
     results = []

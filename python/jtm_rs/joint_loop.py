@@ -33,7 +33,7 @@ from .checkpoint import (
 )
 from .config import IterationRecord, JTMConfig
 from .data import EvaluationUsers, Interactions
-from .distributed import Ranks, data_parallel, evaluate
+from .distributed import Ranks, SparseGradientSync, data_parallel, evaluate
 from .exceptions import InvalidInputError, UnknownItemError
 from .features import BehaviourLeaves
 from .geometry import TreeGeometry
@@ -199,6 +199,7 @@ class JointLoop:
         ranks = self.ranks
         # Over ranks: DDP around this round's model (tree learning may replace the model).
         scorer = data_parallel(jtm.model, ranks) if ranks is not None else None
+        optimizer = SparseGradientSync(jtm.optimizer, jtm.model, ranks) if ranks is not None else jtm.optimizer
         beam = (BeamSampler(jtm.tree, TreeGeometry.of(jtm.tree, jtm.device), cfg.beam_samples,
                             hierarchical=cfg.hierarchical, optimal_targets=cfg.pseudo_targets == "optimal",
                             weight=cfg.beam_weight, targets=cfg.beam_targets)
@@ -211,7 +212,7 @@ class JointLoop:
             with bar:
                 loss = train_epoch(
                     jtm.model,
-                    jtm.optimizer,
+                    optimizer,
                     jtm.tree,
                     leaves,
                     examples,

@@ -14,8 +14,9 @@ splits its work over the group's ranks. No scheduler, parameter server or RPC of
 from .evaluation import evaluate
 from .kmeans import kmeans_tree
 from .ranks import Ranks
-from .training import PairScorer, data_parallel, gradient_bytes, shard_batches
+from .training import (PairScorer, SparseGradientSync, data_parallel, gradient_bytes, mean_sparse_gradient, shard_batches,
+                       sparse_tables)
 from .tree_learning import sharded_weights_fn
 
-__all__ = ["PairScorer", "Ranks", "data_parallel", "evaluate", "gradient_bytes", "kmeans_tree", "shard_batches",
-           "sharded_weights_fn"]
+__all__ = ["PairScorer", "Ranks", "SparseGradientSync", "data_parallel", "evaluate", "gradient_bytes", "kmeans_tree",
+           "mean_sparse_gradient", "shard_batches", "sharded_weights_fn", "sparse_tables"]

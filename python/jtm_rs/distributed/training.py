@@ -8,16 +8,19 @@ batch and DDP averages the gradients, so every rank takes the same optimiser ste
   epoch), so its negatives are the one-process ones. A run is reproducible for a seed and a
   world size, and follows the one-process run up to the order of float sums.
 * The node-embedding table is replicated (4.2 M items: 8.4 M nodes x 24 floats, 0.8 GB) and
-  its sparse gradient (the rows a batch touched) is all-reduced as a sparse tensor, which
-  gloo supports; NCCL has no sparse all-reduce (``docs/distributed.md``).
+  its sparse gradient (the rows a batch touched) is averaged by :class:`SparseGradientSync`
+  through dense all-gathers of the rows and their values, outside DDP: DDP's own sparse
+  all-reduce on gloo damaged the heap in about one 2-rank run in five on this machine
+  (``docs/distributed.md``, "Known issues"). The NCCL path refuses sparse tables.
 """
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from ..exceptions import InvalidInputError
@@ -51,7 +54,66 @@ def data_parallel(model: nn.Module, ranks: Ranks) -> nn.Module:
             "(docs/distributed.md)"
         )
     device_ids = [ranks.device.index] if ranks.device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(PairScorer(model), device_ids=device_ids, process_group=ranks.group)
+    scorer = PairScorer(model)
+    tables = sparse_tables(scorer)
+    # DDP leaves the sparse tables to SparseGradientSync: their rank-0 copy is sent here.
+    nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(scorer, list(tables))
+    with torch.no_grad():
+        for table in tables.values():
+            dist.broadcast(table, group=ranks.group, group_src=0)
+    return nn.parallel.DistributedDataParallel(scorer, device_ids=device_ids, process_group=ranks.group)
+
+
+def sparse_tables(module: nn.Module) -> Dict[str, torch.Tensor]:
+    """``module``'s embedding tables with sparse gradients, by parameter name."""
+    sparse = {id(m.weight) for m in module.modules() if isinstance(m, nn.Embedding) and m.sparse}
+    return {name: p for name, p in module.named_parameters() if id(p) in sparse}
+
+
+class SparseGradientSync:
+    """``optimizer`` whose ``step`` first replaces each sparse table's gradient by its mean over
+    the ranks (:func:`mean_sparse_gradient`): every rank then takes the same step, as DDP's
+    averaging gives the dense parameters."""
+
+    def __init__(self, optimizer, model: nn.Module, ranks: Ranks):
+        self.optimizer, self.ranks = optimizer, ranks
+        self.tables = list(sparse_tables(model).values())
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for table in self.tables:
+            table.grad = mean_sparse_gradient(table, self.ranks)
+        self.optimizer.step()
+
+
+def mean_sparse_gradient(table: torch.Tensor, ranks: Ranks) -> torch.Tensor:
+    """The mean over the ranks of ``table``'s sparse gradient (rows it did not touch: zero), the
+    same tensor on every rank: each rank's (row, values) pairs gathered in rank order, padded
+    to the longest, then summed row by row in that order."""
+    world, group = ranks.world, ranks.group
+    grad = table.grad
+    if grad is None:
+        rows, values = table.new_zeros(0, dtype=torch.long), table.new_zeros((0,) + table.shape[1:])
+    else:
+        rows, values = grad._indices()[0], grad._values()
+        if len(rows) > 1 and not bool((rows[1:] > rows[:-1]).all()):  # the model's one lookup: sorted, distinct
+            grad = grad.coalesce()
+            rows, values = grad.indices()[0], grad.values()
+    counts = [rows.new_zeros(1) for _ in range(world)]
+    dist.all_gather(counts, rows.new_tensor([len(rows)]), group=group)
+    sizes = [int(c) for c in counts]
+    width = max(sizes)
+    padded_rows = torch.cat([rows, rows.new_zeros(width - len(rows))])
+    padded_values = torch.cat([values, values.new_zeros((width - len(rows),) + values.shape[1:])])
+    all_rows = [torch.empty_like(padded_rows) for _ in range(world)]
+    all_values = [torch.empty_like(padded_values) for _ in range(world)]
+    dist.all_gather(all_rows, padded_rows, group=group)
+    dist.all_gather(all_values, padded_values, group=group)
+    rows = torch.cat([r[:n] for r, n in zip(all_rows, sizes)])
+    values = torch.cat([v[:n] for v, n in zip(all_values, sizes)])
+    return torch.sparse_coo_tensor(rows[None], values / world, table.shape, check_invariants=True).coalesce()
 
 
 def shard_batches(n_examples: int, per_batch: int, rank: int, world: int) -> Tuple[int, np.ndarray]:
@@ -87,4 +149,5 @@ def gradient_bytes(model: nn.Module) -> int:
     return total
 
 
-__all__ = ["PairScorer", "data_parallel", "gradient_bytes", "shard_batches"]
+__all__ = ["PairScorer", "SparseGradientSync", "data_parallel", "gradient_bytes", "mean_sparse_gradient", "shard_batches",
+           "sparse_tables"]
