@@ -205,9 +205,10 @@ def soak(a, port: int, histories) -> None:
     done = threading.Event()
 
     def swapper() -> None:
-        c, k = Client(port), 1
+        k = 1
         while not done.wait(a.swap_every):
-            swaps.append(c.post("/admin/reload", {"path": [a.model, a.swap_with][k % 2]})[0])
+            # A new connection per swap: the server closes one left idle longer than its keep-alive.
+            swaps.append(Client(port).post("/admin/reload", {"path": [a.model, a.swap_with][k % 2]})[0])
             k += 1
 
     t = threading.Thread(target=swapper)
@@ -215,7 +216,7 @@ def soak(a, port: int, histories) -> None:
     r = closed_loop(port, histories, a.m, a.clients[0], a.soak, check=mixed)
     done.set()
     t.join()
-    print(f"soak: {a.clients[0]} clients, {a.soak:.0f} s, {len(swaps)} swaps ({sum(s == 200 for s in swaps)} done); "
+    print(f"soak: {a.clients[0]} clients, {a.soak:.0f} s, {len(swaps)} swaps ({sum(s == 200 for s in swaps)} done: {swaps}); "
           f"{r['requests']} requests, {r['errors']} failed, {r['mixed']} mixed; p50 {r['p50']:.2f} ms, "
           f"p99 {r['p99']:.2f} ms, {r['users_per_s']:.1f} users/s")
 
