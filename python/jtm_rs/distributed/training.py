@@ -10,7 +10,7 @@ batch and DDP averages the gradients, so every rank takes the same optimiser ste
 * The node-embedding table is replicated (4.2 M items: 8.4 M nodes x 24 floats, 0.8 GB) and
   its sparse gradient (the rows a batch touched) is averaged by :class:`SparseGradientSync`
   through dense all-gathers of the rows and their values, outside DDP: DDP's own sparse
-  all-reduce on gloo damaged the heap in about one 2-rank run in five on this machine
+  all-reduce on gloo damaged the heap in about one stressed 2-rank run in six on this machine
   (``docs/distributed.md``, "Known issues"). The NCCL path refuses sparse tables.
 """
 
@@ -46,16 +46,15 @@ class PairScorer(nn.Module):
 
 def data_parallel(model: nn.Module, ranks: Ranks) -> nn.Module:
     """``model``'s pair scorer wrapped in DDP over ``ranks`` (rank 0's weights broadcast first)."""
-    sparse = [m for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse]
-    if sparse and ranks.backend == "nccl":
+    scorer = PairScorer(model)
+    tables = sparse_tables(scorer)
+    if tables and ranks.backend == "nccl":
         raise InvalidInputError(
             "NCCL has no sparse all-reduce, and the model's node embeddings have sparse gradients: on GPUs "
             "give JTM a model_factory that builds JTMModel(..., sparse=False), or use the gloo backend "
             "(docs/distributed.md)"
         )
     device_ids = [ranks.device.index] if ranks.device.type == "cuda" else None
-    scorer = PairScorer(model)
-    tables = sparse_tables(scorer)
     # DDP leaves the sparse tables to SparseGradientSync: their rank-0 copy is sent here.
     nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(scorer, list(tables))
     with torch.no_grad():
