@@ -6,8 +6,9 @@ overheads come out as ratios.
     python benches/serve_load.py runs/a --swap-with runs/b --soak 600 --clients 32   # the soak
 
 Per level of concurrency: users answered per second, p50/p95/p99 latency, mean users per
-batched retrieval (from the server's /metrics), errors. In process, first: ``retrieve`` one
-user at a time (p50, users/s) and batched at each observed mean batch size.
+batched retrieval (from the server's /metrics), errors. In process, after: ``recommend`` one
+user at a time (p50, users/s) and batched at each observed mean batch size, the history left
+out as the service leaves it out (``exclude_history=True``).
 
 The soak (``--swap-with``): ``--clients`` clients for ``--soak`` seconds while the served model
 is swapped between the two saves every ``--swap-every`` seconds (``POST /admin/reload``); every
@@ -125,14 +126,15 @@ def in_process(model_dir: str, histories, m: int, batches, threads, calls: int =
     one = []
     for k in range(calls):
         t = time.perf_counter()
-        jtm.recommend([histories[k % len(histories)]], M=m, on_unknown="ignore")
+        jtm.recommend([histories[k % len(histories)]], M=m, on_unknown="ignore", exclude_history=True)
         one.append(time.perf_counter() - t)
     res = {"one_p50_ms": 1000 * float(np.median(one)), "one_users_per_s": 1 / float(np.mean(one))}
     for b in sorted({max(1, int(round(x))) for x in batches}):
         t = time.perf_counter()
         n = 0
         while time.perf_counter() - t < 5:
-            jtm.recommend([histories[(n + i) % len(histories)] for i in range(b)], M=m, on_unknown="ignore")
+            jtm.recommend([histories[(n + i) % len(histories)] for i in range(b)], M=m, on_unknown="ignore",
+                          exclude_history=True)
             n += b
         res[f"batched_{b}_users_per_s"] = n / (time.perf_counter() - t)
     return res

@@ -93,7 +93,7 @@ def _histories(data, n=5):
 def test_answers_are_the_in_process_recommendations(served):
     server, jtm, data, _ = served
     hist = _histories(data)
-    want, scores = (x[:, :10] for x in jtm.recommend(hist, M=64))  # a beam of 64: m rounded up (WIDTH_STEP)
+    want, scores = (x[:, :10] for x in jtm.recommend(hist, M=64))  # a beam of 64 (MIN_BEAM)
     status, ready, _ = http(server.url + "/ready")
     assert status == 200 and ready["items"] == jtm.tree.n_items
     status, one, _ = http(server.url + "/recommend", {"history": hist[0], "m": 10, "exclude_history": False})

@@ -28,7 +28,7 @@ from ._core import Tree
 from .checkpoint import SavedJTM, read_jtm, save_jtm
 from .config import IterationRecord, JTMConfig, variant_name
 from .data import PAD, EvaluationUsers, Interactions, Split
-from .encoding import drop_unknown
+from .encoding import drop_unknown, history_items
 from .distributed import Ranks
 from .exceptions import InvalidInputError, JtmError, RankLostError
 from .features import BehaviourLeaves
@@ -38,7 +38,7 @@ from .joint_loop import JointLoop, validation_users
 from .model import default_device
 from .progress import ensure_handler, say
 from .recommender import Recommender
-from .retrieval import beam_search, brute_force, model_score_fn
+from .retrieval import ExcludedLeaves, model_search
 from .threads import uses_torch_threads
 from .tree_policy import ModelFactory, check_model_fits, default_model_factory, learn_tree_from_model, new_model
 
@@ -214,30 +214,30 @@ class JTM(Recommender):
         return tree.contains(items) | self.retired.contains(items)
 
     def recommend(self, behaviours, M: int = 200, *, beam_size: Optional[int] = None, method: str = "beam",
-                  on_unknown: str = "raise", batch_size: int = 1024, pad=PAD) -> Tuple[np.ndarray, np.ndarray]:
+                  on_unknown: str = "raise", batch_size: int = 1024, pad=PAD,
+                  exclude_history: bool = False) -> Tuple[np.ndarray, np.ndarray]:
         """Top-``M`` items per user, best first, in the data's own item ids (see
         :meth:`Recommender.recommend`); ``beam_size``, ``method`` and ``batch_size`` as in
-        :meth:`retrieve`. Only the last ``max_behaviours`` (69) behaviours are used."""
+        :meth:`retrieve`. Only the last ``max_behaviours`` (69) behaviours are used as
+        features; ``exclude_history`` leaves every item of each user's whole history out of
+        its answer (``exclude`` of :meth:`retrieve`)."""
+        exclude = history_items(behaviours, self.item_ids, self.known_items, pad) if exclude_history else None
         return super().recommend(behaviours, M, on_unknown=on_unknown, pad=pad, beam_size=beam_size,
-                                 method=method, batch_size=batch_size)
+                                 method=method, batch_size=batch_size, exclude=exclude)
 
     @uses_torch_threads
-    def retrieve(
-        self,
-        features: np.ndarray,
-        M: int = 200,
-        *,
-        beam_size: Optional[int] = None,
-        method: str = "beam",
-        on_unknown: str = "raise",
-        batch_size: int = 1024,
-    ) -> Tuple[np.ndarray, np.ndarray]:
+    def retrieve(self, features: np.ndarray, M: int = 200, *, beam_size: Optional[int] = None, method: str = "beam",
+                 on_unknown: str = "raise", batch_size: int = 1024,
+                 exclude: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
         """Top-``M`` internal item ids per user of ``features`` (as :attr:`EvaluationUsers.features`).
 
         ``method="beam"``: layer-wise beam search over the tree (Rust driver, batched torch
         scoring) with beam width ``beam_size >= M`` (default ``M``); ``"brute_force"``: score
         every item (the paper's "DNN" row). ``M`` is at most the corpus size. Unknown items
-        raise :class:`UnknownItemError` (``on_unknown="raise"``) or are dropped (``"ignore"``)."""
+        raise :class:`UnknownItemError` (``on_unknown="raise"``) or are dropped (``"ignore"``).
+
+        ``exclude``: ``int64[n_users, E]`` internal item ids (``PAD`` padded) never returned to
+        that user: the beam drops them at the leaf level (:func:`~jtm_rs.retrieval.model_search`)."""
         tree, model = self.check_fitted()
         if M < 1 or M > tree.n_items:
             raise InvalidInputError(f"M must be between 1 and the corpus size {tree.n_items}, got {M}")
@@ -248,11 +248,9 @@ class JTM(Recommender):
             raise InvalidInputError(f"method must be 'beam' or 'brute_force', got {method!r}")
         user_leaves = self.user_leaves(features, on_unknown)
         model.eval()
-        hier = self.config.hierarchical
-        if method == "brute_force":
-            return brute_force(model, tree, user_leaves, M, hierarchical=hier)
-        score = model_score_fn(model, tree, user_leaves, hierarchical=hier)
-        return beam_search(tree, score, len(user_leaves), k, M, batch_size=batch_size, n_threads=self.n_threads)
+        return model_search(model, tree, user_leaves, M, k, method=method, hierarchical=self.config.hierarchical,
+                            excluded=ExcludedLeaves.of(tree, exclude, len(user_leaves)), batch_size=batch_size,
+                            n_threads=self.n_threads)
 
     def user_leaves(self, features: np.ndarray, on_unknown: str = "raise") -> torch.Tensor:
         """The leaves of the behaviours in ``features`` (internal item ids, ``PAD`` padded), on

@@ -252,7 +252,7 @@ class JTMModel(nn.Module):
         blocks cost as much as the GEMMs)."""
         if torch.is_grad_enabled() or h.device.type != "cpu":  # elsewhere reading the slope would synchronise
             return self.mlp[1:](h)
-        for layer in self.mlp[1:]:
+        for layer in itertools.islice(self.mlp, 1, None):  # a slice would build a new Sequential per call
             if isinstance(layer, nn.PReLU) and layer.weight.numel() == 1:
                 h = F.leaky_relu_(h, float(layer.weight))
             else:

@@ -10,9 +10,10 @@
 * ``save(path)`` / ``Recommender.load(path)`` keep a fitted method in a directory (atomic, with
   a checksummed manifest: :mod:`jtm_rs.storage`).
 
-No method filters out items the user already has: the ground truth (second half of the user's
-behaviours) may repeat them, and the paper's protocol counts such hits. It applies to all
-methods alike.
+No method filters out items the user already has unless asked: the ground truth (second half
+of the user's behaviours) may repeat them, and the paper's protocol counts such hits. It
+applies to all methods alike. (``JTM.recommend(exclude_history=True)`` leaves them out inside
+the beam search, as the service does.)
 """
 
 from __future__ import annotations

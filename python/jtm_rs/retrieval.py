@@ -8,6 +8,7 @@ import numpy as np
 
 from ._arrays import to_numpy
 from ._core import Tree
+from .exceptions import InvalidInputError
 
 ScoreFn = Callable[[np.ndarray, np.ndarray, int], "np.ndarray"]
 
@@ -147,9 +148,101 @@ class _UserShares:
         self.slot[users] = torch.arange(len(users), device=users.device)
 
 
-def brute_force(model, tree: Tree, user_leaves, m: int, *, hierarchical: bool, batch_pairs: int = 1 << 21):
+class ExcludedLeaves:
+    """Leaves never returned to some users: ``leaves`` ``int64[n_users, E]``, ``-1`` padded,
+    one row per user (row ``r`` is user row ``r`` of the search). Looked up as sorted keys
+    ``row * n_nodes + leaf``, so a level's pairs cost one binary search each."""
+
+    def __init__(self, leaves: np.ndarray, n_nodes: int):
+        rows = np.broadcast_to(np.arange(leaves.shape[0], dtype=np.int64)[:, None], leaves.shape)
+        real = leaves >= 0
+        self.leaves, self.n_nodes = leaves, n_nodes
+        self.keys = np.unique(rows[real] * n_nodes + leaves[real])
+
+    @classmethod
+    def of(cls, tree: Tree, exclude, n_users: int) -> Optional["ExcludedLeaves"]:
+        """The leaves of ``exclude`` (internal item ids ``[n_users, E]``, ``PAD`` padded; ids
+        the tree does not hold are ignored); ``None`` for ``None``."""
+        if exclude is None:
+            return None
+        exclude = np.asarray(exclude)
+        if exclude.ndim != 2 or exclude.shape[0] != n_users or not np.issubdtype(exclude.dtype, np.integer):
+            raise InvalidInputError(f"exclude must be an integer array [n_users = {n_users}, E], "
+                                    f"got {exclude.dtype} {exclude.shape}")
+        exclude = exclude.astype(np.int64)
+        leaves = np.full(exclude.shape, -1, dtype=np.int64)
+        inside = (exclude >= 0) & tree.contains(exclude)
+        leaves[inside] = tree.leaves(exclude[inside])
+        return cls(leaves, tree.n_nodes)
+
+    def rows(self, rows: np.ndarray) -> "ExcludedLeaves":
+        """Those of the users ``rows``, renumbered from 0."""
+        return ExcludedLeaves(self.leaves[rows], self.n_nodes)
+
+    def __bool__(self) -> bool:
+        return bool(len(self.keys))
+
+    def mask(self, user_rows: np.ndarray, nodes: np.ndarray) -> np.ndarray:
+        """Which (user row, leaf) pairs are excluded."""
+        keys = user_rows * self.n_nodes + nodes
+        at = np.searchsorted(self.keys, keys).clip(max=len(self.keys) - 1)
+        return self.keys[at] == keys
+
+
+def excluding(score_fn: ScoreFn, leaf_level: int, excluded: ExcludedLeaves) -> ScoreFn:
+    """``score_fn`` with the excluded leaves scored ``-inf`` at the leaf level: the beam then
+    returns the best ``m`` of the other leaves it reaches (no wider beam is needed to make up
+    for the user's own items), and an excluded leaf only where fewer than ``m`` others were
+    reached (its score ``-inf`` says so)."""
+    if not excluded:
+        return score_fn
+
+    def score(user_rows: np.ndarray, nodes: np.ndarray, level: int):
+        s = score_fn(user_rows, nodes, level)
+        if level != leaf_level:
+            return s
+        s = np.array(to_numpy(s), dtype=np.float32)
+        s[excluded.mask(user_rows, nodes)] = -np.inf
+        return s
+
+    return score
+
+
+def drop_excluded(items: np.ndarray, scores: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Slots a search could only fill with an excluded item (score ``-inf``) become ``-1``."""
+    items[np.isneginf(scores)] = -1
+    return items, scores
+
+
+def model_search(model, tree: Tree, user_leaves, M: int, k: int, *, method: str, hierarchical: bool,
+                 excluded: Optional[ExcludedLeaves] = None, batch_size: Optional[int] = None,
+                 n_threads: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """A torch model's top-``M`` (``method`` ``"beam"``, width ``k``, or ``"brute_force"``),
+    ``excluded`` leaves left out. A user whose beam reached fewer than ``M`` leaves outside
+    them is searched again with the beam wider by what it excludes; slots still empty (fewer
+    items left than ``M``) are ``-1``, score ``-inf``."""
+    if method == "brute_force":
+        return drop_excluded(*brute_force(model, tree, user_leaves, M, hierarchical=hierarchical, excluded=excluded))
+    score = excluding(model_score_fn(model, tree, user_leaves, hierarchical=hierarchical), tree.leaf_level, excluded)
+    items, scores = beam_search(tree, score, len(user_leaves), k, M, batch_size=batch_size, n_threads=n_threads)
+    if excluded:
+        short = np.flatnonzero(np.isneginf(scores[:, -1]))
+        wide = min(tree.n_items, k + excluded.leaves.shape[1])
+        if len(short) and wide > k:
+            import torch
+
+            rows = torch.from_numpy(short).to(user_leaves.device)
+            items[short], scores[short] = model_search(
+                model, tree, user_leaves[rows], M, wide, method=method, hierarchical=hierarchical,
+                excluded=excluded.rows(short), batch_size=batch_size, n_threads=n_threads)
+    return drop_excluded(items, scores)
+
+
+def brute_force(model, tree: Tree, user_leaves, m: int, *, hierarchical: bool, batch_pairs: int = 1 << 21,
+                excluded: Optional[ExcludedLeaves] = None):
     """The paper's "DNN" row: score every item's leaf for every user, keep the top ``m``.
-    Returns ``(items int64[n_users, m], scores float32[n_users, m])`` like :func:`beam_search`."""
+    Returns ``(items int64[n_users, m], scores float32[n_users, m])`` like :func:`beam_search`;
+    ``excluded`` leaves score ``-inf``."""
     import torch
 
     from .features import behaviours_at
@@ -166,6 +259,10 @@ def brute_force(model, tree: Tree, user_leaves, m: int, *, hierarchical: bool, b
         for lo in range(0, user_leaves.shape[0], per_batch):
             beh = behaviours_at(geometry, user_leaves[lo : lo + per_batch], tree.leaf_level, hierarchical)
             logits = score_grid(model, beh, leaves.expand(beh.shape[0], -1)).float()
+            if excluded:
+                rows = np.repeat(np.arange(lo, lo + beh.shape[0], dtype=np.int64), len(items))
+                hit = excluded.mask(rows, np.tile(leaves.cpu().numpy(), beh.shape[0]))
+                logits[torch.from_numpy(hit.reshape(beh.shape[0], -1)).to(device)] = float("-inf")
             s, j = torch.topk(logits, m, dim=1)
             out_i.append(items[j.cpu().numpy()])
             out_s.append(s.cpu().numpy())

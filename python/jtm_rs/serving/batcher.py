@@ -51,31 +51,31 @@ def known_history(served: Served, history: Sequence) -> tuple:
     return arr[known].tolist(), arr[~known].tolist()
 
 
-#: A user's beam is its ``m`` plus the history it leaves out of the answer, rounded up to a
-#: multiple of this: users of one batch share a beam width (one retrieval) without a user's
-#: answer depending on who else is in the batch.
-WIDTH_STEP = 64
+#: The narrowest beam the service searches with: a query for ``m`` items gets the top ``m`` of
+#: a beam ``max(m, MIN_BEAM)`` wide (recall only gains from a wider beam, and below this the
+#: search costs little more).
+MIN_BEAM = 64
 
 
 def beam_width(query: Query, n_items: int) -> int:
-    excluded = len(set(query.history)) if query.exclude_history else 0
-    return min(n_items, -(-(query.m + excluded) // WIDTH_STEP) * WIDTH_STEP)
+    return min(n_items, max(query.m, MIN_BEAM))
 
 
 def answer_batch(served: Served, queries: List[Query]) -> List[Answer]:
-    """One retrieval per beam width (:func:`beam_width`) among the queries: each query's
-    answer is its history's top-``m`` under that width, whatever else the batch holds."""
-    split = [known_history(served, q.history) for q in queries]
-    widths = [beam_width(q, served.n_items) for q in queries]
+    """One batched retrieval per ``(beam width, exclude_history)`` among the queries
+    (:func:`beam_width`): a query's answer is the top ``m`` of its own beam, whatever else the
+    batch holds. The history is left out inside the search (``exclude`` of
+    :meth:`jtm_rs.JTM.retrieve`), so the beam need not widen to make up for it."""
+    split = [known_history(served, q.history) for q in queries]  # features: the known items, in order
+    keys = [(beam_width(q, served.n_items), q.exclude_history) for q in queries]
     empty = -1 if served.int_ids else ""
     out: List[Optional[Answer]] = [None] * len(queries)
-    for w in sorted(set(widths)):
-        group = [k for k, x in enumerate(widths) if x == w]
-        ids, scores = served.model.recommend([split[k][0] for k in group], w, on_unknown="ignore")
+    for width, exclude in sorted(set(keys)):
+        group = [k for k, key in enumerate(keys) if key == (width, exclude)]
+        ids, scores = served.model.recommend([split[k][0] for k in group], width, on_unknown="ignore",
+                                             exclude_history=exclude)
         for k, row, sc in zip(group, ids.tolist(), scores.tolist()):
-            q = queries[k]
-            seen = set(q.history) if q.exclude_history else set()
-            kept = [(i, s) for i, s in zip(row, sc) if i != empty and i not in seen][: q.m]
+            kept = [(i, s) for i, s in zip(row, sc) if i != empty][: queries[k].m]
             out[k] = Answer([i for i, _ in kept], [float(s) for _, s in kept], split[k][1], served.fingerprint)
     return out  # type: ignore[return-value]
 
@@ -160,4 +160,4 @@ class Batcher:
             at += len(qs)
 
 
-__all__ = ["Answer", "Batcher", "Overloaded", "answer_batch", "beam_width", "known_history", "WIDTH_STEP"]
+__all__ = ["Answer", "Batcher", "Overloaded", "answer_batch", "beam_width", "known_history", "MIN_BEAM"]
