@@ -21,6 +21,7 @@ pytest.importorskip("uvicorn")
 pytest.importorskip("prometheus_client")
 
 from jtm_rs import JTM, Interactions, synthetic  # noqa: E402
+from jtm_rs.storage import fingerprint  # noqa: E402
 
 
 def _free_port() -> int:
@@ -168,6 +169,52 @@ def test_a_reload_swaps_the_model_and_a_damaged_save_is_refused(served, tmp_path
     status, back, _ = http(server.url + "/admin/reload", {"path": str(root / "a")})
     assert status == 200 and back["model"] == first
     assert f'jtm_model{{fingerprint="{first}"}} 1.0' in http(server.url + "/metrics")[1]
+
+
+def _write_save_over(src, dst):
+    """``src``'s save written into ``dst`` as a save is: its parts first, the manifest last."""
+    for f in src.iterdir():
+        if f.name != "manifest.json":
+            shutil.copy2(f, dst / f.name)
+    shutil.copy2(src / "manifest.json", dst / "manifest.tmp")
+    (dst / "manifest.tmp").replace(dst / "manifest.json")
+
+
+def _all_workers_serve(url, model, workers=2, seconds=60):
+    """``/ready`` asked on new connections until 20 answers in a row name ``model`` and every
+    one of ``workers`` processes has answered so since; else an AssertionError."""
+    deadline, run, seen = time.monotonic() + seconds, 0, set()
+    while run < 20 or len(seen) < workers:
+        assert time.monotonic() < deadline, f"not every worker serves {model} (seen: {seen})"
+        ready = http(url + "/ready")[1]
+        if ready["model"] == model:
+            run, seen = run + 1, seen | {ready["worker"]}
+        else:
+            run, seen = 0, set()
+        time.sleep(0.02)
+
+
+def test_a_watched_directory_swaps_every_worker_and_refuses_a_damaged_save(served, tmp_path):
+    _, _, data, root = served
+    watched = tmp_path / "watched"
+    shutil.copytree(root / "a", watched)
+    server = Server(watched, "--watch", "0.1", "--workers", "2")
+    try:
+        first = http(server.url + "/ready")[1]["model"]
+        _write_save_over(root / "b", watched)  # a new save in the served directory
+        new = fingerprint(watched)
+        assert new != first
+        _all_workers_serve(server.url, new)
+        damaged = tmp_path / "damaged"
+        shutil.copytree(root / "a", damaged)
+        part = next(p for p in damaged.iterdir() if p.name.startswith("model-"))
+        part.write_bytes(part.read_bytes()[:100])
+        _write_save_over(damaged, watched)
+        time.sleep(1.0)  # ten looks
+        _all_workers_serve(server.url, new, seconds=10)  # still the good save, every worker
+        assert http(server.url + "/recommend", {"history": _histories(data, 1)[0], "m": 5})[1]["model"] == new
+    finally:
+        server.stop()
 
 
 def test_a_full_queue_answers_503_and_a_late_answer_504(served):

@@ -29,6 +29,8 @@ def add_serve_command(command, runtime_args) -> None:
     s.add_argument("--max-queue", type=int, default=1024, help="requests waiting beyond this are refused (503)")
     s.add_argument("--timeout-ms", type=float, default=10_000.0, help="a request not answered by then gets a 504")
     s.add_argument("--workers", type=int, default=1, help="server processes, each with its own copy of the model")
+    s.add_argument("--watch", type=float, default=0.0, metavar="SECONDS",
+                   help="look at MODEL's manifest this often and swap in a new save written there (0: never)")
     runtime_args(s)
     s.set_defaults(fn=cmd_serve)
 
@@ -46,11 +48,12 @@ def cmd_serve(a: argparse.Namespace) -> None:
     from .serving import ServeConfig, create_app
     from .serving.slot import load_served
 
-    if a.max_batch < 1 or a.max_queue < 1 or a.workers < 1 or not a.max_wait_ms >= 0 or not a.timeout_ms > 0:
-        raise InvalidInputError("--max-batch, --max-queue and --workers must be >= 1, --max-wait-ms >= 0, "
-                                "--timeout-ms > 0")
+    if a.max_batch < 1 or a.max_queue < 1 or a.workers < 1 or not a.max_wait_ms >= 0 or not a.timeout_ms > 0 \
+            or not a.watch >= 0:
+        raise InvalidInputError("--max-batch, --max-queue and --workers must be >= 1, --max-wait-ms and --watch "
+                                ">= 0, --timeout-ms > 0")
     config = ServeConfig(a.model, max_batch=a.max_batch, max_wait_ms=a.max_wait_ms, max_queue=a.max_queue,
-                         timeout_ms=a.timeout_ms, threads=a.threads, device=a.device)
+                         timeout_ms=a.timeout_ms, threads=a.threads, device=a.device, watch_s=a.watch)
     served = load_served(a.model, a.threads, a.device)  # a save that cannot serve fails here, at once
     log = "info" if a.verbose else "warning"
     print(f"jtm-rs serve: {a.model} (model {served.fingerprint}, {served.n_items} items) on "

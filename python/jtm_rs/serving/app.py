@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 from starlette.applications import Starlette
@@ -23,7 +26,10 @@ from starlette.routing import Route
 from .batcher import Batcher, Overloaded
 from .metrics import ServiceMetrics
 from .queries import BadRequest, Limits, parse, reload_path
-from .slot import ModelSlot, ReloadRefused, Served, load_served
+from ..storage import MANIFEST
+from .slot import ModelSlot, ReloadRefused, Served, fingerprint, load_served
+
+logger = logging.getLogger("jtm_rs")
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,10 @@ class ServeConfig:
     limits: Limits = field(default_factory=Limits)
     threads: Optional[int] = None
     device: Optional[str] = None
+    #: Seconds between looks at ``model_dir``'s manifest; a new save there is loaded and
+    #: swapped in as by ``POST /admin/reload`` (0: no watching). Every worker process watches
+    #: for itself, so a save reaches all of them, which one reload request cannot.
+    watch_s: float = 0.0
 
 
 class Service:
@@ -65,25 +75,54 @@ class Service:
 
     async def reload(self, request: Request) -> Response:
         path = reload_path(await _read_body(request, self.config.max_body_bytes), self.slot.current.path)
+        try:
+            served, old = await self.swap_in(path)
+        except ReloadRefused as e:
+            raise BadRequest(409, f"reload refused, still serving {self.slot.current.fingerprint}: {e}",
+                             "reload_refused") from None
+        return JSONResponse({"model": served.fingerprint, "previous": old.fingerprint, "path": served.path})
+
+    async def swap_in(self, path: str) -> tuple:
+        """Loads the save at ``path`` beside the served model, then swaps: ``(new, old)``, or
+        :class:`ReloadRefused` with the old model still serving. One at a time."""
         async with self.reload_lock:
             loop = asyncio.get_running_loop()
             try:
                 served = await loop.run_in_executor(None, load_served, path, self.config.threads, self.config.device)
-            except ReloadRefused as e:
+            except ReloadRefused:
                 self.metrics.reloads.labels(outcome="refused").inc()
-                raise BadRequest(409, f"reload refused, still serving {self.slot.current.fingerprint}: {e}",
-                                 "reload_refused") from None
+                raise
             old = self.slot.swap(served)
             self.metrics.serving(served.fingerprint)
             self.metrics.reloads.labels(outcome="swapped").inc()
-        return JSONResponse({"model": served.fingerprint, "previous": old.fingerprint, "path": served.path})
+            return served, old
+
+    async def watch(self) -> None:
+        """Every ``watch_s`` seconds, a save in ``model_dir`` other than the one served (and
+        than the last one refused) is swapped in (:meth:`swap_in`)."""
+        path, refused = Path(self.config.model_dir), None
+        while True:
+            await asyncio.sleep(self.config.watch_s)
+            try:  # a refused save is tried again once its manifest is written again
+                now = (fingerprint(path), (path / MANIFEST).stat().st_mtime_ns)
+            except (ReloadRefused, OSError):
+                continue  # no save there at this moment: look again later
+            if now[0] == self.slot.current.fingerprint or now == refused:
+                continue
+            try:
+                await self.swap_in(str(path))
+            except ReloadRefused as e:
+                refused = now
+                logger.warning("jtm-rs serve: a new save in %s was refused, still serving %s: %s", path,
+                               self.slot.current.fingerprint, e)
 
     async def health(self, request: Request) -> Response:
         return JSONResponse({"status": "alive"})
 
     async def ready(self, request: Request) -> Response:
         served = self.slot.current
-        return JSONResponse({"status": "ready", "model": served.fingerprint, "items": served.n_items})
+        return JSONResponse({"status": "ready", "model": served.fingerprint, "items": served.n_items,
+                             "worker": os.getpid()})
 
     async def metrics_text(self, request: Request) -> Response:
         body, kind = self.metrics.exposition()
@@ -142,7 +181,10 @@ def create_app(config: ServeConfig, served: Optional[Served] = None) -> Starlett
     @contextlib.asynccontextmanager
     async def lifespan(app):
         service.batcher.start()
+        watcher = asyncio.get_running_loop().create_task(service.watch()) if config.watch_s > 0 else None
         yield
+        if watcher is not None:
+            watcher.cancel()
         await service.batcher.stop()
 
     routes = [
