@@ -71,6 +71,8 @@ def start_server(model: str, port: int, args) -> subprocess.Popen:
            "--max-wait-ms", str(args.max_wait_ms), "--device", "cpu"]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
+    if args.workers > 1:
+        cmd += ["--workers", str(args.workers)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
@@ -160,6 +162,8 @@ def main() -> None:
     p.add_argument("--max-batch", type=int, default=64)
     p.add_argument("--max-wait-ms", type=float, default=0.0)
     p.add_argument("--threads", type=int, default=None, help="the server's --threads (and the in-process runs')")
+    p.add_argument("--workers", type=int, default=1,
+                   help="the server's --workers (the mean batch is then one worker's, whichever answers /metrics)")
     p.add_argument("--users", type=int, default=1000)
     p.add_argument("--swap-with", default=None, help="a second save: run the soak instead")
     p.add_argument("--soak", type=float, default=600)
