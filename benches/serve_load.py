@@ -181,13 +181,15 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait()
-    base = in_process(a.model, histories, a.m, [r["batch"] for r in rows], a.threads)
+    base = in_process(a.model, histories, a.m, [r["batch"] for r in rows if a.workers == 1], a.threads)
     print(f"in process: one user p50 {base['one_p50_ms']:.2f} ms, {base['one_users_per_s']:.1f} users/s; "
           + ", ".join(f"batches of {k[8:-12]}: {v:.1f} users/s" for k, v in base.items() if k.startswith("batched")))
     print("| clients | users/s | × one-user in process | p50 ms | p95 ms | p99 ms | mean batch | "
           "p99 bound 4·p50₁·c/b ms | errors / requests |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        if a.workers > 1:  # /metrics answers from one worker at a time: no mean batch
+            r["batch"] = float("nan")
         bound = 4 * base["one_p50_ms"] * r["clients"] / max(r["batch"], 1)
         print(f"| {r['clients']} | {r['users_per_s']:.1f} | {r['users_per_s'] / base['one_users_per_s']:.2f} | "
               f"{r['p50']:.2f} | {r['p95']:.2f} | {r['p99']:.2f} | {r['batch']:.2f} | {bound:.1f} | "

@@ -201,6 +201,8 @@ def test_a_watched_directory_swaps_every_worker_and_refuses_a_damaged_save(serve
     server = Server(watched, "--watch", "0.1", "--workers", "2")
     try:
         first = http(server.url + "/ready")[1]["model"]
+        status, refused, _ = http(server.url + "/admin/reload", {"path": str(root / "b")})
+        assert status == 409 and refused["kind"] == "reload_needs_watch"  # it would swap one worker of two
         _write_save_over(root / "b", watched)  # a new save in the served directory
         new = fingerprint(watched)
         assert new != first

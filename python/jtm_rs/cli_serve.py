@@ -53,7 +53,8 @@ def cmd_serve(a: argparse.Namespace) -> None:
         raise InvalidInputError("--max-batch, --max-queue and --workers must be >= 1, --max-wait-ms and --watch "
                                 ">= 0, --timeout-ms > 0")
     config = ServeConfig(a.model, max_batch=a.max_batch, max_wait_ms=a.max_wait_ms, max_queue=a.max_queue,
-                         timeout_ms=a.timeout_ms, threads=a.threads, device=a.device, watch_s=a.watch)
+                         timeout_ms=a.timeout_ms, threads=a.threads, device=a.device, watch_s=a.watch,
+                         workers=a.workers)
     served = load_served(a.model, a.threads, a.device)  # a save that cannot serve fails here, at once
     log = "info" if a.verbose else "warning"
     print(f"jtm-rs serve: {a.model} (model {served.fingerprint}, {served.n_items} items) on "

@@ -47,6 +47,9 @@ class ServeConfig:
     #: swapped in as by ``POST /admin/reload`` (0: no watching). Every worker process watches
     #: for itself, so a save reaches all of them, which one reload request cannot.
     watch_s: float = 0.0
+    #: Server processes behind the port. A reload request reaches only one of them, so with
+    #: more than one it is refused (409) and ``watch_s`` swaps them all.
+    workers: int = 1
 
 
 class Service:
@@ -75,6 +78,10 @@ class Service:
 
     async def reload(self, request: Request) -> Response:
         path = reload_path(await _read_body(request, self.config.max_body_bytes), self.slot.current.path)
+        if self.config.workers > 1:
+            raise BadRequest(409, f"this service runs {self.config.workers} worker processes and a reload request "
+                                  "reaches one of them; start it with --watch SECONDS and write the new save into "
+                                  f"{self.config.model_dir}", "reload_needs_watch")
         try:
             served, old = await self.swap_in(path)
         except ReloadRefused as e:
