@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ._arrays import sparse_rows
 from ._core import Tree, lazy_adam_rows
 from .beam_training import BeamSampler
 from .config import LOSSES
@@ -95,10 +96,7 @@ class LazyAdam(torch.optim.Optimizer):
                     continue
                 if not g.is_sparse:
                     raise RuntimeError("LazyAdam needs sparse gradients (nn.Embedding(sparse=True)); use Adam")
-                rows, values = g._indices()[0], g._values()
-                if rows.numel() > 1 and not bool((rows[1:] > rows[:-1]).all()):
-                    g = g.coalesce()
-                    rows, values = g._indices()[0], g._values()
+                rows, values = sparse_rows(g)
                 state = self.state[p]
                 if len(state) == 0:
                     state["step"] = 0

@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .._arrays import sparse_rows
 from ..exceptions import InvalidInputError
 from ..model import pair_bce_loss, score_pairs
 from .ranks import Ranks
@@ -96,10 +97,7 @@ def mean_sparse_gradient(table: torch.Tensor, ranks: Ranks) -> torch.Tensor:
     if grad is None:
         rows, values = table.new_zeros(0, dtype=torch.long), table.new_zeros((0,) + table.shape[1:])
     else:
-        rows, values = grad._indices()[0], grad._values()
-        if len(rows) > 1 and not bool((rows[1:] > rows[:-1]).all()):  # the model's one lookup: sorted, distinct
-            grad = grad.coalesce()
-            rows, values = grad.indices()[0], grad.values()
+        rows, values = sparse_rows(grad)
     counts = [rows.new_zeros(1) for _ in range(world)]
     dist.all_gather(counts, rows.new_tensor([len(rows)]), group=group)
     sizes = [int(c) for c in counts]
