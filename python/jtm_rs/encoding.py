@@ -65,13 +65,13 @@ def encode_behaviours(
     return out
 
 
-
 def history_items(behaviours, item_ids: Optional[IdMap], known: Callable[[np.ndarray], np.ndarray], pad=PAD) -> np.ndarray:
     """Every item of each user's whole history (as :func:`encode_behaviours` takes it), in
     internal ids, ``PAD`` padded; unknown ones dropped."""
     lists = isinstance(behaviours, (list, tuple))
     width = max((len(h) for h in behaviours), default=0) if lists else np.shape(behaviours)[-1]
     return encode_behaviours(behaviours, item_ids, known, max(int(width), 1), on_unknown="ignore", pad=pad)
+
 
 def drop_unknown(features: np.ndarray, known: Callable[[np.ndarray], np.ndarray], on_unknown: str, what: str) -> np.ndarray:
     """An internal feature matrix (a copy, int64) with the items ``known`` rejects raised

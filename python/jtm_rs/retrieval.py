@@ -252,7 +252,8 @@ def brute_force(model, tree: Tree, user_leaves, m: int, *, hierarchical: bool, b
     device = user_leaves.device
     geometry = TreeGeometry.of(tree, device)
     items = tree.items
-    leaves = torch.from_numpy(tree.leaves(items)).to(device)
+    leaf_ids = tree.leaves(items)
+    leaves = torch.from_numpy(leaf_ids).to(device)
     per_batch = max(1, batch_pairs // len(items))
     out_i, out_s = [], []
     with torch.no_grad():
@@ -261,7 +262,7 @@ def brute_force(model, tree: Tree, user_leaves, m: int, *, hierarchical: bool, b
             logits = score_grid(model, beh, leaves.expand(beh.shape[0], -1)).float()
             if excluded:
                 rows = np.repeat(np.arange(lo, lo + beh.shape[0], dtype=np.int64), len(items))
-                hit = excluded.mask(rows, np.tile(leaves.cpu().numpy(), beh.shape[0]))
+                hit = excluded.mask(rows, np.tile(leaf_ids, beh.shape[0]))
                 logits[torch.from_numpy(hit.reshape(beh.shape[0], -1)).to(device)] = float("-inf")
             s, j = torch.topk(logits, m, dim=1)
             out_i.append(items[j.cpu().numpy()])
