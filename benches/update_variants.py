@@ -20,6 +20,8 @@ import dataclasses
 import time
 from pathlib import Path
 
+import numpy as np
+
 DEFAULT_VARIANTS = [
     "default=",
     "3 passes=update_epochs:3",
@@ -66,6 +68,8 @@ def main() -> None:
     stale = Split(*(x.select_items(new, invert=True) for x in (split.train, split.validation, split.test)))
     users = [split.validation.evaluation_users(), split.test.evaluation_users()]
 
+    old = np.setdiff1d(np.arange(data.n_items), new)
+
     def measure(model) -> str:
         out, brute = [], []
         for ev in users:
@@ -74,7 +78,17 @@ def main() -> None:
                     100 * recall_on(ids, ev, new)["recall"]]
             every, _ = model.retrieve(ev.features, 200, on_unknown="ignore", method="brute_force")
             brute.append(100 * recall_on(every, ev, new)["recall"])
-        return " | ".join(f"{v:.2f}" for v in out) + " | " + " / ".join(f"{v:.2f}" for v in brute)
+        # Validation users: the old items' recall, again with the new items left out of the
+        # search (what the model lost on them itself, not to new items taking their places),
+        # and how many of the 200 places new items take.
+        ev = users[0]
+        ids, _ = model.retrieve(ev.features, 200, on_unknown="ignore")
+        known = new[np.isin(new, model.tree.items)] if model.tree is not None else new
+        left_out, _ = model.retrieve(ev.features, 200, on_unknown="ignore",
+                                     exclude=np.tile(known, (len(ev), 1)) if len(known) else None)
+        kept = [100 * recall_on(ids, ev, old)["recall"], 100 * recall_on(left_out, ev, old)["recall"]]
+        return (" | ".join(f"{v:.2f}" for v in out) + " | " + " / ".join(f"{v:.2f}" for v in brute) + " | "
+                + " / ".join(f"{v:.2f}" for v in kept) + f" | {np.isin(ids, new).sum(1).mean():.1f}")
 
     t = time.perf_counter()
     if a.first_fit and Path(a.first_fit).exists():
@@ -84,7 +98,8 @@ def main() -> None:
         if a.first_fit:
             first.save(a.first_fit)
     print("| update | seconds | validation (%) | on new items | test (%) | on new items | new items, brute force "
-          "(validation / test) |\n|---|---|---|---|---|---|---|")
+          "(validation / test) | old items (validation; new items left out) | new items in the top 200 |\n"
+          "|---|---|---|---|---|---|---|---|---|")
     print(f"| first fit (stale) | {time.perf_counter() - t:.0f} | {measure(first)} |", flush=True)
     if a.refit:
         t = time.perf_counter()

@@ -18,7 +18,7 @@ from .exceptions import InvalidInputError
 
 #: The JTMConfig fields an update may change (the others define the model it goes on with).
 UPDATE_FIELDS = ("update_epochs", "update_replay", "update_learning_rate", "update_tree_learning", "update_training",
-                 "update_tree_learning_first")
+                 "update_tree_learning_first", "update_leaf_passes")
 
 
 def add_update_command(command, data_args, runtime_args) -> None:

@@ -1,8 +1,9 @@
 """The model's node table during an update: which rows train, and rows that follow their items.
 
 * :func:`only_rows`: while training, every parameter but the node table is held and only the
-  given rows of the table move (``update_training="new-leaves"``): the new items' leaves learn
-  against the model as the fit left it, so nothing the old items had is forgotten.
+  given rows of the table move (``update_training="new-paths"`` or ``"new-leaves"``): the
+  rows that lead to and score the new items learn against the model as the fit left it, so
+  what the old items' scores rest on is not moved.
 * :func:`follow_items`: after tree learning moved items, each item's leaf row goes with it.
   Tree learning keeps the model's rows where they are (the fit's alternation trains again
   afterwards); an update ends with it, so an item that moved would otherwise answer with the
@@ -23,10 +24,14 @@ from ..exceptions import InvalidInputError
 
 
 def node_table(model: nn.Module, n_nodes: int) -> Optional[torch.Tensor]:
-    """The node embedding weight (``n_nodes + 1`` rows, the last padding), if the model has one."""
-    emb = getattr(model, "embedding", None)
-    weight = getattr(emb, "weight", None)
-    return weight if weight is not None and weight.shape[0] == n_nodes + 1 else None
+    """The node embedding weight (``n_nodes + 1`` rows, the last padding), if the model has
+    one: its ``embedding`` (the windows model), else its first embedding of that many rows
+    (the sequence model's encoder reads behaviours and nodes from one table)."""
+    for emb in [getattr(model, "embedding", None), *(m for m in model.modules() if isinstance(m, nn.Embedding))]:
+        weight = getattr(emb, "weight", None)
+        if weight is not None and weight.shape[0] == n_nodes + 1:
+            return weight
+    return None
 
 
 @contextmanager
@@ -37,8 +42,8 @@ def only_rows(model: nn.Module, n_nodes: int, rows: np.ndarray) -> Iterator[None
     row order, so :class:`~jtm_rs.training.LazyAdam` uses it as it is)."""
     table = node_table(model, n_nodes)
     if table is None:
-        raise InvalidInputError("update_training='new-leaves' needs a model with a node embedding table "
-                                "(the default windows model); use update_training='model'")
+        raise InvalidInputError("update_training='new-paths' or 'new-leaves' needs a model with a node embedding "
+                                "table of one row per node; use update_training='model'")
     keep = torch.zeros(table.shape[0], dtype=torch.bool, device=table.device)
     keep[torch.from_numpy(np.asarray(rows, dtype=np.int64)).to(table.device)] = True
     held = [p for p in model.parameters() if p is not table and p.requires_grad]

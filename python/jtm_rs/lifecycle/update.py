@@ -28,10 +28,14 @@ One update, in order:
    example of the new behaviours plus ``update_replay`` old examples per new one, drawn from
    ``replay`` (the old behaviours, when given), for ``update_epochs`` passes, with a fresh Adam
    at ``update_learning_rate``; a pass takes at most the fit's ``max_examples_per_epoch`` (the
-   new examples first). With ``update_training="new-leaves"`` only the new items' leaf rows
-   (and the rows of levels the tree grew) train, at the leaf level, against the model as it
-   was (:func:`~.node_table.only_rows`). With ``update_tree_learning_first=False``, tree
-   learning comes after training instead.
+   new examples first). What learns is ``update_training``: ``"new-paths"`` (the default) the
+   node rows on the paths from the root to the leaves of the new behaviours' items (and the
+   rows of levels the tree grew), the MLP and every other row held
+   (:func:`~.node_table.only_rows`), so the new items are led to and scored while what the
+   old items' scores rest on stays; ``"model"`` everything; ``"new-leaves"`` only the new
+   items' leaf rows, at the leaf level. ``update_leaf_passes`` more passes then train the new
+   leaf rows alone. With ``update_tree_learning_first=False``, tree learning comes after
+   training instead.
 
 The update works in memory on the :class:`~jtm_rs.jtm.JTM` given: a save written before is
 untouched until the caller saves again.
@@ -203,8 +207,15 @@ def update(jtm, new: Interactions, *, replay: Optional[Interactions] = None, ret
     # "new-leaves": the rows of the new items' leaves (and of levels the tree grew) learn at
     # the leaf level against the model as it was; "model": everything trains at every level.
     only_new = cfg.update_training == "new-leaves"
-    scope = (only_rows(model, tree.n_nodes, np.union1d(tree.leaves(fresh), np.arange(old_nodes, tree.n_nodes)))
-             if only_new else contextlib.nullcontext())
+    grown = np.arange(old_nodes, tree.n_nodes)
+    if only_new:
+        scope = only_rows(model, tree.n_nodes, np.union1d(tree.leaves(fresh), grown))
+    elif cfg.update_training == "new-paths":  # the items of the new behaviours (new items among them)
+        targets = tree.leaves(np.union1d(np.unique(item[is_new]), fresh))
+        paths = [tree.ancestors(targets, level) for level in range(1, tree.leaf_level + 1)]
+        scope = only_rows(model, tree.n_nodes, np.union1d(np.concatenate(paths), grown))
+    else:
+        scope = contextlib.nullcontext()
     model.train()
     with scope:
         for _ in range(epochs if len(examples) else 0):
@@ -212,6 +223,12 @@ def update(jtm, new: Interactions, *, replay: Optional[Interactions] = None, ret
                                       hierarchical=cfg.hierarchical, batch_size=cfg.batch_size,
                                       seed=int(rng.integers(2**62)), threads=tuner, loss=cfg.loss,
                                       start_level=tree.leaf_level if only_new else 1)
+    if cfg.update_leaf_passes and len(examples) and len(fresh):
+        with only_rows(model, tree.n_nodes, tree.leaves(fresh)):
+            for _ in range(cfg.update_leaf_passes):
+                train_epoch(model, optimizer, tree, leaves, rng.permutation(examples), negatives,
+                            hierarchical=cfg.hierarchical, batch_size=cfg.batch_size, seed=int(rng.integers(2**62)),
+                            threads=tuner, loss=cfg.loss, start_level=tree.leaf_level)
     record.seconds["train"] = time.perf_counter() - t1 - record.seconds.get("learn_tree", 0.0)
     # 5. Tree learning with the trained model.
     if learn and not cfg.update_tree_learning_first:
