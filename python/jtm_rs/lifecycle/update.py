@@ -204,8 +204,9 @@ def update(jtm, new: Interactions, *, replay: Optional[Interactions] = None, ret
         tree, model, optimizer = _learn_tree(jtm, model, optimizer, tree, leaves, fresh, record, show_progress)
         leaves = BehaviourLeaves(windows, tree, jtm.device)
     tuner = training_tuner(jtm.n_threads, jtm.device.type)
-    # "new-leaves": the rows of the new items' leaves (and of levels the tree grew) learn at
-    # the leaf level against the model as it was; "model": everything trains at every level.
+    # "new-paths": the rows leading to the new behaviours' items learn at every level, the MLP
+    # held; "new-leaves": only the new items' leaf rows, at the leaf level; "model": everything.
+    # Rows of levels the tree grew learn in both held modes.
     only_new = cfg.update_training == "new-leaves"
     grown = np.arange(old_nodes, tree.n_nodes)
     if only_new:
