@@ -71,9 +71,10 @@ def main() -> None:
     old = np.setdiff1d(np.arange(data.n_items), new)
 
     def measure(model) -> str:
-        out, brute = [], []
+        out, brute, found = [], [], []
         for ev in users:
             ids, _ = model.retrieve(ev.features, 200, on_unknown="ignore")
+            found.append(ids)
             out += [100 * precision_recall_f(ids, ev.truth_indptr, ev.truth_items)["recall"],
                     100 * recall_on(ids, ev, new)["recall"]]
             every, _ = model.retrieve(ev.features, 200, on_unknown="ignore", method="brute_force")
@@ -81,9 +82,8 @@ def main() -> None:
         # Validation users: the old items' recall, again with the new items left out of the
         # search (what the model lost on them itself, not to new items taking their places),
         # and how many of the 200 places new items take.
-        ev = users[0]
-        ids, _ = model.retrieve(ev.features, 200, on_unknown="ignore")
-        known = new[np.isin(new, model.tree.items)] if model.tree is not None else new
+        ev, ids = users[0], found[0]
+        known = new[model.tree.contains(new)]
         left_out, _ = model.retrieve(ev.features, 200, on_unknown="ignore",
                                      exclude=np.tile(known, (len(ev), 1)) if len(known) else None)
         kept = [100 * recall_on(ids, ev, old)["recall"], 100 * recall_on(left_out, ev, old)["recall"]]

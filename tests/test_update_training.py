@@ -11,17 +11,16 @@ import torch
 
 from jtm_rs import JTM, Interactions, JTMConfig, synthetic
 from jtm_rs.exceptions import InvalidInputError
+from jtm_rs.experiments.new_items import late_items
 
 
 @pytest.fixture(scope="module")
 def first_fit():
-    """A JTM fitted without the 15 % of items whose first behaviour comes latest, the training
-    behaviours on those items, and the training behaviours it was fitted on (the replay)."""
+    """A JTM fitted without the 15 % of items whose first behaviour comes latest in users'
+    sequences (the new-item protocol's), the training behaviours on those items, and the
+    training behaviours it was fitted on (the replay)."""
     raw = synthetic.generate(500, 400, seed=5).interactions
-    order = np.argsort(raw.timestamp, kind="stable")
-    items, first = np.unique(raw.item[order], return_index=True)
-    late = items[np.argsort(first)][-int(0.15 * len(items)):]
-    is_new = np.isin(raw.item, late)
+    is_new = np.isin(raw.item, late_items(raw, 0.15))
     old = Interactions.from_ids(raw.user[~is_new], raw.item[~is_new], raw.timestamp[~is_new]).filter_users(10)
     new = Interactions.from_ids(raw.user[is_new], raw.item[is_new], raw.timestamp[is_new])
     split = old.split(0.1, 0.1, seed=0)

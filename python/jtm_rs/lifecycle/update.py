@@ -212,24 +212,24 @@ def update(jtm, new: Interactions, *, replay: Optional[Interactions] = None, ret
     if only_new:
         scope = only_rows(model, tree.n_nodes, np.union1d(tree.leaves(fresh), grown))
     elif cfg.update_training == "new-paths":  # the items of the new behaviours (new items among them)
-        targets = tree.leaves(np.union1d(np.unique(item[is_new]), fresh))
+        targets = tree.leaves(np.union1d(item[is_new], fresh))
         paths = [tree.ancestors(targets, level) for level in range(1, tree.leaf_level + 1)]
         scope = only_rows(model, tree.n_nodes, np.union1d(np.concatenate(paths), grown))
     else:
         scope = contextlib.nullcontext()
+    def one_pass(start_level: int) -> float:
+        return train_epoch(model, optimizer, tree, leaves, rng.permutation(examples), negatives,
+                           hierarchical=cfg.hierarchical, batch_size=cfg.batch_size, seed=int(rng.integers(2**62)),
+                           threads=tuner, loss=cfg.loss, start_level=start_level)
+
     model.train()
     with scope:
         for _ in range(epochs if len(examples) else 0):
-            record.loss = train_epoch(model, optimizer, tree, leaves, rng.permutation(examples), negatives,
-                                      hierarchical=cfg.hierarchical, batch_size=cfg.batch_size,
-                                      seed=int(rng.integers(2**62)), threads=tuner, loss=cfg.loss,
-                                      start_level=tree.leaf_level if only_new else 1)
+            record.loss = one_pass(tree.leaf_level if only_new else 1)
     if cfg.update_leaf_passes and len(examples) and len(fresh):
         with only_rows(model, tree.n_nodes, tree.leaves(fresh)):
             for _ in range(cfg.update_leaf_passes):
-                train_epoch(model, optimizer, tree, leaves, rng.permutation(examples), negatives,
-                            hierarchical=cfg.hierarchical, batch_size=cfg.batch_size, seed=int(rng.integers(2**62)),
-                            threads=tuner, loss=cfg.loss, start_level=tree.leaf_level)
+                one_pass(tree.leaf_level)
     record.seconds["train"] = time.perf_counter() - t1 - record.seconds.get("learn_tree", 0.0)
     # 5. Tree learning with the trained model.
     if learn and not cfg.update_tree_learning_first:
