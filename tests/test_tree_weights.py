@@ -140,3 +140,21 @@ def test_weights_with_a_thread_tuner_equal_those_without():
     tuner.finish()
     assert tuner.chosen in (1, 2) and torch.get_num_threads() == before
     assert np.allclose(tuned, plain, rtol=1e-5, atol=1e-4)
+
+
+def test_only_scores_the_items_given_and_leaves_the_others_zero():
+    data = synthetic.generate(200, 80, seed=3).interactions
+    tree = jtm_rs.Tree.random(data.items, arity=2, seed=4)
+    torch.manual_seed(0)
+    model = JTMModel(tree.n_nodes).eval()
+    leaves = BehaviourLeaves(data.training_windows(), tree, torch.device("cpu"))
+    items = tree.items
+    parents = tree.item_ancestors(items, 1)
+    chosen = items[::7]
+    full = model_weights_fn(model, tree, leaves)(items, parents, 2, 5)
+    part = model_weights_fn(model, tree, leaves, only=chosen, stay_bonus=0.5)
+    w = part(items, parents, 2, 5)
+    sel = np.isin(items, chosen)
+    assert np.abs(full[sel]).min() > 0 and np.allclose(w[sel], full[sel], rtol=1e-6, atol=1e-6)
+    assert not w[~sel].any()
+    assert (part.stay_bonus[~sel] == 0).all() and (part.stay_bonus[sel] > 0).all()

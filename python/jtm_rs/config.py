@@ -118,7 +118,7 @@ class JTMConfig:
     update_learning_rate: float = _opt(8e-3, "update(): Adam's step size while training on the new behaviours")
     update_tree_learning: str = _opt(
         "new", "update(): Algorithm 2 over the 'whole' tree (which places the new items by the model), over the "
-        "'new' items only (the others held in their subtrees), or 'none' (new items stay where their neighbourhood "
+        "'new' items only (the others held at their leaves, and only the new ones scored), or 'none' (new items stay where their neighbourhood "
         "put them)", choices=("whole", "new", "none"))
     update_training: str = _opt(
         "new-paths", "update(): what trains on the new behaviours: the node rows on the 'new-paths' (from the root "

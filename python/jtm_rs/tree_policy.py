@@ -39,7 +39,7 @@ from .progress import say
 from .threads import training_tuner
 from .training import make_optimizer
 from .tree_learning import learn_tree
-from .tree_weights import model_weights_fn
+from .tree_weights import model_weights_fn, pinned_weights_fn
 
 ModelFactory = Callable[[Tree, JTMConfig], nn.Module]
 
@@ -121,18 +121,15 @@ def weights_precision(setting: str, device: torch.device) -> str:
     return "float32"
 
 
-#: Nats of stay bonus that hold a pinned item in place: far above any eq. 2 weight, finite.
-PINNED_BONUS = 1e12
-
-
 def learn_tree_from_model(model: nn.Module, tree: Tree, leaves: BehaviourLeaves, config: JTMConfig, *, d: int,
                           seed: int, n_threads: Optional[int], show_progress: bool,
                           ranks: Optional[Ranks] = None, pinned: Optional[np.ndarray] = None) -> Tree:
     """Paper Algorithm 2 with ``model`` fixed, from the training examples behind ``leaves``.
     With ``ranks`` (every rank calling it alike), the model scoring is split over the ranks and
     every rank returns the same tree (:func:`jtm_rs.distributed.sharded_weights_fn`).
-    ``pinned`` (one flag per item of ``tree.items``): items held in their subtrees by a stay
-    bonus far above any weight, so that only the others (an update's new items) move."""
+    ``pinned`` (one flag per item of ``tree.items``): items held at their leaves by a weight far
+    above any other (:func:`~jtm_rs.tree_weights.pinned_weights_fn`), so that only the others
+    (an update's new items) move, and only the others are scored."""
     tuner = training_tuner(n_threads, leaves.device.type)  # the scoring's threads, as training's
     weights = model_weights_fn(
         model,
@@ -144,15 +141,16 @@ def learn_tree_from_model(model: nn.Module, tree: Tree, leaves: BehaviourLeaves,
         stay_bonus=config.stay_bonus,
         precision=weights_precision(config.weights_precision, leaves.device),
         threads=tuner,
+        # Pinned items cannot move: scoring them would only cost time.
+        only=None if pinned is None else tree.items[~pinned],
     )
     if ranks is not None:
         weights = sharded_weights_fn(weights, ranks)
         show_progress = show_progress and ranks.is_leader
-    bonus = weights.stay_bonus
     if pinned is not None:
-        bonus = np.where(pinned, PINNED_BONUS, 0.0 if bonus is None else bonus)
+        weights = pinned_weights_fn(weights, tree, pinned)
     try:
-        return learn_tree(weights, d, tree=tree, stay_bonus=bonus, n_threads=n_threads, show_progress=show_progress)
+        return learn_tree(weights, d, tree=tree, stay_bonus=weights.stay_bonus, n_threads=n_threads, show_progress=show_progress)
     finally:
         if tuner is not None:
             tuner.finish()

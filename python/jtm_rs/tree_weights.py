@@ -30,7 +30,7 @@ from torch import nn
 from ._core import Tree
 from .exceptions import InvalidInputError
 from .features import BehaviourLeaves, behaviours_at
-from .geometry import TreeGeometry
+from .geometry import TreeGeometry, first_node
 from .model import score_grid
 from .threads import ThreadTuner, tuned
 from .tree_learning import WeightsFn
@@ -69,6 +69,7 @@ def model_weights_fn(
     stay_bonus: float = 0.0,
     precision: str = "float32",
     threads: Optional[ThreadTuner] = None,
+    only: Optional[np.ndarray] = None,
 ) -> WeightsFn:
     """Builds ``weights_fn(items, parents, start_level, end_level)`` for :func:`jtm_rs.learn_tree`
     from ``model`` and the training examples behind ``leaves`` (leaves under ``tree``, the tree
@@ -83,13 +84,22 @@ def model_weights_fn(
     are summed in float32/64 as before): about 2x faster on CPUs with bfloat16 instructions.
 
     With ``threads``, torch's thread count is chosen by timing the first blocks of scoring
-    (one :class:`ThreadTuner` pass over all calls; the caller restores the count)."""
+    (one :class:`ThreadTuner` pass over all calls; the caller restores the count).
+
+    With ``only`` (item ids), only those items' samples are scored; every other item gets an
+    all-zero row. For callers that hold the others in place anyway (an update's known items,
+    pinned), so that tree learning costs what the items that may move cost."""
     if precision not in ("float32", "bfloat16"):
         raise InvalidInputError(f"precision must be 'float32' or 'bfloat16', got {precision!r}")
     device = leaves.device
     geometry = TreeGeometry.of(tree, device)
     b = tree.arity
     keys, indptr, rows, scale = item_samples(leaves.windows.targets, max_samples_per_item, seed)
+    if only is not None:
+        keep = np.isin(keys, only)
+        rows = rows[np.repeat(keep, np.diff(indptr))]
+        indptr = np.concatenate(([0], np.cumsum(np.diff(indptr)[keep]))).astype(np.int64)
+        keys, scale = keys[keep], scale[keep]
     rows_t = torch.from_numpy(rows).to(device)
     if threads is not None:
         threads.start()
@@ -135,3 +145,34 @@ def model_weights_fn(
     per_item[pos[ok]] = (np.diff(indptr) * scale)[ok]
     weights.stay_bonus = stay_bonus * per_item if stay_bonus else None
     return weights
+
+
+#: Nats that hold a pinned item at its leaf: far above any eq. 2 weight, finite.
+PINNED_WEIGHT = 1e12
+
+
+def pinned_weights_fn(weights: WeightsFn, tree: Tree, pinned: np.ndarray) -> WeightsFn:
+    """``weights`` with each pinned item (one flag per item of ``tree.items``) given
+    :data:`PINNED_WEIGHT` on the candidate that is its own node in ``tree``, in every segment
+    (the last one too), so that it keeps its exact leaf: its ancestors, and so every feature
+    that reads them, stay as the model learned them. Build ``weights`` with ``only`` set to the
+    unpinned items: a pinned item's own scores could not move it."""
+    order = np.argsort(tree.items, kind="stable")
+    sorted_items, held = tree.items[order], np.asarray(pinned, bool)[order]
+    starts = [first_node(tree.arity, level) for level in range(tree.leaf_level + 1)]
+
+    def pinned_weights(items: np.ndarray, parents: np.ndarray, start: int, end: int) -> np.ndarray:
+        out = weights(items, parents, start, end)
+        pos = np.minimum(np.searchsorted(sorted_items, items), len(sorted_items) - 1)
+        rows = np.flatnonzero((sorted_items[pos] == items) & held[pos])
+        if len(rows):
+            width = tree.arity ** (end - start + 1)
+            own = tree.item_ancestors(items[rows], end)
+            first = starts[end] + (np.asarray(parents)[rows] - starts[start - 1]) * width
+            col = own - first
+            ok = (col >= 0) & (col < width)  # under the parent it is being placed under
+            out[rows[ok], col[ok]] += PINNED_WEIGHT
+        return out
+
+    pinned_weights.stay_bonus = getattr(weights, "stay_bonus", None)
+    return pinned_weights

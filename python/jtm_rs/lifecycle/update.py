@@ -19,10 +19,11 @@ One update, in order:
    mean of its siblings': :func:`~.placement.grow_node_table`).
 4. **Tree learning** (``update_tree_learning_first``, the default: before training) places the
    new items by the eq. 2 weights of their own behaviours under the model:
-   ``update_tree_learning="new"`` (the default) runs Algorithm 2 with every known item held in
-   its subtree (a stay bonus far above any weight), so only the new items move, to the places
-   free or freed for them; ``"whole"`` lets every item move (known items without behaviours in
-   the data stay); ``"none"`` skips it. An item that moved takes its leaf row along
+   ``update_tree_learning="new"`` (the default) runs Algorithm 2 with every known item held at
+   its leaf (a weight far above any other on its own place, in every segment), so only the new
+   items move, to the leaves free for them, and only they are scored: its cost grows with the
+   new items, not the catalogue; ``"whole"`` lets every item move (known items without
+   behaviours in the data stay); ``"none"`` skips it. An item that moved takes its leaf row along
    (:func:`~.node_table.follow_items`).
 5. **Training** goes on from the current weights, for the places just learned, over every
    example of the new behaviours plus ``update_replay`` old examples per new one, drawn from
