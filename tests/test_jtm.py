@@ -82,6 +82,37 @@ def test_recommend_shapes_and_brute_force(fitted, generated):
     assert np.array_equal(np.sort(wide, 1), np.sort(bf_ids, 1))  # a beam as wide as the corpus is exact
 
 
+def test_bfloat16_retrieval_keeps_most_of_float32s_answer(fitted, generated):
+    """``retrieval_precision="bfloat16"`` really scores in another arithmetic (the scores
+    differ), and keeps the ranking: most of float32's top M, beam and brute force alike."""
+    import dataclasses
+
+    model, _ = fitted
+    _, split = generated
+    ev = split.test.evaluation_users()
+    fp32 = {m: model.retrieve(ev.features[:50], M, method=m) for m in ("beam", "brute_force")}
+    half = dataclasses.replace(model.config, retrieval_precision="bfloat16")
+    saved, model.config = model.config, half
+    try:
+        bf16 = {m: model.retrieve(ev.features[:50], M, method=m) for m in ("beam", "brute_force")}
+    finally:
+        model.config = saved
+    for m in fp32:
+        (a, sa), (b, sb) = fp32[m], bf16[m]
+        assert not np.array_equal(sa, sb)
+        if m == "brute_force":  # the same exact top M, each score moved by bfloat16's rounding only
+            assert np.allclose(sa, sb, atol=0.02 * np.abs(sa).max())
+        kept = np.mean([len(np.intersect1d(x, y)) / M for x, y in zip(a, b)])
+        assert kept > 0.8, (m, kept)
+    with pytest.raises(InvalidInputError, match="retrieval_precision"):
+        jtm_rs.JTMConfig(retrieval_precision="half")
+    from jtm_rs.retrieval import model_search
+
+    with pytest.raises(InvalidInputError, match="precision"):
+        model_search(model.model, model.tree, model.user_leaves(ev.features[:2]), M, M, method="beam",
+                     hierarchical=True, precision="float16")
+
+
 def test_save_load_round_trip_gives_identical_recommendations(fitted, generated, tmp_path):
     model, _ = fitted
     _, split = generated

@@ -116,7 +116,7 @@ def test_bfloat16_weights_approximate_float32():
         model_weights_fn(model, tree, leaves, precision="float16")
     with pytest.raises(jtm_rs.InvalidInputError, match="weights_precision"):
         jtm_rs.JTMConfig(weights_precision="half")
-    from jtm_rs.tree_policy import weights_precision as _weights_precision
+    from jtm_rs.tree_policy import resolve_precision as _weights_precision
 
     assert _weights_precision("float32", torch.device("cpu")) == "float32"
     assert _weights_precision("auto", torch.device("cpu")) in ("float32", "bfloat16")

@@ -73,6 +73,9 @@ class JTMConfig:
     weights_precision: str = _opt(
         "auto", "arithmetic of tree learning's scoring ('auto': bfloat16 where the device has it natively)",
         choices=WEIGHTS_PRECISIONS)
+    retrieval_precision: str = _opt(
+        "float32", "arithmetic of retrieval's scoring, beam search and brute force ('auto': bfloat16 where the "
+        "device has it natively)", choices=WEIGHTS_PRECISIONS)
     initial_tree: str = _opt(
         "auto", "'category' (paper), 'kmeans' (balanced k-means over co-occurrence embeddings, TDM's), 'sasrec' (balanced "
         "k-means over the item embeddings of a SASRec fitted first), 'random'; "

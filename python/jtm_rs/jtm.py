@@ -40,7 +40,8 @@ from .progress import ensure_handler, say
 from .recommender import Recommender
 from .retrieval import ExcludedLeaves, model_search
 from .threads import uses_torch_threads
-from .tree_policy import ModelFactory, check_model_fits, default_model_factory, learn_tree_from_model, new_model
+from .tree_policy import (ModelFactory, check_model_fits, default_model_factory, learn_tree_from_model, new_model,
+                          resolve_precision)
 
 
 class JTM(Recommender):
@@ -250,7 +251,8 @@ class JTM(Recommender):
         model.eval()
         return model_search(model, tree, user_leaves, M, k, method=method, hierarchical=self.config.hierarchical,
                             excluded=ExcludedLeaves.of(tree, exclude, len(user_leaves)), batch_size=batch_size,
-                            n_threads=self.n_threads)
+                            n_threads=self.n_threads,
+                            precision=resolve_precision(self.config.retrieval_precision, self.device))
 
     def user_leaves(self, features: np.ndarray, on_unknown: str = "raise") -> torch.Tensor:
         """The leaves of the behaviours in ``features`` (internal item ids, ``PAD`` padded), on

@@ -75,14 +75,22 @@ def _numpy_scores(score_fn: ScoreFn, offset: int) -> ScoreFn:
     return score
 
 
-def model_score_fn(model, tree: Tree, user_leaves, *, hierarchical: bool) -> ScoreFn:
+def check_precision(precision: str) -> None:
+    if precision not in ("float32", "bfloat16"):
+        raise InvalidInputError(f"precision must be 'float32' or 'bfloat16', got {precision!r}")
+
+
+def model_score_fn(model, tree: Tree, user_leaves, *, hierarchical: bool, precision: str = "float32") -> ScoreFn:
     """A beam-search ``score_fn`` from a torch model following the :mod:`jtm_rs.model` call
     convention; ``user_leaves`` is ``LongTensor[n_users, W]`` (behaviour leaves, ``-1`` padded)
     on the model's device. Returns float32 tensors (moved to numpy by :func:`beam_search`).
 
     A model with ``user_share``/``score_user_share`` (:class:`~jtm_rs.model.JTMModel`) has each
     user's share of the first layer computed once, for the level asked first and every level
-    below it, when the user first appears; each level then costs only its pairs."""
+    below it, when the user first appears; each level then costs only its pairs.
+
+    ``precision="bfloat16"`` scores under ``torch.autocast`` in bfloat16 (the scores come back
+    as float32). Per call: the callback may run on a thread the caller's autocast does not reach."""
     import torch
 
     from .features import behaviours_at
@@ -93,16 +101,20 @@ def model_score_fn(model, tree: Tree, user_leaves, *, hierarchical: bool) -> Sco
     geometry = TreeGeometry.of(tree, device)
     shares = _UserShares(model, geometry, user_leaves, hierarchical) if hasattr(model, "score_user_share") else None
 
+    check_precision(precision)
+    bf16 = precision == "bfloat16"
+
     @torch.no_grad()
     def score(user_rows: np.ndarray, nodes: np.ndarray, level: int):
         rows = torch.from_numpy(user_rows).to(device)
         nodes_t = torch.from_numpy(nodes).to(device)
-        found = shares.rows(rows, level) if shares is not None else None
-        if found is not None:
-            return model.score_user_share(*found, nodes_t).float()
-        users, inverse = torch.unique(rows, return_inverse=True)
-        beh = behaviours_at(geometry, user_leaves[users], level, hierarchical)
-        return score_pairs(model, beh, inverse, nodes_t).float()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            found = shares.rows(rows, level) if shares is not None else None
+            if found is not None:
+                return model.score_user_share(*found, nodes_t).float()
+            users, inverse = torch.unique(rows, return_inverse=True)
+            beh = behaviours_at(geometry, user_leaves[users], level, hierarchical)
+            return score_pairs(model, beh, inverse, nodes_t).float()
 
     return score
 
@@ -216,14 +228,16 @@ def drop_excluded(items: np.ndarray, scores: np.ndarray) -> Tuple[np.ndarray, np
 
 def model_search(model, tree: Tree, user_leaves, M: int, k: int, *, method: str, hierarchical: bool,
                  excluded: Optional[ExcludedLeaves] = None, batch_size: Optional[int] = None,
-                 n_threads: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+                 n_threads: Optional[int] = None, precision: str = "float32") -> Tuple[np.ndarray, np.ndarray]:
     """A torch model's top-``M`` (``method`` ``"beam"``, width ``k``, or ``"brute_force"``),
-    ``excluded`` leaves left out. A user whose beam reached fewer than ``M`` leaves outside
+    ``excluded`` leaves left out, scored in ``precision`` (``"float32"`` or ``"bfloat16"``). A user whose beam reached fewer than ``M`` leaves outside
     them is searched again with the beam wider by what it excludes; slots still empty (fewer
     items left than ``M``) are ``-1``, score ``-inf``."""
     if method == "brute_force":
-        return drop_excluded(*brute_force(model, tree, user_leaves, M, hierarchical=hierarchical, excluded=excluded))
-    score = excluding(model_score_fn(model, tree, user_leaves, hierarchical=hierarchical), tree.leaf_level, excluded)
+        return drop_excluded(*brute_force(model, tree, user_leaves, M, hierarchical=hierarchical, excluded=excluded,
+                                          precision=precision))
+    score = excluding(model_score_fn(model, tree, user_leaves, hierarchical=hierarchical, precision=precision),
+                      tree.leaf_level, excluded)
     items, scores = beam_search(tree, score, len(user_leaves), k, M, batch_size=batch_size, n_threads=n_threads)
     if excluded:
         short = np.flatnonzero(np.isneginf(scores[:, -1]))
@@ -234,12 +248,12 @@ def model_search(model, tree: Tree, user_leaves, M: int, k: int, *, method: str,
             rows = torch.from_numpy(short).to(user_leaves.device)
             items[short], scores[short] = model_search(
                 model, tree, user_leaves[rows], M, wide, method=method, hierarchical=hierarchical,
-                excluded=excluded.rows(short), batch_size=batch_size, n_threads=n_threads)
+                excluded=excluded.rows(short), batch_size=batch_size, n_threads=n_threads, precision=precision)
     return drop_excluded(items, scores)
 
 
 def brute_force(model, tree: Tree, user_leaves, m: int, *, hierarchical: bool, batch_pairs: int = 1 << 21,
-                excluded: Optional[ExcludedLeaves] = None):
+                excluded: Optional[ExcludedLeaves] = None, precision: str = "float32"):
     """The paper's "DNN" row: score every item's leaf for every user, keep the top ``m``.
     Returns ``(items int64[n_users, m], scores float32[n_users, m])`` like :func:`beam_search`;
     ``excluded`` leaves score ``-inf``."""
@@ -249,6 +263,7 @@ def brute_force(model, tree: Tree, user_leaves, m: int, *, hierarchical: bool, b
     from .geometry import TreeGeometry
     from .model import score_grid
 
+    check_precision(precision)
     device = user_leaves.device
     geometry = TreeGeometry.of(tree, device)
     items = tree.items
@@ -259,7 +274,8 @@ def brute_force(model, tree: Tree, user_leaves, m: int, *, hierarchical: bool, b
     with torch.no_grad():
         for lo in range(0, user_leaves.shape[0], per_batch):
             beh = behaviours_at(geometry, user_leaves[lo : lo + per_batch], tree.leaf_level, hierarchical)
-            logits = score_grid(model, beh, leaves.expand(beh.shape[0], -1)).float()
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+                logits = score_grid(model, beh, leaves.expand(beh.shape[0], -1)).float()
             if excluded:
                 rows = np.repeat(np.arange(lo, lo + beh.shape[0], dtype=np.int64), len(items))
                 hit = excluded.mask(rows, np.tile(leaf_ids, beh.shape[0]))

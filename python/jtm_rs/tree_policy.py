@@ -106,7 +106,7 @@ def initial_tree(parts: Sequence[Interactions], config: JTMConfig, n_threads: Op
     return Tree.random(items, arity=config.arity, seed=config.seed)
 
 
-def weights_precision(setting: str, device: torch.device) -> str:
+def resolve_precision(setting: str, device: torch.device) -> str:
     """``"auto"`` made concrete: bfloat16 only where the device computes it natively (emulated
     bfloat16 is slower than float32)."""
     if setting != "auto":
@@ -139,7 +139,7 @@ def learn_tree_from_model(model: nn.Module, tree: Tree, leaves: BehaviourLeaves,
         max_samples_per_item=config.max_samples_per_item,
         seed=seed,
         stay_bonus=config.stay_bonus,
-        precision=weights_precision(config.weights_precision, leaves.device),
+        precision=resolve_precision(config.weights_precision, leaves.device),
         threads=tuner,
         # Pinned items cannot move: scoring them would only cost time.
         only=None if pinned is None else tree.items[~pinned],

@@ -1,0 +1,111 @@
+"""Retrieval's scoring in bfloat16 against float32: speed, and recall on fitted models.
+
+    python benches/retrieval_precision.py speed --items 1000000 --rounds 7
+    python benches/retrieval_precision.py recall data/Beauty.txt --seed 0 --model runs/first-Beauty-0
+
+``speed``: a random tree over ``--items`` items (ids spread over 20 N, as generated data), the
+default model untrained (the cost does not depend on the weights), torch and rayon on
+``--threads``; per round, in A B B A order, each precision's time for ``--calls`` searches of
+one user (69 behaviours, M = k = 200) and for ``--calls`` users in batches of ``--batch``
+(the runner's evaluation, a server's batch). Prints each precision's median per-user
+milliseconds and the per-round bfloat16 / float32 speed ratio (min, median, max), measured in
+one process so that a shared machine's noise hits both alike. Also says whether this CPU has
+native bfloat16 (``auto`` picks bfloat16 only there).
+
+``recall``: a saved model and the data it was fitted on (split by ``--seed`` as the runner
+does): Recall@200 of the test users by beam search and by brute force in each precision, and
+how much of float32's top 200 bfloat16 keeps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+
+
+def speed(a) -> None:
+    import numpy as np
+    import torch
+
+    import jtm_rs
+    from jtm_rs.model import JTMModel
+    from jtm_rs.retrieval import beam_search, model_score_fn
+    from jtm_rs.tree_policy import resolve_precision
+
+    torch.set_num_threads(a.threads)
+    rng = np.random.default_rng(0)
+    items = rng.choice(20 * a.items, size=a.items, replace=False)
+    tree = jtm_rs.Tree.random(items, arity=2, seed=0)
+    model = JTMModel(tree.n_nodes).eval()
+    users = torch.from_numpy(tree.leaves(rng.choice(items, size=(a.calls, 69)).ravel()).reshape(a.calls, 69))
+    print(f"{a.items:,} items, {tree.leaf_level} levels, {a.threads} thread(s); native bfloat16 on this CPU: "
+          f"{resolve_precision('auto', torch.device('cpu')) == 'bfloat16'}\n")
+
+    def run(precision: str, batch: int) -> float:
+        t = time.perf_counter()
+        for lo in range(0, a.calls, batch):
+            part = users[lo : lo + batch]
+            score = model_score_fn(model, tree, part, hierarchical=True, precision=precision)
+            beam_search(tree, score, len(part), 200, 200, n_threads=a.threads)
+        return 1e3 * (time.perf_counter() - t) / a.calls
+
+    print("| users per search | float32 ms per user (median) | bfloat16 ms per user (median) | "
+          "speed ratio bf16 / fp32: min | median | max |")
+    print("|---|---|---|---|---|---|")
+    for batch in (1, a.batch):
+        run("float32", batch), run("bfloat16", batch)  # warm caches, allocators, oneDNN kernels
+        times = {"float32": [], "bfloat16": []}
+        for _ in range(a.rounds):
+            for precision in ("float32", "bfloat16", "bfloat16", "float32"):
+                times[precision].append(run(precision, batch))
+        f32 = np.array(times["float32"]).reshape(-1, 2).mean(1)
+        b16 = np.array(times["bfloat16"]).reshape(-1, 2).mean(1)
+        ratio = f32 / b16
+        print(f"| {batch} | {np.median(f32):.2f} | {np.median(b16):.2f} | {ratio.min():.2f} | "
+              f"{np.median(ratio):.2f} | {ratio.max():.2f} |", flush=True)
+
+
+def recall(a) -> None:
+    import numpy as np
+
+    from jtm_rs import JTM, datasets
+    from jtm_rs.metrics import precision_recall_f
+
+    data = datasets.load(a.data, show_progress=False).filter_users(10)
+    ev = data.split(0.1, 0.1, seed=a.seed).test.evaluation_users()
+    model = JTM.load(a.model, n_threads=a.threads)
+    found = {}
+    print("| method | precision | test Recall@200 (%) | of float32's top 200 kept |")
+    print("|---|---|---|---|")
+    for method in ("beam", "brute_force"):
+        for precision in ("float32", "bfloat16"):
+            model.config = dataclasses.replace(model.config, retrieval_precision=precision)
+            ids, _ = model.retrieve(ev.features, 200, on_unknown="ignore", method=method)
+            found[method, precision] = ids
+            r = 100 * precision_recall_f(ids, ev.truth_indptr, ev.truth_items)["recall"]
+            base = found[method, "float32"]
+            kept = np.mean([len(np.intersect1d(x, y)) / 200 for x, y in zip(ids, base)])
+            print(f"| {method} | {precision} | {r:.2f} | {kept:.4f} |", flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="what", required=True)
+    s = sub.add_parser("speed")
+    s.add_argument("--items", type=int, default=1_000_000)
+    s.add_argument("--calls", type=int, default=256)
+    s.add_argument("--batch", type=int, default=64)
+    s.add_argument("--rounds", type=int, default=5)
+    s.add_argument("--threads", type=int, default=1)
+    r = sub.add_parser("recall")
+    r.add_argument("data")
+    r.add_argument("--model", required=True)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--threads", type=int, default=1)
+    a = p.parse_args()
+    speed(a) if a.what == "speed" else recall(a)
+
+
+if __name__ == "__main__":
+    main()
