@@ -1,13 +1,13 @@
 """Retrieval's scoring in bfloat16 against float32: speed, and recall on fitted models.
 
-    python benches/retrieval_precision.py speed --items 1000000 --rounds 7
+    python benches/retrieval_precision.py speed --items 1000000 --rounds 5
     python benches/retrieval_precision.py recall data/Beauty.txt --seed 0 --model runs/first-Beauty-0
 
 ``speed``: a random tree over ``--items`` items (ids spread over 20 N, as generated data), the
 default model untrained (the cost does not depend on the weights), torch and rayon on
 ``--threads``; per round, in A B B A order, each precision's time for ``--calls`` searches of
-one user (69 behaviours, M = k = 200) and for ``--calls`` users in batches of ``--batch``
-(the runner's evaluation, a server's batch). Prints each precision's median per-user
+users (69 behaviours, M = k = 200) in batches of each of ``--batches`` users (1: one
+request; a server's batches; the runner's evaluation). Prints each precision's median per-user
 milliseconds and the per-round bfloat16 / float32 speed ratio (min, median, max), measured in
 one process so that a shared machine's noise hits both alike. Also says whether this CPU has
 native bfloat16 (``auto`` picks bfloat16 only there).
@@ -53,7 +53,7 @@ def speed(a) -> None:
     print("| users per search | float32 ms per user (median) | bfloat16 ms per user (median) | "
           "speed ratio bf16 / fp32: min | median | max |")
     print("|---|---|---|---|---|---|")
-    for batch in (1, a.batch):
+    for batch in a.batches:
         run("float32", batch), run("bfloat16", batch)  # warm caches, allocators, oneDNN kernels
         times = {"float32": [], "bfloat16": []}
         for _ in range(a.rounds):
@@ -95,7 +95,7 @@ def main() -> None:
     s = sub.add_parser("speed")
     s.add_argument("--items", type=int, default=1_000_000)
     s.add_argument("--calls", type=int, default=256)
-    s.add_argument("--batch", type=int, default=64)
+    s.add_argument("--batches", type=int, nargs="+", default=[1, 8, 64, 256])
     s.add_argument("--rounds", type=int, default=5)
     s.add_argument("--threads", type=int, default=1)
     r = sub.add_parser("recall")

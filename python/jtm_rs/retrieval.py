@@ -90,7 +90,8 @@ def model_score_fn(model, tree: Tree, user_leaves, *, hierarchical: bool, precis
     below it, when the user first appears; each level then costs only its pairs.
 
     ``precision="bfloat16"`` scores under ``torch.autocast`` in bfloat16 (the scores come back
-    as float32). Per call: the callback may run on a thread the caller's autocast does not reach."""
+    as float32), every call alike (not by the size of the call: the arithmetic a user's answer
+    comes from does not depend on the batch it is searched in). Per call: the callback may run on a thread the caller's autocast does not reach."""
     import torch
 
     from .features import behaviours_at
