@@ -10,7 +10,11 @@ users (69 behaviours, M = k = 200) in batches of each of ``--batches`` users (1:
 request; a server's batches; the runner's evaluation). Prints each precision's median per-user
 milliseconds and the per-round bfloat16 / float32 speed ratio (min, median, max), measured in
 one process so that a shared machine's noise hits both alike. Also says whether this CPU has
-native bfloat16 (``auto`` picks bfloat16 only there).
+native bfloat16 (``auto`` picks bfloat16 only there), and the arithmetic limit: the pairs a
+search scores, the multiply-adds of a pair counted from the model's shapes (the node's share
+of the first layer and the layers after it; the user's share, once per user and level, is
+left out), and the share of this machine's ``[8192, 128] @ [128, 64]`` GEMM rate in each
+precision that the search reaches.
 
 ``recall``: a saved model and the data it was fitted on (split by ``--seed`` as the runner
 does): Recall@200 of the test users by beam search and by brute force in each precision, and
@@ -21,7 +25,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from arithmetic import gemm_flops_per_s  # noqa: E402
 
 
 def speed(a) -> None:
@@ -42,17 +51,35 @@ def speed(a) -> None:
     print(f"{a.items:,} items, {tree.leaf_level} levels, {a.threads} thread(s); native bfloat16 on this CPU: "
           f"{resolve_precision('auto', torch.device('cpu')) == 'bfloat16'}\n")
 
+    pairs = [0]
+
     def run(precision: str, batch: int) -> float:
+        pairs[0] = 0
         t = time.perf_counter()
         for lo in range(0, a.calls, batch):
             part = users[lo : lo + batch]
             score = model_score_fn(model, tree, part, hierarchical=True, precision=precision)
-            beam_search(tree, score, len(part), 200, 200, n_threads=a.threads)
+
+            def counted(rows, nodes, level, score=score):
+                pairs[0] += len(nodes)
+                return score(rows, nodes, level)
+
+            beam_search(tree, counted, len(part), 200, 200, n_threads=a.threads)
         return 1e3 * (time.perf_counter() - t) / a.calls
 
+    linears = [m for m in model.mlp if isinstance(m, torch.nn.Linear)]
+    d_node = model.embedding_dim
+    flop_per_pair = 2 * (d_node * linears[0].out_features + sum(m.in_features * m.out_features for m in linears[1:]))
+    run("float32", 1)
+    per_user = pairs[0] / a.calls
+    gemm = {p: gemm_flops_per_s(a.threads, p) for p in ("float32", "bfloat16")}
+    print(f"{per_user:,.0f} scored pairs per user, {flop_per_pair:,} FLOP per pair ({per_user * flop_per_pair / 1e6:.1f} "
+          f"MFLOP per user); GEMM of the MLP's shape: {gemm['float32'] / 1e9:.0f} GFLOP/s float32, "
+          f"{gemm['bfloat16'] / 1e9:.0f} GFLOP/s bfloat16\n")
+
     print("| users per search | float32 ms per user (median) | bfloat16 ms per user (median) | "
-          "speed ratio bf16 / fp32: min | median | max |")
-    print("|---|---|---|---|---|---|")
+          "speed ratio bf16 / fp32: min | median | max | share of the float32 / bfloat16 GEMM rate |")
+    print("|---|---|---|---|---|---|---|")
     for batch in a.batches:
         run("float32", batch), run("bfloat16", batch)  # warm caches, allocators, oneDNN kernels
         times = {"float32": [], "bfloat16": []}
@@ -62,8 +89,9 @@ def speed(a) -> None:
         f32 = np.array(times["float32"]).reshape(-1, 2).mean(1)
         b16 = np.array(times["bfloat16"]).reshape(-1, 2).mean(1)
         ratio = f32 / b16
+        share = [per_user * flop_per_pair / (1e-3 * np.median(t)) / gemm[p] for t, p in ((f32, "float32"), (b16, "bfloat16"))]
         print(f"| {batch} | {np.median(f32):.2f} | {np.median(b16):.2f} | {ratio.min():.2f} | "
-              f"{np.median(ratio):.2f} | {ratio.max():.2f} |", flush=True)
+              f"{np.median(ratio):.2f} | {ratio.max():.2f} | {100 * share[0]:.0f} % / {100 * share[1]:.0f} % |", flush=True)
 
 
 def recall(a) -> None:
