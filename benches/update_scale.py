@@ -42,6 +42,8 @@ def main() -> None:
                    "behaviours on known items (by place in their users' sequences) are held out of the first fit too")
     p.add_argument("--first-fit", default=None, help="directory the first fit is saved to / loaded from")
     p.add_argument("--replay", type=float, nargs="+", default=[None], help="update_replay of each update (default: the configuration's)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="a JTMConfig update field for every update (repeatable), e.g. update_learning_rate=0.002")
     p.add_argument("--no-refit", action="store_true", help="skip the fit from scratch on everything")
     p.add_argument("--refit-only", action="store_true",
                    help="only the fit from scratch on everything (to run beside the rest on another core)")
@@ -86,6 +88,9 @@ def main() -> None:
         lat = one_user_latency_ms(lambda f: model.retrieve(f, 200, on_unknown="ignore"), ev.features, a.latency_calls)
         rows.append((name, seconds, precision_recall_f(ids, ev.truth_indptr, ev.truth_items)["recall"],
                      recall_on(ids, ev, new_items)["recall"], lat))
+        print(f"{name}: {seconds:.0f} s, Recall@200 {100 * rows[-1][2]:.2f} %, on new items {100 * rows[-1][3]:.2f} % "
+              f"({recall_on(ids, ev, new_items)['n_users']} users with one); new items in the top 200: "
+              f"{np.isin(ids, new_items).sum(1).mean():.1f}", flush=True)
 
     if a.refit_only:
         t = time.perf_counter()
@@ -109,13 +114,19 @@ def main() -> None:
     for k, replay in enumerate(a.replay):
         if k:  # each update from the first fit
             model = JTM.load(first, n_threads=a.threads)
+        over = {}
+        for k, v in (x.split("=", 1) for x in a.set):
+            kind = type(getattr(model.config, k))
+            over[k] = None if v.lower() == "none" else v.lower() == "true" if kind is bool else kind(v)
         if replay is not None:
-            model.config = dataclasses.replace(model.config, update_replay=replay)
+            over["update_replay"] = replay
+        model.config = dataclasses.replace(model.config, **over)
         t = time.perf_counter()
         record = model.update(fresh, replay=stale_split.train, show_progress=False)
         update_s = time.perf_counter() - t
-        measure(f"updated, replay {model.config.update_replay:g}", model, update_s)
-        updates.append((model.config.update_replay, update_s, record))
+        measure(f"updated: {record.training}, {record.epochs} pass(es) at {record.learning_rate:g}, replay "
+                f"{record.replay:g}", model, update_s)
+        updates.append((record.replay, update_s, record))
     reference, what = fit_s, "first fit (from scratch, without the new items)"
     if not a.no_refit:
         t = time.perf_counter()

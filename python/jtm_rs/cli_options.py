@@ -34,15 +34,17 @@ def add_config_options(p: argparse.ArgumentParser, exclude: Sequence[str] = ()) 
         elif isinstance(f.default, (tuple, list)) or f.name == "negatives":
             g.add_argument(*flags, type=int, nargs="+", metavar="N", **kw)
         else:
-            kind = float if isinstance(f.default, float) else str if isinstance(f.default, str) else int
+            kind = f.metadata.get("kind") or (float if isinstance(f.default, float) else str
+                                              if isinstance(f.default, str) else int)
             metavar = None if f.metadata.get("choices") else {int: "N", float: "X", str: "TEXT"}[kind]
-            g.add_argument(*flags, type=_or_none(kind), choices=f.metadata.get("choices"), metavar=metavar, **kw)
+            g.add_argument(*flags, type=or_none(kind), choices=f.metadata.get("choices"), metavar=metavar, **kw)
     if "hierarchical" not in exclude:
         g.add_argument("--no-hierarchy", dest="config_hierarchical", action="store_false", default=argparse.SUPPRESS,
                        help="JTM-J: the same as --no-hierarchical")
 
 
-def _or_none(kind):
+def or_none(kind):
+    """An argparse ``type``: ``kind`` of the text, or ``None`` for ``none``."""
     def parse(text: str):
         return None if text.lower() == "none" else kind(text)
 

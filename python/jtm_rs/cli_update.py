@@ -13,7 +13,7 @@ import dataclasses
 import shutil
 from pathlib import Path
 
-from .cli_options import config_overrides
+from .cli_options import config_overrides, or_none
 from .exceptions import InvalidInputError
 
 #: The JTMConfig fields an update may change (the others define the model it goes on with).
@@ -34,7 +34,8 @@ def add_update_command(command, data_args, runtime_args) -> None:
     u.add_argument("--retire", nargs="+", default=(), metavar="ID", help="item ids (the data's) never to retrieve again")
     for name in UPDATE_FIELDS:
         f = next(f for f in dataclasses.fields(JTMConfig) if f.name == name)
-        kind = {"action": argparse.BooleanOptionalAction} if isinstance(f.default, bool) else {"type": type(f.default)}
+        kind = ({"action": argparse.BooleanOptionalAction} if isinstance(f.default, bool)
+                else {"type": or_none(f.metadata.get("kind") or type(f.default))})
         u.add_argument(f"--{name.replace('_', '-')}", dest=f"config_{name}", **kind,
                        default=argparse.SUPPRESS, help=f"{f.metadata['help']} (default: the model's)")
     runtime_args(u)

@@ -113,24 +113,30 @@ class JTMConfig:
     validation_m: int = _opt(200, "M of the validation Precision/Recall/F@M recorded each round")
     validation_users: Optional[int] = _opt(2000, "validation users measured each round (None: all)")
     seed: int = _opt(0, "seed of the model, the sampling and the tree")
-    # Chosen on validation users of Beauty (seed 0), Toys and Sports (seed 1) by the new-item
-    # protocol (docs/lifecycle.md): tree learning over the new items first, then two passes at
-    # the fit's step over the new examples and 10 old ones per new one, in which only the node
-    # rows on the paths to the new behaviours' items learn (the MLP holds what the old items need).
-    update_replay: float = _opt(
-        10.0, "update(): old examples replayed per new example, drawn from the replay data given (so the model "
-        "does not forget)")
-    update_epochs: int = _opt(2, "update(): passes over the new and replayed examples")
-    update_learning_rate: float = _opt(8e-3, "update(): Adam's step size while training on the new behaviours")
+    # update_training="auto" trains the node rows on the new items' paths (2 passes at 8e-3, 10 old
+    # examples replayed per new one: chosen on validation users of Beauty, Toys and Sports by the
+    # new-item protocol) where most new behaviours are on new items, else the whole model (1 pass
+    # at 4e-3, replay 1: a behaviour-dominated update at 10^6 items and on MovieLens); None takes
+    # the chosen mode's value (docs/lifecycle.md).
+    update_replay: Optional[float] = _opt(
+        None, "update(): old examples replayed per new example, drawn from the replay data given (so the model "
+        "does not forget); none: 10 where the node rows on the new paths train, 1 where the whole model does",
+        kind=float)
+    update_epochs: Optional[int] = _opt(
+        None, "update(): passes over the new and replayed examples; none: 2 (new paths) or 1 (whole model)", kind=int)
+    update_learning_rate: Optional[float] = _opt(
+        None, "update(): Adam's step size while training on the new behaviours; none: 8e-3 (new paths) or 4e-3 "
+        "(whole model)", kind=float)
     update_tree_learning: str = _opt(
         "new", "update(): Algorithm 2 over the 'whole' tree (which places the new items by the model), over the "
         "'new' items only (the others held at their leaves, and only the new ones scored), or 'none' (new items stay where their neighbourhood "
         "put them)", choices=("whole", "new", "none"))
     update_training: str = _opt(
-        "new-paths", "update(): what trains on the new behaviours: the node rows on the 'new-paths' (from the root "
+        "auto", "update(): what trains on the new behaviours: the node rows on the 'new-paths' (from the root "
         "to the leaves of the items the new behaviours are on; the MLP and every other row held), the whole "
-        "'model', or only the 'new-leaves' (the new items' leaf rows, at the leaf level)",
-        choices=("new-paths", "model", "new-leaves"))
+        "'model', only the 'new-leaves' (the new items' leaf rows, at the leaf level), or 'auto': new-paths where "
+        "at least half the new behaviours are on items new to the model, else model",
+        choices=("auto", "new-paths", "model", "new-leaves"))
     update_tree_learning_first: bool = _opt(
         True, "update(): tree learning before training (the model then trains for the places learned) instead of "
         "after it")
@@ -155,8 +161,9 @@ class JTMConfig:
             raise InvalidInputError("model='sequence' has its own node attention; attention=True is the windows model's")
         if self.sequence_dim < 2 or self.sequence_dim % 2 or self.sequence_blocks < 1 or not 0 <= self.sequence_dropout < 1:
             raise InvalidInputError("sequence_dim must be even and >= 2, sequence_blocks >= 1, sequence_dropout in [0, 1)")
-        if not self.update_replay >= 0 or not self.update_learning_rate > 0 or self.update_epochs < 1 \
-                or self.update_leaf_passes < 0:
+        if (self.update_replay is not None and not self.update_replay >= 0) or self.update_leaf_passes < 0 \
+                or (self.update_learning_rate is not None and not self.update_learning_rate > 0) \
+                or (self.update_epochs is not None and self.update_epochs < 1):
             raise InvalidInputError("update_replay must be >= 0, update_learning_rate > 0, update_epochs >= 1 and "
                                    "update_leaf_passes >= 0")
         if self.beam_targets < 1:

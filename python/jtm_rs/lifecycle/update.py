@@ -29,12 +29,13 @@ One update, in order:
    example of the new behaviours plus ``update_replay`` old examples per new one, drawn from
    ``replay`` (the old behaviours, when given), for ``update_epochs`` passes, with a fresh Adam
    at ``update_learning_rate``; a pass takes at most the fit's ``max_examples_per_epoch`` (the
-   new examples first). What learns is ``update_training``: ``"new-paths"`` (the default) the
-   node rows on the paths from the root to the leaves of the new behaviours' items (and the
-   rows of levels the tree grew), the MLP and every other row held
-   (:func:`~.node_table.only_rows`), so the new items are led to and scored while what the
-   old items' scores rest on stays; ``"model"`` everything; ``"new-leaves"`` only the new
-   items' leaf rows, at the leaf level. ``update_leaf_passes`` more passes then train the new
+   new examples first). What learns is ``update_training``: ``"new-paths"`` the node rows on
+   the paths from the root to the leaves of the new behaviours' items (and the rows of levels
+   the tree grew), the MLP and every other row held (:func:`~.node_table.only_rows`), so the
+   new items are led to and scored while what the old items' scores rest on stays;
+   ``"model"`` everything; ``"new-leaves"`` only the new items' leaf rows, at the leaf level;
+   ``"auto"`` (the default) new-paths where at least half the new behaviours are on new items,
+   else model. Epochs, step and replay left ``None`` take the mode's (:data:`AUTO_SETTINGS`). ``update_leaf_passes`` more passes then train the new
    leaf rows alone. With ``update_tree_learning_first=False``, tree learning comes after
    training instead.
 
@@ -64,6 +65,25 @@ from .node_table import follow_items, only_rows
 from .placement import category_leaves, cooccurring_leaves, deepen, free_leaves, grow_node_table, place_near
 
 
+#: The settings ``update_training="auto"`` and the ``None`` fields of the configuration take,
+#: by what trains (docs/lifecycle.md): the node rows on the new paths where the update mostly
+#: brings new items, the whole model where it mostly brings behaviours on known ones.
+AUTO_SETTINGS = {"new-paths": (2, 8e-3, 10.0), "model": (1, 4e-3, 1.0)}
+
+
+def update_settings(cfg, on_new_items: float) -> Tuple[str, int, float, float]:
+    """``(training, epochs, learning_rate, replay)`` of an update whose new behaviours are
+    ``on_new_items`` (a share) on items new to the model: the configuration's where it sets
+    them, else the chosen mode's (:data:`AUTO_SETTINGS`)."""
+    training = cfg.update_training
+    if training == "auto":
+        training = "new-paths" if on_new_items >= 0.5 else "model"
+    epochs, rate, replay = AUTO_SETTINGS["model" if training == "model" else "new-paths"]
+    pick = lambda value, default: default if value is None else value  # noqa: E731
+    return (training, pick(cfg.update_epochs, epochs), pick(cfg.update_learning_rate, rate),
+            pick(cfg.update_replay, replay))
+
+
 @dataclass
 class UpdateRecord:
     """What one update did: counts, and seconds per phase."""
@@ -78,6 +98,11 @@ class UpdateRecord:
     #: Items tree learning moved to another leaf (their leaf rows went with them).
     items_moved: int = 0
     loss: float = float("nan")
+    #: What trained and how (``update_training`` and the fields it resolved; ``""`` where nothing ran).
+    training: str = ""
+    epochs: int = 0
+    learning_rate: float = float("nan")
+    replay: float = float("nan")
     seconds: Dict[str, float] = field(default_factory=dict)
 
 
@@ -128,8 +153,7 @@ def update(jtm, new: Interactions, *, replay: Optional[Interactions] = None, ret
     if show_progress:
         ensure_handler()
     cfg = jtm.config
-    epochs = cfg.update_epochs if epochs is None else epochs
-    if epochs < 1:
+    if epochs is not None and epochs < 1:
         raise InvalidInputError(f"epochs must be at least 1, got {epochs}")
     t0 = time.perf_counter()
     record = UpdateRecord()
@@ -179,6 +203,10 @@ def update(jtm, new: Interactions, *, replay: Optional[Interactions] = None, ret
     model = grow_node_table(model, jtm.model_factory, tree, cfg, jtm.device, chosen, like=near)
     record.new_items, record.retired_items = len(fresh), len(retired)
     record.new_behaviours = int(is_new.sum())
+    on_new_items = float(np.isin(item[is_new], fresh).mean()) if is_new.any() else 0.0
+    training, passes, rate, replay_per_new = update_settings(cfg, on_new_items)
+    epochs = passes if epochs is None else epochs
+    record.training, record.epochs, record.learning_rate, record.replay = training, epochs, rate, replay_per_new
     record.seconds["place"] = time.perf_counter() - t0
     # 4. Train on the new behaviours and a replay of old ones.
     t1 = time.perf_counter()
@@ -187,7 +215,7 @@ def update(jtm, new: Interactions, *, replay: Optional[Interactions] = None, ret
     from_new = is_new[windows.pos]
     rng = np.random.default_rng(cfg.seed + len(jtm.history))
     old = np.flatnonzero(~from_new)
-    n_replay = min(len(old), int(round(cfg.update_replay * from_new.sum())))
+    n_replay = min(len(old), int(round(replay_per_new * from_new.sum())))
     fresh_examples = np.flatnonzero(from_new)
     cap = cfg.max_examples_per_epoch
     if cap is not None and len(fresh_examples) + n_replay > cap:  # the fit's budget per pass, new ones first
@@ -196,7 +224,7 @@ def update(jtm, new: Interactions, *, replay: Optional[Interactions] = None, ret
     examples = np.concatenate([fresh_examples, rng.choice(old, n_replay, replace=False)])
     record.replayed_examples = n_replay
     leaves = BehaviourLeaves(windows, tree, jtm.device)
-    optimizer = make_optimizer(model, cfg.update_learning_rate)
+    optimizer = make_optimizer(model, rate)
     negatives = negatives_per_level(cfg.negatives, tree)
     if len(negatives) != tree.leaf_level + 1:
         raise InvalidInputError("negatives given per level do not fit the tree after the update; give a total")
@@ -208,11 +236,11 @@ def update(jtm, new: Interactions, *, replay: Optional[Interactions] = None, ret
     # "new-paths": the rows leading to the new behaviours' items learn at every level, the MLP
     # held; "new-leaves": only the new items' leaf rows, at the leaf level; "model": everything.
     # Rows of levels the tree grew learn in both held modes.
-    only_new = cfg.update_training == "new-leaves"
+    only_new = training == "new-leaves"
     grown = np.arange(old_nodes, tree.n_nodes)
     if only_new:
         scope = only_rows(model, tree.n_nodes, np.union1d(tree.leaves(fresh), grown))
-    elif cfg.update_training == "new-paths":  # the items of the new behaviours (new items among them)
+    elif training == "new-paths":  # the items of the new behaviours (new items among them)
         targets = tree.leaves(np.union1d(item[is_new], fresh))
         paths = [tree.ancestors(targets, level) for level in range(1, tree.leaf_level + 1)]
         scope = only_rows(model, tree.n_nodes, np.union1d(np.concatenate(paths), grown))
@@ -242,6 +270,7 @@ def update(jtm, new: Interactions, *, replay: Optional[Interactions] = None, ret
     if show_progress:
         say(f"update: {record.new_items} new item(s) ({record.cold_items} cold), {record.retired_items} retired, "
             f"{record.new_behaviours} new behaviour(s), {record.replayed_examples} replayed example(s), "
+            f"{record.training} trained ({record.epochs} pass(es) at {record.learning_rate:g}), "
             f"{record.levels_added} level(s) added; {record.seconds['update']:.1f} s (tree {old_tree.n_items} -> "
             f"{tree.n_items} items)")
     return record
@@ -264,4 +293,4 @@ def _learn_tree(jtm, model, optimizer, tree: Tree, leaves: BehaviourLeaves, fres
     return learned, model, optimizer
 
 
-__all__ = ["UpdateRecord", "update", "original_items"]
+__all__ = ["AUTO_SETTINGS", "UpdateRecord", "update", "update_settings", "original_items"]
