@@ -122,15 +122,21 @@ def test_bfloat16_weights_approximate_float32():
     assert _weights_precision("auto", torch.device("cpu")) in ("float32", "bfloat16")
 
 
+def _random_setup(n_items: int, n_users: int, seed: int):
+    """Generated data, a random binary tree over its items and an untrained model: ``(tree,
+    model, leaves of the training windows)``."""
+    data = synthetic.generate(n_items, n_users, seed=seed).interactions
+    tree = jtm_rs.Tree.random(data.items, arity=2, seed=seed + 1)
+    torch.manual_seed(0)
+    model = JTMModel(tree.n_nodes).eval()
+    return tree, model, BehaviourLeaves(data.training_windows(), tree, torch.device("cpu"))
+
+
 def test_weights_with_a_thread_tuner_equal_those_without():
     """The tuner only changes torch's thread count between blocks of scoring; it restores it."""
     from jtm_rs.threads import ThreadTuner
 
-    data = synthetic.generate(300, 200, seed=1).interactions
-    tree = jtm_rs.Tree.random(data.items, arity=2, seed=2)
-    torch.manual_seed(0)
-    model = JTMModel(tree.n_nodes).eval()
-    leaves = BehaviourLeaves(data.training_windows(), tree, torch.device("cpu"))
+    tree, model, leaves = _random_setup(300, 200, seed=1)
     items = tree.items
     parents = tree.item_ancestors(items, 1)
     plain = model_weights_fn(model, tree, leaves)(items, parents, 2, 6)
@@ -143,11 +149,7 @@ def test_weights_with_a_thread_tuner_equal_those_without():
 
 
 def test_only_scores_the_items_given_and_leaves_the_others_zero():
-    data = synthetic.generate(200, 80, seed=3).interactions
-    tree = jtm_rs.Tree.random(data.items, arity=2, seed=4)
-    torch.manual_seed(0)
-    model = JTMModel(tree.n_nodes).eval()
-    leaves = BehaviourLeaves(data.training_windows(), tree, torch.device("cpu"))
+    tree, model, leaves = _random_setup(200, 80, seed=3)
     items = tree.items
     parents = tree.item_ancestors(items, 1)
     chosen = items[::7]
