@@ -269,23 +269,27 @@ def test_update_places_a_cold_item_by_its_category(fitted):
 
 
 def test_tree_learning_over_new_items_only_holds_the_others_in_their_subtrees(fitted):
-    """``update_tree_learning="new"`` keeps every known item at its leaf (its node at the old
-    leaf level: a level the tree grows goes below it); ``"whole"`` moves some."""
+    """``update_tree_learning="new"`` keeps every known item under its ancestor at the top of
+    the last segment, ``"new-only"`` at its very leaf (its node at the old leaf level: a level
+    the tree grows goes below it); ``"whole"`` moves some."""
     import dataclasses
 
     path, split, new, new_ids, _ = fitted
     moved = {}
-    for mode, first in (("new", False), ("new-first", True), ("whole", False)):
+    for mode, first in (("new", False), ("new-first", True), ("new-only", True), ("whole", False)):
         jtm = JTM.load(path, n_threads=1)
-        jtm.config = dataclasses.replace(jtm.config, update_tree_learning=mode.split("-")[0],
+        jtm.config = dataclasses.replace(jtm.config, update_tree_learning=mode.replace("new-first", "new"),
                                          update_tree_learning_first=first)
         before = jtm.tree
         record = jtm.update(new, replay=split.train, show_progress=False)
         assert record.seconds["learn_tree"] > 0 and record.items_moved > 0
         old = before.items
-        moved[mode] = int((jtm.tree.item_ancestors(old, before.leaf_level) != before.leaves(old)).sum())
+        level = jtm.tree.leaf_level - jtm.config.d  # "new" may re-sort items below the last segment's top
+        moved[mode] = int((jtm.tree.item_ancestors(old, level) != before.item_ancestors(old, level)).sum())
+        moved[mode + " leaf"] = int((jtm.tree.item_ancestors(old, before.leaf_level) != before.leaves(old)).sum())
         assert jtm.tree.contains(jtm.item_ids.encode(new_ids)).all()
-    assert moved["new"] == 0 and moved["new-first"] == 0 and moved["whole"] > 0, moved
+    assert moved["new"] == 0 and moved["new-first"] == 0 and moved["whole leaf"] > 0, moved
+    assert moved["new-only leaf"] == 0 and moved["new leaf"] > 0, moved
 
 
 def test_the_time_protocol_evaluates_the_last_tenth_on_what_came_before(tmp_path):

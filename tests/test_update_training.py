@@ -113,18 +113,21 @@ def test_the_sequence_model_updates_by_its_paths_too():
 
 def test_auto_trains_the_new_paths_for_new_items_and_the_model_for_known_ones(first_fit):
     """``update_training="auto"``: behaviours mostly on new items train the new paths (2 passes
-    at 8e-3, replay 10); behaviours on known items train the whole model (1 pass at 4e-3, replay
-    1), MLP included; fields the configuration sets win over the mode's."""
+    at 8e-3, replay 10, tree learning "new"); behaviours on known items train the whole model (1
+    pass at 4e-3, replay 1, tree learning "new-only"), MLP included; fields the configuration
+    sets win over the mode's."""
     jtm, new, replay = first_fit
     assert jtm.config.update_training == "auto" and jtm.config.update_replay is None
     items = copy.deepcopy(jtm)
     record = items.update(new, replay=replay, show_progress=False)
     assert (record.training, record.epochs, record.learning_rate, record.replay) == ("new-paths", 2, 8e-3, 10.0)
+    assert record.tree_learning == "new"
     known = Interactions.from_ids(replay.user[-300:], jtm.item_ids.decode(replay.item[-300:]),
                                   replay.timestamp[-300:] + 10**6)  # later behaviours on known items
     model = copy.deepcopy(jtm)
     record = model.update(known, replay=replay, show_progress=False)
     assert (record.training, record.epochs, record.learning_rate, record.replay) == ("model", 1, 4e-3, 1.0)
+    assert record.tree_learning == "new-only"
     assert 0 < record.replayed_examples <= record.new_behaviours  # one old example per new one
     mlp = [k for k in jtm.model.state_dict() if k.startswith("mlp.")]
     assert any(not torch.equal(jtm.model.state_dict()[k], model.model.state_dict()[k]) for k in mlp)

@@ -128,9 +128,11 @@ class JTMConfig:
         None, "update(): Adam's step size while training on the new behaviours; none: 8e-3 (new paths) or 4e-3 "
         "(whole model)", kind=float)
     update_tree_learning: str = _opt(
-        "new", "update(): Algorithm 2 over the 'whole' tree (which places the new items by the model), over the "
-        "'new' items only (the others held at their leaves, and only the new ones scored), or 'none' (new items stay where their neighbourhood "
-        "put them)", choices=("whole", "new", "none"))
+        "auto", "update(): Algorithm 2 over the 'whole' tree (which places the new items by the model), over the "
+        "'new' items (the others held in their subtrees at the top of the last segment, re-sorted within them), "
+        "over the 'new-only' (the others held at their leaves and not scored: the cost grows with the new items), "
+        "'none' (new items stay where their neighbourhood put them), or 'auto': new where the new paths train, "
+        "new-only where the whole model does", choices=("auto", "whole", "new", "new-only", "none"))
     update_training: str = _opt(
         "auto", "update(): what trains on the new behaviours: the node rows on the 'new-paths' (from the root "
         "to the leaves of the items the new behaviours are on; the MLP and every other row held), the whole "

@@ -121,15 +121,24 @@ def resolve_precision(setting: str, device: torch.device) -> str:
     return "float32"
 
 
+#: Nats of stay bonus that hold a pinned item in its subtree (``hold="subtree"``): far above
+#: any eq. 2 weight, finite.
+PINNED_BONUS = 1e12
+
+
 def learn_tree_from_model(model: nn.Module, tree: Tree, leaves: BehaviourLeaves, config: JTMConfig, *, d: int,
                           seed: int, n_threads: Optional[int], show_progress: bool,
-                          ranks: Optional[Ranks] = None, pinned: Optional[np.ndarray] = None) -> Tree:
+                          ranks: Optional[Ranks] = None, pinned: Optional[np.ndarray] = None,
+                          hold: str = "leaf") -> Tree:
     """Paper Algorithm 2 with ``model`` fixed, from the training examples behind ``leaves``.
     With ``ranks`` (every rank calling it alike), the model scoring is split over the ranks and
     every rank returns the same tree (:func:`jtm_rs.distributed.sharded_weights_fn`).
-    ``pinned`` (one flag per item of ``tree.items``): items held at their leaves by a weight far
-    above any other (:func:`~jtm_rs.tree_weights.pinned_weights_fn`), so that only the others
-    (an update's new items) move, and only the others are scored."""
+    ``pinned`` (one flag per item of ``tree.items``): items held so that only the others (an
+    update's new items) move out of place. ``hold="leaf"``: at their leaves, by a weight far
+    above any other (:func:`~jtm_rs.tree_weights.pinned_weights_fn`), and only the others are
+    scored; ``hold="subtree"``: in their subtrees at the top of the last segment (a stay bonus
+    far above any weight in every segment but the last), every item scored, so that pinned
+    items are re-sorted within those subtrees beside the new ones."""
     tuner = training_tuner(n_threads, leaves.device.type)  # the scoring's threads, as training's
     weights = model_weights_fn(
         model,
@@ -141,16 +150,19 @@ def learn_tree_from_model(model: nn.Module, tree: Tree, leaves: BehaviourLeaves,
         stay_bonus=config.stay_bonus,
         precision=resolve_precision(config.weights_precision, leaves.device),
         threads=tuner,
-        # Pinned items cannot move: scoring them would only cost time.
-        only=None if pinned is None else tree.items[~pinned],
+        # Items held at their leaves cannot move: scoring them would only cost time.
+        only=None if pinned is None or hold != "leaf" else tree.items[~pinned],
     )
     if ranks is not None:
         weights = sharded_weights_fn(weights, ranks)
         show_progress = show_progress and ranks.is_leader
-    if pinned is not None:
+    bonus = weights.stay_bonus
+    if pinned is not None and hold == "leaf":
         weights = pinned_weights_fn(weights, tree, pinned)
+    elif pinned is not None:
+        bonus = np.where(pinned, PINNED_BONUS, 0.0 if bonus is None else bonus)
     try:
-        return learn_tree(weights, d, tree=tree, stay_bonus=weights.stay_bonus, n_threads=n_threads, show_progress=show_progress)
+        return learn_tree(weights, d, tree=tree, stay_bonus=bonus, n_threads=n_threads, show_progress=show_progress)
     finally:
         if tuner is not None:
             tuner.finish()

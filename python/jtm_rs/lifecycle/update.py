@@ -19,11 +19,13 @@ One update, in order:
    mean of its siblings': :func:`~.placement.grow_node_table`).
 4. **Tree learning** (``update_tree_learning_first``, the default: before training) places the
    new items by the eq. 2 weights of their own behaviours under the model:
-   ``update_tree_learning="new"`` (the default) runs Algorithm 2 with every known item held at
-   its leaf (a weight far above any other on its own place, in every segment), so only the new
-   items move, to the leaves free for them, and only they are scored: its cost grows with the
-   new items, not the catalogue; ``"whole"`` lets every item move (known items without
-   behaviours in the data stay); ``"none"`` skips it. An item that moved takes its leaf row along
+   ``update_tree_learning="new"`` runs Algorithm 2 with every known item held in its subtree
+   at the top of the last segment (a stay bonus far above any weight) and re-sorted within it
+   beside the new items; ``"new-only"`` holds every known item at its leaf (a weight far above
+   any other on its own place, in every segment) and scores only the new items, so its cost
+   grows with them, not with the catalogue; ``"whole"`` lets every item move (known items
+   without behaviours in the data stay); ``"none"`` skips it; ``"auto"`` (the default):
+   ``"new"`` where the new paths train, ``"new-only"`` where the whole model does. An item that moved takes its leaf row along
    (:func:`~.node_table.follow_items`).
 5. **Training** goes on from the current weights, for the places just learned, over every
    example of the new behaviours plus ``update_replay`` old examples per new one, drawn from
@@ -71,17 +73,22 @@ from .placement import category_leaves, cooccurring_leaves, deepen, free_leaves,
 AUTO_SETTINGS = {"new-paths": (2, 8e-3, 10.0), "model": (1, 4e-3, 1.0)}
 
 
-def update_settings(cfg, on_new_items: float) -> Tuple[str, int, float, float]:
-    """``(training, epochs, learning_rate, replay)`` of an update whose new behaviours are
-    ``on_new_items`` (a share) on items new to the model: the configuration's where it sets
-    them, else the chosen mode's (:data:`AUTO_SETTINGS`)."""
+def update_settings(cfg, on_new_items: float) -> Tuple[str, int, float, float, str]:
+    """``(training, epochs, learning_rate, replay, tree learning)`` of an update whose new
+    behaviours are ``on_new_items`` (a share) on items new to the model: the configuration's
+    where it sets them, else the chosen mode's (:data:`AUTO_SETTINGS`; tree learning ``"new"``
+    with the new paths, as chosen on the development sets, ``"new-only"`` with the whole model,
+    as measured at 10^6 items)."""
     training = cfg.update_training
     if training == "auto":
         training = "new-paths" if on_new_items >= 0.5 else "model"
     epochs, rate, replay = AUTO_SETTINGS["model" if training == "model" else "new-paths"]
+    scope = cfg.update_tree_learning
+    if scope == "auto":
+        scope = "new-only" if training == "model" else "new"
     pick = lambda value, default: default if value is None else value  # noqa: E731
     return (training, pick(cfg.update_epochs, epochs), pick(cfg.update_learning_rate, rate),
-            pick(cfg.update_replay, replay))
+            pick(cfg.update_replay, replay), scope)
 
 
 @dataclass
@@ -98,11 +105,13 @@ class UpdateRecord:
     #: Items tree learning moved to another leaf (their leaf rows went with them).
     items_moved: int = 0
     loss: float = float("nan")
-    #: What trained and how (``update_training`` and the fields it resolved; ``""`` where nothing ran).
+    #: What trained and how, and the tree learning's scope (``update_training`` and the fields it
+    #: resolved; ``""`` where nothing ran).
     training: str = ""
     epochs: int = 0
     learning_rate: float = float("nan")
     replay: float = float("nan")
+    tree_learning: str = ""
     seconds: Dict[str, float] = field(default_factory=dict)
 
 
@@ -204,9 +213,10 @@ def update(jtm, new: Interactions, *, replay: Optional[Interactions] = None, ret
     record.new_items, record.retired_items = len(fresh), len(retired)
     record.new_behaviours = int(is_new.sum())
     on_new_items = float(np.isin(item[is_new], fresh).mean()) if is_new.any() else 0.0
-    training, passes, rate, replay_per_new = update_settings(cfg, on_new_items)
+    training, passes, rate, replay_per_new, scope = update_settings(cfg, on_new_items)
     epochs = passes if epochs is None else epochs
     record.training, record.epochs, record.learning_rate, record.replay = training, epochs, rate, replay_per_new
+    record.tree_learning = scope
     record.seconds["place"] = time.perf_counter() - t0
     # 4. Train on the new behaviours and a replay of old ones.
     t1 = time.perf_counter()
@@ -228,9 +238,9 @@ def update(jtm, new: Interactions, *, replay: Optional[Interactions] = None, ret
     negatives = negatives_per_level(cfg.negatives, tree)
     if len(negatives) != tree.leaf_level + 1:
         raise InvalidInputError("negatives given per level do not fit the tree after the update; give a total")
-    learn = cfg.update_tree_learning != "none" and cfg.tree_learning == "jtm" and len(examples) > 0
+    learn = scope != "none" and cfg.tree_learning == "jtm" and len(examples) > 0
     if learn and cfg.update_tree_learning_first:  # training then adapts the model to the places learned
-        tree, model, optimizer = _learn_tree(jtm, model, optimizer, tree, leaves, fresh, record, show_progress)
+        tree, model, optimizer = _learn_tree(jtm, model, optimizer, tree, leaves, fresh, scope, record, show_progress)
         leaves = BehaviourLeaves(windows, tree, jtm.device)
     tuner = training_tuner(jtm.n_threads, jtm.device.type)
     # "new-paths": the rows leading to the new behaviours' items learn at every level, the MLP
@@ -262,7 +272,7 @@ def update(jtm, new: Interactions, *, replay: Optional[Interactions] = None, ret
     record.seconds["train"] = time.perf_counter() - t1 - record.seconds.get("learn_tree", 0.0)
     # 5. Tree learning with the trained model.
     if learn and not cfg.update_tree_learning_first:
-        tree, model, optimizer = _learn_tree(jtm, model, optimizer, tree, leaves, fresh, record, show_progress)
+        tree, model, optimizer = _learn_tree(jtm, model, optimizer, tree, leaves, fresh, scope, record, show_progress)
     model.eval()
     jtm.tree, jtm.model, jtm.optimizer, jtm.item_ids = tree, model, optimizer, ids
     jtm.retired = jtm.retired.add(retired, old_tree.leaves(retired))
@@ -276,14 +286,15 @@ def update(jtm, new: Interactions, *, replay: Optional[Interactions] = None, ret
     return record
 
 
-def _learn_tree(jtm, model, optimizer, tree: Tree, leaves: BehaviourLeaves, fresh: np.ndarray, record: UpdateRecord,
-                show_progress: bool):
+def _learn_tree(jtm, model, optimizer, tree: Tree, leaves: BehaviourLeaves, fresh: np.ndarray, scope: str,
+                record: UpdateRecord, show_progress: bool):
     """Algorithm 2 over the new items (``update_tree_learning="new"``) or the whole tree:
     ``(tree, model, optimizer)`` to go on with. Moved items take their leaf rows along."""
     cfg, t = jtm.config, time.perf_counter()
-    pinned = ~np.isin(tree.items, fresh) if cfg.update_tree_learning == "new" else None
+    pinned = None if scope == "whole" else ~np.isin(tree.items, fresh)
     learned = learn_tree_from_model(model, tree, leaves, cfg, d=cfg.d, seed=cfg.seed + len(jtm.history),
-                                    n_threads=jtm.n_threads, show_progress=show_progress, pinned=pinned)
+                                    n_threads=jtm.n_threads, show_progress=show_progress, pinned=pinned,
+                                    hold="leaf" if scope == "new-only" else "subtree")
     if cfg.on_tree_change in ("auto", "keep"):  # the rows stay, so the moved items' leaf rows go with them
         record.items_moved = follow_items(model, tree, learned)
     else:
