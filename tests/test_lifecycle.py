@@ -288,7 +288,7 @@ def test_tree_learning_over_new_items_only_holds_the_others_in_their_subtrees(fi
         moved[mode] = int((jtm.tree.item_ancestors(old, level) != before.item_ancestors(old, level)).sum())
         moved[mode + " leaf"] = int((jtm.tree.item_ancestors(old, before.leaf_level) != before.leaves(old)).sum())
         assert jtm.tree.contains(jtm.item_ids.encode(new_ids)).all()
-    assert moved["new"] == 0 and moved["new-first"] == 0 and moved["whole leaf"] > 0, moved
+    assert moved["new"] == 0 and moved["new-first"] == 0 and moved["whole"] > 0, moved
     assert moved["new-only leaf"] == 0 and moved["new leaf"] > 0, moved
 
 

@@ -91,7 +91,8 @@ def model_score_fn(model, tree: Tree, user_leaves, *, hierarchical: bool, precis
 
     ``precision="bfloat16"`` scores under ``torch.autocast`` in bfloat16 (the scores come back
     as float32), every call alike (not by the size of the call: the arithmetic a user's answer
-    comes from does not depend on the batch it is searched in). Per call: the callback may run on a thread the caller's autocast does not reach."""
+    comes from does not depend on the batch it is searched in). Per call: the callback may run
+    on a thread the caller's autocast does not reach."""
     import torch
 
     from .features import behaviours_at
@@ -231,9 +232,10 @@ def model_search(model, tree: Tree, user_leaves, M: int, k: int, *, method: str,
                  excluded: Optional[ExcludedLeaves] = None, batch_size: Optional[int] = None,
                  n_threads: Optional[int] = None, precision: str = "float32") -> Tuple[np.ndarray, np.ndarray]:
     """A torch model's top-``M`` (``method`` ``"beam"``, width ``k``, or ``"brute_force"``),
-    ``excluded`` leaves left out, scored in ``precision`` (``"float32"`` or ``"bfloat16"``). A user whose beam reached fewer than ``M`` leaves outside
-    them is searched again with the beam wider by what it excludes; slots still empty (fewer
-    items left than ``M``) are ``-1``, score ``-inf``."""
+    ``excluded`` leaves left out, scored in ``precision`` (``"float32"`` or ``"bfloat16"``). A
+    user whose beam reached fewer than ``M`` leaves outside them is searched again with the
+    beam wider by what it excludes; slots still empty (fewer items left than ``M``) are
+    ``-1``, score ``-inf``."""
     if method == "brute_force":
         return drop_excluded(*brute_force(model, tree, user_leaves, M, hierarchical=hierarchical, excluded=excluded,
                                           precision=precision))

@@ -25,8 +25,8 @@ One update, in order:
    any other on its own place, in every segment) and scores only the new items, so its cost
    grows with them, not with the catalogue; ``"whole"`` lets every item move (known items
    without behaviours in the data stay); ``"none"`` skips it; ``"auto"`` (the default):
-   ``"new"`` where the new paths train, ``"new-only"`` where the whole model does. An item that moved takes its leaf row along
-   (:func:`~.node_table.follow_items`).
+   ``"new"`` where the new paths train, ``"new-only"`` where the whole model does. An item
+   that moved takes its leaf row along (:func:`~.node_table.follow_items`).
 5. **Training** goes on from the current weights, for the places just learned, over every
    example of the new behaviours plus ``update_replay`` old examples per new one, drawn from
    ``replay`` (the old behaviours, when given), for ``update_epochs`` passes, with a fresh Adam
@@ -37,9 +37,9 @@ One update, in order:
    new items are led to and scored while what the old items' scores rest on stays;
    ``"model"`` everything; ``"new-leaves"`` only the new items' leaf rows, at the leaf level;
    ``"auto"`` (the default) new-paths where at least half the new behaviours are on new items,
-   else model. Epochs, step and replay left ``None`` take the mode's (:data:`AUTO_SETTINGS`). ``update_leaf_passes`` more passes then train the new
-   leaf rows alone. With ``update_tree_learning_first=False``, tree learning comes after
-   training instead.
+   else model. Epochs, step and replay left ``None`` take the mode's (:data:`AUTO_SETTINGS`).
+   ``update_leaf_passes`` more passes then train the new leaf rows alone. With
+   ``update_tree_learning_first=False``, tree learning comes after training instead.
 
 The update works in memory on the :class:`~jtm_rs.jtm.JTM` given: a save written before is
 untouched until the caller saves again.
@@ -213,10 +213,10 @@ def update(jtm, new: Interactions, *, replay: Optional[Interactions] = None, ret
     record.new_items, record.retired_items = len(fresh), len(retired)
     record.new_behaviours = int(is_new.sum())
     on_new_items = float(np.isin(item[is_new], fresh).mean()) if is_new.any() else 0.0
-    training, passes, rate, replay_per_new, scope = update_settings(cfg, on_new_items)
+    training, passes, rate, replay_per_new, tree_scope = update_settings(cfg, on_new_items)
     epochs = passes if epochs is None else epochs
     record.training, record.epochs, record.learning_rate, record.replay = training, epochs, rate, replay_per_new
-    record.tree_learning = scope
+    record.tree_learning = tree_scope
     record.seconds["place"] = time.perf_counter() - t0
     # 4. Train on the new behaviours and a replay of old ones.
     t1 = time.perf_counter()
@@ -238,9 +238,10 @@ def update(jtm, new: Interactions, *, replay: Optional[Interactions] = None, ret
     negatives = negatives_per_level(cfg.negatives, tree)
     if len(negatives) != tree.leaf_level + 1:
         raise InvalidInputError("negatives given per level do not fit the tree after the update; give a total")
-    learn = scope != "none" and cfg.tree_learning == "jtm" and len(examples) > 0
+    learn = tree_scope != "none" and cfg.tree_learning == "jtm" and len(examples) > 0
     if learn and cfg.update_tree_learning_first:  # training then adapts the model to the places learned
-        tree, model, optimizer = _learn_tree(jtm, model, optimizer, tree, leaves, fresh, scope, record, show_progress)
+        tree, model, optimizer = _learn_tree(jtm, model, optimizer, tree, leaves, fresh, tree_scope, record,
+                                               show_progress)
         leaves = BehaviourLeaves(windows, tree, jtm.device)
     tuner = training_tuner(jtm.n_threads, jtm.device.type)
     # "new-paths": the rows leading to the new behaviours' items learn at every level, the MLP
@@ -272,7 +273,8 @@ def update(jtm, new: Interactions, *, replay: Optional[Interactions] = None, ret
     record.seconds["train"] = time.perf_counter() - t1 - record.seconds.get("learn_tree", 0.0)
     # 5. Tree learning with the trained model.
     if learn and not cfg.update_tree_learning_first:
-        tree, model, optimizer = _learn_tree(jtm, model, optimizer, tree, leaves, fresh, scope, record, show_progress)
+        tree, model, optimizer = _learn_tree(jtm, model, optimizer, tree, leaves, fresh, tree_scope, record,
+                                               show_progress)
     model.eval()
     jtm.tree, jtm.model, jtm.optimizer, jtm.item_ids = tree, model, optimizer, ids
     jtm.retired = jtm.retired.add(retired, old_tree.leaves(retired))
