@@ -1,20 +1,23 @@
 """Retrieval's scoring in bfloat16 against float32: speed, and recall on fitted models.
 
     python benches/retrieval_precision.py speed --items 1000000 --rounds 5
+    python benches/retrieval_precision.py speed --variants float32-torch float32 bfloat16
     python benches/retrieval_precision.py recall data/Beauty.txt --seed 0 --model runs/first-Beauty-0
 
 ``speed``: a random tree over ``--items`` items (ids spread over 20 N, as generated data), the
 default model untrained (the cost does not depend on the weights), torch and rayon on
-``--threads``; per round, in A B B A order, each precision's time for ``--calls`` searches of
-users (69 behaviours, M = k = 200) in batches of each of ``--batches`` users (1: one
-request; a server's batches; the runner's evaluation). Prints each precision's median per-user
-milliseconds and the per-round bfloat16 / float32 speed ratio (min, median, max), measured in
-one process so that a shared machine's noise hits both alike. Also says whether this CPU has
-native bfloat16 (``auto`` picks bfloat16 only there), and the arithmetic limit: the pairs a
-search scores, the multiply-adds of a pair counted from the model's shapes (the node's share
-of the first layer and the layers after it; the user's share, once per user and level, is
-left out), and the share of this machine's ``[8192, 128] @ [128, 64]`` GEMM rate in each
-precision that the search reaches.
+``--threads``; per round, in A B C C B A order, each variant's time for ``--calls`` searches
+of users (69 behaviours, M = k = 200) in batches of each of ``--batches`` users (1: one
+request; a server's batches; the runner's evaluation). Variants (``--variants``, the first is
+the base): ``float32`` (the Rust scoring pass), ``float32-torch`` (torch's ops),
+``bfloat16`` (torch's ops under autocast). Prints each variant's median per-user milliseconds
+and the per-round speed ratio over the base (min, median, max), measured in one process so
+that a shared machine's noise hits all alike. Also says whether this CPU has native bfloat16
+(``auto`` picks bfloat16 only there), and the arithmetic limit: the pairs a search scores,
+the multiply-adds of a pair counted from the model's shapes (the node's share of the first
+layer and the layers after it; the user's share, once per user and level, is left out), and
+the share of this machine's ``[8192, 128] @ [128, 64]`` GEMM rate in each precision that the
+search reaches.
 
 ``recall``: a saved model and the data it was fitted on (split by ``--seed`` as the runner
 does): Recall@200 of the test users by beam search and by brute force in each precision, and
@@ -31,6 +34,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from arithmetic import gemm_flops_per_s  # noqa: E402
+
+
+#: A variant: (retrieval precision, the model's ``fused_scoring``). Under autocast the scoring
+#: is torch's whatever the flag says.
+VARIANTS = {"float32": ("float32", True), "float32-torch": ("float32", False), "bfloat16": ("bfloat16", True)}
 
 
 def speed(a) -> None:
@@ -53,7 +61,8 @@ def speed(a) -> None:
 
     pairs = [0]
 
-    def run(precision: str, batch: int) -> float:
+    def run(variant: str, batch: int) -> float:
+        precision, model.fused_scoring = VARIANTS[variant]
         pairs[0] = 0
         t = time.perf_counter()
         for lo in range(0, a.calls, batch):
@@ -70,28 +79,32 @@ def speed(a) -> None:
     linears = [m for m in model.mlp if isinstance(m, torch.nn.Linear)]
     d_node = model.embedding_dim
     flop_per_pair = 2 * (d_node * linears[0].out_features + sum(m.in_features * m.out_features for m in linears[1:]))
-    run("float32", 1)
+    run(a.variants[0], 1)
     per_user = pairs[0] / a.calls
     gemm = {p: gemm_flops_per_s(a.threads, p) for p in ("float32", "bfloat16")}
     print(f"{per_user:,.0f} scored pairs per user, {flop_per_pair:,} FLOP per pair ({per_user * flop_per_pair / 1e6:.1f} "
           f"MFLOP per user); GEMM of the MLP's shape: {gemm['float32'] / 1e9:.0f} GFLOP/s float32, "
           f"{gemm['bfloat16'] / 1e9:.0f} GFLOP/s bfloat16\n")
 
-    print("| users per search | float32 ms per user (median) | bfloat16 ms per user (median) | "
-          "speed ratio bf16 / fp32: min | median | max | share of the float32 / bfloat16 GEMM rate |")
-    print("|---|---|---|---|---|---|---|")
+    base, rest = a.variants[0], a.variants[1:]
+    print(f"| users per search | {' | '.join(f'{v} ms per user (median)' for v in a.variants)} | "
+          + " | ".join(f"speed {v} / {base}: min | median | max" for v in rest)
+          + f" | share of its GEMM rate: {' / '.join(a.variants)} |")
+    print("|---|" + "---|" * (len(a.variants) + 3 * len(rest) + 1))
     for batch in a.batches:
-        run("float32", batch), run("bfloat16", batch)  # warm caches, allocators, oneDNN kernels
-        times = {"float32": [], "bfloat16": []}
-        for _ in range(a.rounds):
-            for precision in ("float32", "bfloat16", "bfloat16", "float32"):
-                times[precision].append(run(precision, batch))
-        f32 = np.array(times["float32"]).reshape(-1, 2).mean(1)
-        b16 = np.array(times["bfloat16"]).reshape(-1, 2).mean(1)
-        ratio = f32 / b16
-        share = [per_user * flop_per_pair / (1e-3 * np.median(t)) / gemm[p] for t, p in ((f32, "float32"), (b16, "bfloat16"))]
-        print(f"| {batch} | {np.median(f32):.2f} | {np.median(b16):.2f} | {ratio.min():.2f} | "
-              f"{np.median(ratio):.2f} | {ratio.max():.2f} | {100 * share[0]:.0f} % / {100 * share[1]:.0f} % |", flush=True)
+        for v in a.variants:  # warm caches, allocators, oneDNN kernels
+            run(v, batch)
+        times = {v: [] for v in a.variants}
+        for _ in range(a.rounds):  # A B C C B A: a drift hits each alike
+            for v in [*a.variants, *reversed(a.variants)]:
+                times[v].append(run(v, batch))
+        per = {v: np.array(t).reshape(-1, 2).mean(1) for v, t in times.items()}
+        cells = [f"{np.median(per[v]):.2f}" for v in a.variants]
+        for v in rest:
+            ratio = per[base] / per[v]
+            cells += [f"{ratio.min():.2f}", f"{np.median(ratio):.2f}", f"{ratio.max():.2f}"]
+        shares = [per_user * flop_per_pair / (1e-3 * np.median(per[v])) / gemm[VARIANTS[v][0]] for v in a.variants]
+        print(f"| {batch} | {' | '.join(cells)} | {' / '.join(f'{100 * x:.0f} %' for x in shares)} |", flush=True)
 
 
 def recall(a) -> None:
@@ -126,6 +139,9 @@ def main() -> None:
     s.add_argument("--batches", type=int, nargs="+", default=[1, 8, 64, 256])
     s.add_argument("--rounds", type=int, default=5)
     s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=["float32", "bfloat16"],
+                   help="compared, the first as the base: float32 (Rust scoring pass), float32-torch (torch's ops), "
+                        "bfloat16 (torch's ops under autocast)")
     r = sub.add_parser("recall")
     r.add_argument("data")
     r.add_argument("--model", required=True)

@@ -16,6 +16,7 @@
 //! the first layer and after every hidden layer, and a last layer with one output, the logit.
 //! The loss is the mean binary cross-entropy with logits over the pairs.
 
+use crate::dense_kernels::{Init, Packed, Precision, Rows, Scratch};
 use crate::error::{JtmError, Result};
 use rayon::prelude::*;
 
@@ -111,6 +112,7 @@ pub fn bce_step(mlp: &Mlp<'_>, pairs: &Pairs<'_>, n_parts: usize) -> Result<Grad
     let n_parts = n_parts.clamp(1, n.div_ceil(CHUNK_PAIRS).max(1));
     let per_part = n.div_ceil(n_parts).max(1);
     let scale = 1.0 / n.max(1) as f32;
+    let packed = PackedMlp::new(mlp);
     let parts: Vec<Gradients> = (0..n_parts)
         .into_par_iter()
         .map(|i| {
@@ -120,7 +122,7 @@ pub fn bce_step(mlp: &Mlp<'_>, pairs: &Pairs<'_>, n_parts: usize) -> Result<Grad
             let mut lo = range.start;
             while lo < range.end {
                 let hi = (lo + CHUNK_PAIRS).min(range.end);
-                work.chunk(mlp, pairs, lo..hi, scale, &mut grads);
+                work.chunk(mlp, &packed, pairs, lo..hi, scale, &mut grads);
                 lo = hi;
             }
             grads
@@ -135,7 +137,8 @@ pub fn bce_step(mlp: &Mlp<'_>, pairs: &Pairs<'_>, n_parts: usize) -> Result<Grad
     Ok(total)
 }
 
-fn check(mlp: &Mlp<'_>, pairs: &Pairs<'_>) -> Result<()> {
+/// The MLP's shapes fit together and end in one logit.
+pub(crate) fn check_layers(mlp: &Mlp<'_>) -> Result<()> {
     let bad = |m: String| Err(JtmError::InvalidArgument(m));
     let (dim, hidden) = (mlp.dim, mlp.hidden);
     if dim == 0 || hidden == 0 || mlp.w_node.len() != hidden * dim {
@@ -168,6 +171,13 @@ fn check(mlp: &Mlp<'_>, pairs: &Pairs<'_>) -> Result<()> {
     if width != 1 {
         return bad(format!("the last layer must give one logit, not {width}"));
     }
+    Ok(())
+}
+
+fn check(mlp: &Mlp<'_>, pairs: &Pairs<'_>) -> Result<()> {
+    check_layers(mlp)?;
+    let bad = |m: String| Err(JtmError::InvalidArgument(m));
+    let (dim, hidden) = (mlp.dim, mlp.hidden);
     let n = pairs.rows.len();
     if pairs.nodes.len() != n || pairs.labels.len() != n {
         return bad(format!(
@@ -176,7 +186,7 @@ fn check(mlp: &Mlp<'_>, pairs: &Pairs<'_>) -> Result<()> {
             pairs.labels.len()
         ));
     }
-    if pairs.user_share.len() % hidden != 0 || pairs.table.len() % dim != 0 {
+    if !pairs.user_share.len().is_multiple_of(hidden) || !pairs.table.len().is_multiple_of(dim) {
         return bad(format!(
             "user shares of {} values and a table of {} are not rows of {hidden} and {dim}",
             pairs.user_share.len(),
@@ -196,6 +206,39 @@ fn check(mlp: &Mlp<'_>, pairs: &Pairs<'_>) -> Result<()> {
     Ok(())
 }
 
+/// The layers' weights packed for [`crate::dense_kernels`], once per step: as they are for the
+/// forward products, transposed for the backward's gradients with respect to the inputs.
+struct PackedMlp {
+    node: Packed,
+    node_t: Packed,
+    layers: Vec<Packed>,
+    layers_t: Vec<Packed>,
+    /// Zero biases, for the backward's products.
+    zeros: Vec<f32>,
+}
+
+impl PackedMlp {
+    fn new(mlp: &Mlp<'_>) -> Self {
+        let f32s = Precision::Float32;
+        let transposed = |w: &[f32], rows: usize, cols: usize| -> Vec<f32> {
+            (0..cols * rows).map(|i| w[(i % rows) * cols + i / rows]).collect()
+        };
+        let (dim, hidden) = (mlp.dim, mlp.hidden);
+        let widest = mlp.layers.iter().map(|l| l.inputs).chain([dim, hidden]).max().unwrap_or(1);
+        PackedMlp {
+            node: Packed::new(mlp.w_node, hidden, dim, f32s),
+            node_t: Packed::new(&transposed(mlp.w_node, hidden, dim), dim, hidden, f32s),
+            layers: mlp.layers.iter().map(|l| Packed::new(l.weight, l.outputs, l.inputs, f32s)).collect(),
+            layers_t: mlp
+                .layers
+                .iter()
+                .map(|l| Packed::new(&transposed(l.weight, l.outputs, l.inputs), l.inputs, l.outputs, f32s))
+                .collect(),
+            zeros: vec![0.0; widest],
+        }
+    }
+}
+
 /// One thread's buffers for a chunk: the gathered node rows, each layer's pre-activation and
 /// activation, the gradient flowing back.
 struct Work {
@@ -205,6 +248,7 @@ struct Work {
     act: Vec<Vec<f32>>,
     grad_out: Vec<f32>,
     grad_in: Vec<f32>,
+    scratch: Scratch,
 }
 
 impl Work {
@@ -223,12 +267,14 @@ impl Work {
                 .collect(),
             grad_out: vec![0.0; c * widest],
             grad_in: vec![0.0; c * widest],
+            scratch: Scratch::default(),
         }
     }
 
     fn chunk(
         &mut self,
         mlp: &Mlp<'_>,
+        packed: &PackedMlp,
         pairs: &Pairs<'_>,
         range: std::ops::Range<usize>,
         scale: f32,
@@ -237,21 +283,17 @@ impl Work {
         let c = range.len();
         let (dim, hidden) = (mlp.dim, mlp.hidden);
         let (rows, nodes) = (&pairs.rows[range.clone()], &pairs.nodes[range.clone()]);
-        // Forward: the first layer from its two shares.
+        // Forward: the first layer from its two shares,
+        // pre0 = user_share[rows] + node_rows [c, dim] · w_nodeᵀ [dim, hidden].
         gather_rows(&mut self.node_rows, pairs.table, nodes, dim);
-        gather_rows(&mut self.pre[0], pairs.user_share, rows, hidden);
-        // pre0 += node_rows [c, dim] · w_nodeᵀ [dim, hidden]
-        gemm(
-            c,
-            dim,
-            hidden,
-            &self.node_rows,
-            (dim, 1),
-            mlp.w_node,
-            (1, dim),
-            1.0,
-            &mut self.pre[0],
-        );
+        let share = Init::Rows(Rows {
+            data: pairs.user_share,
+            index: Some(rows),
+        });
+        let node_rows = Rows::dense(&self.node_rows[..c * dim]);
+        packed
+            .node
+            .apply(node_rows, c, share, None, &mut self.pre[0], &mut self.scratch);
         for j in 0..mlp.layers.len() {
             prelu(
                 &self.pre[j][..c * width(mlp, j)],
@@ -259,21 +301,9 @@ impl Work {
                 &mut self.act[j],
             );
             let l = &mlp.layers[j];
+            let x = Rows::dense(&self.act[j][..c * l.inputs]);
             let out = &mut self.pre[j + 1][..c * l.outputs];
-            for row in out.chunks_exact_mut(l.outputs) {
-                row.copy_from_slice(l.bias);
-            }
-            gemm(
-                c,
-                l.inputs,
-                l.outputs,
-                &self.act[j],
-                (l.inputs, 1),
-                l.weight,
-                (1, l.inputs),
-                1.0,
-                out,
-            );
+            packed.layers[j].apply(x, c, Init::Bias(l.bias), None, out, &mut self.scratch);
         }
         // The loss and its gradient per logit.
         let logits = &self.pre[mlp.layers.len()][..c];
@@ -310,17 +340,8 @@ impl Work {
             }
             // d(act) = g [c, outputs] · W [outputs, inputs], then through the PReLU.
             let ga = &mut self.grad_in[..c * l.inputs];
-            gemm(
-                c,
-                l.outputs,
-                l.inputs,
-                g,
-                (l.outputs, 1),
-                l.weight,
-                (l.inputs, 1),
-                0.0,
-                ga,
-            );
+            let zeros = Init::Bias(&packed.zeros[..l.inputs]);
+            packed.layers_t[j].apply(Rows::dense(g), c, zeros, None, ga, &mut self.scratch);
             grads.slopes[j] += prelu_backward(ga, &self.pre[j][..c * l.inputs], mlp.slopes[j]);
             std::mem::swap(&mut self.grad_out, &mut self.grad_in);
         }
@@ -339,17 +360,8 @@ impl Work {
             &mut grads.w_node,
         );
         let gn = &mut self.grad_in[..c * dim];
-        gemm(
-            c,
-            hidden,
-            dim,
-            g,
-            (hidden, 1),
-            mlp.w_node,
-            (dim, 1),
-            0.0,
-            gn,
-        );
+        let zeros = Init::Bias(&packed.zeros[..dim]);
+        packed.node_t.apply(Rows::dense(g), c, zeros, None, gn, &mut self.scratch);
         scatter_add_rows(&mut grads.table, gn, nodes, dim);
     }
 }

@@ -10,15 +10,20 @@
 //! - [`persistence`]: the tree file format;
 //! - [`training_kernels`]: the training step's memory-bound CPU kernel (lazy Adam's row update);
 //! - [`fused_mlp`]: the training step's MLP and BCE loss, forward and backward in one pass;
-//! - [`window_bags`]: that pass's user rows from the behaviours' time-window means.
+//! - [`window_bags`]: that pass's user rows from the behaviours' time-window means;
+//! - [`mlp_scores`]: the same MLP forward only, scoring pairs for beam search and tree learning;
+//! - [`dense_kernels`]: its layers' multiplies, AVX-512 float32 and bfloat16 where the CPU has them;
+//! - [`user_shares`]: the first layer's user share from the behaviours (and their ancestors).
 //!
 //! The PyO3 layer (`bindings`, feature `python`) only converts arguments, releases the GIL
 //! around parallel steps and maps [`error::JtmError`] to Python exceptions.
 
 pub mod beam_search;
+pub mod dense_kernels;
 pub mod error;
 pub mod fused_mlp;
 pub mod kmeans_tree;
+pub mod mlp_scores;
 pub mod parallel;
 pub mod persistence;
 pub mod rng;
@@ -26,6 +31,7 @@ pub mod samples;
 pub mod training_kernels;
 pub mod tree;
 pub mod tree_learning;
+pub mod user_shares;
 pub mod window_bags;
 
 #[cfg(feature = "python")]

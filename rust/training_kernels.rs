@@ -38,7 +38,7 @@ pub fn lazy_adam_rows(
     grad: &[f32],
     step: AdamStep,
 ) -> Result<()> {
-    if dim == 0 || param.len() % dim != 0 {
+    if dim == 0 || !param.len().is_multiple_of(dim) {
         return Err(JtmError::InvalidArgument(format!(
             "the table's {} values are not rows of {dim}",
             param.len()

@@ -209,14 +209,14 @@ fn check(user: &UserLayer<'_>, mlp: &Mlp<'_>, batch: &BagPairs<'_>) -> Result<us
             user.bias.len()
         ));
     }
-    if batch.table.len() % dim != 0 {
+    if !batch.table.len().is_multiple_of(dim) {
         return bad(format!(
             "a table of {} values is not rows of {dim}",
             batch.table.len()
         ));
     }
     let offsets = batch.bags.offsets;
-    if offsets.len() % user.windows != 0 {
+    if !offsets.len().is_multiple_of(user.windows) {
         return bad(format!(
             "{} bag offsets are not {} windows per user row",
             offsets.len(),

@@ -331,13 +331,14 @@ def test_ranks_train_one_model_reproducibly(fits):
 
 def test_two_ranks_reach_the_one_process_run(fits):
     """Same examples and negatives in the same steps: the first training's objective (paper
-    eq. 2 on fixed examples) is the one-process one up to the order of float sums; tree
-    learning then amplifies those last bits (an item or two placed otherwise), so the second
-    round and the test recall agree within noise."""
+    eq. 2 on fixed examples) is the one-process one up to the order of float sums, which
+    Adam's normalised steps amplify (the same one-process fit on 1 and on 2 threads differs
+    by 0.8-1.2e-3 in it); tree learning then amplifies those last bits further (an item or two
+    placed otherwise), so the second round and the test recall agree within noise."""
     _, (a, _), one, split = fits
     theirs = [r.objective for r in one.history]
     assert len(a[0]["objective"]) == len(theirs) == 2
-    assert a[0]["objective"][0] == pytest.approx(theirs[0], rel=1e-4)
+    assert a[0]["objective"][0] == pytest.approx(theirs[0], rel=2e-3)
     assert a[0]["objective"][1] == pytest.approx(theirs[1], rel=0.02)
     assert a[0]["recall"] == pytest.approx(one.evaluate(split.test, 50)["recall"], abs=0.02)
 

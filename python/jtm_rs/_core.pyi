@@ -158,3 +158,52 @@ def mlp_bce_step(
     ``bag_offsets``, ``w_user.shape[1] / table.shape[1]`` windows per row); a pair's first
     pre-activation is ``bias + means[rows[p]] @ w_user.T + table[nodes[p]] @ w_node.T``, then a
     PReLU after every layer but the last. All arrays C-contiguous (``jtm_rs.fused_mlp``)."""
+
+def mlp_scores(
+    user_share: npt.NDArray[np.float32],
+    node_rows: npt.NDArray[np.float32],
+    rows: npt.NDArray[np.int64],
+    nodes: npt.NDArray[np.int64],
+    w_node: npt.NDArray[np.float32],
+    weights: Sequence[npt.NDArray[np.float32]],
+    biases: Sequence[npt.NDArray[np.float32]],
+    slopes: Sequence[float],
+    node_shares: bool = False,
+    precision: str = "float32",
+    n_threads: Optional[int] = None,
+) -> npt.NDArray[np.float32]:
+    """Each pair's logit through the MLP, forward only: row ``rows[p]`` of ``user_share``
+    (the first layer's user share, bias included) against row ``nodes[p]`` of ``node_rows``
+    (node embeddings times ``w_node``, or node shares with ``node_shares=True``), then a PReLU
+    after every layer but the last; the multiplies' operands in ``precision`` ("float32" or
+    "bfloat16", sums in float32). All arrays C-contiguous (``JTMModel.score_user_share``)."""
+
+def bfloat16_native() -> bool:
+    """Whether this CPU multiplies bfloat16 natively in the scoring pass (AVX-512 BF16)."""
+
+def user_share_rows(
+    table: npt.NDArray[np.float32],
+    behaviours: npt.NDArray[np.int64],
+    windows: Sequence[int],
+    weight: npt.NDArray[np.float32],
+    bias: npt.NDArray[np.float32],
+    levels: Optional[npt.NDArray[np.int64]] = None,
+    arity: int = 2,
+    leaf_level: int = 0,
+    precision: str = "float32",
+    n_threads: Optional[int] = None,
+) -> npt.NDArray[np.float32]:
+    """The first layer's user share of each row of ``behaviours`` (node ids, ``-1`` padding):
+    the time windows' means of their ``table`` rows times ``weight``, plus ``bias``; with
+    ``levels`` (one per row) the behaviours are leaves, each taken as its ancestor at the
+    row's level of the heap-ordered tree (``arity``, ``leaf_level``)."""
+
+def linear_layer(
+    x: npt.NDArray[np.float32],
+    weight: npt.NDArray[np.float32],
+    bias: npt.NDArray[np.float32],
+    precision: str = "float32",
+    n_threads: Optional[int] = None,
+) -> npt.NDArray[np.float32]:
+    """``x @ weight.T + bias`` with the multiplies' operands in ``precision`` ("float32" or
+    "bfloat16", sums in float32); a row's result does not depend on the other rows."""

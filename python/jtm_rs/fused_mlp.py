@@ -1,4 +1,5 @@
-"""The training step's MLP and loss, forward and backward in one Rust pass (``rust/fused_mlp.rs``).
+"""The MLP in Rust: the training step's forward and backward with the loss in one pass
+(``rust/fused_mlp.rs``), and scoring, forward only (``rust/mlp_scores.rs``).
 
 torch runs each operation over a whole batch of pairs (~8 000 a step) before the next, so
 activations leave the cache between their write and their read, and the window means'
@@ -18,7 +19,7 @@ from typing import List, Optional, Sequence
 import torch
 from torch import nn
 
-from ._core import mlp_bce_step
+from ._core import linear_layer, mlp_bce_step, mlp_scores, user_share_rows
 
 
 def mlp_parameters(mlp: nn.Sequential) -> Optional[List[torch.Tensor]]:
@@ -57,6 +58,49 @@ def fused_bce_loss(table: torch.Tensor, bag_rows: torch.Tensor, bag_offsets: tor
 
 def _array(t: torch.Tensor):
     return t.detach().contiguous().numpy()
+
+
+def fused_scores(user_share: torch.Tensor, node_rows: torch.Tensor, rows: torch.Tensor, nodes: torch.Tensor,
+                 w_node: torch.Tensor, params: Sequence[torch.Tensor], *, node_shares: bool = False,
+                 precision: str = "float32") -> torch.Tensor:
+    """Each pair's logit, forward only: pair ``p``'s first pre-activation is
+    ``user_share[rows[p]] + node_rows[nodes[p]] @ w_node.T`` (or ``+ node_rows[nodes[p]]`` with
+    ``node_shares=True``: shares already multiplied), then ``params`` (:func:`mlp_parameters`).
+    The pairs go through the whole MLP a chunk at a time, in cache, on torch's intra-op thread
+    count; a pair's score does not depend on the rest of the call. ``precision="bfloat16"``
+    rounds the multiplies' operands to bfloat16 and sums in float32 (AVX-512 BF16 where the
+    CPU has it). CPU, float32 tensors, no autograd."""
+    n_layers = len(params) // 3
+    weights, biases = params[0 : 2 * n_layers : 2], params[1 : 2 * n_layers : 2]
+    slopes = [float(s.detach()) for s in params[2 * n_layers :]]
+    scores = mlp_scores(
+        _array(user_share), _array(node_rows), _array(rows), _array(nodes), _array(w_node),
+        [_array(w) for w in weights], [_array(b) for b in biases], slopes,
+        node_shares=node_shares, precision=precision, n_threads=torch.get_num_threads(),
+    )
+    return torch.from_numpy(scores)
+
+
+def fused_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, precision: str = "float32") -> torch.Tensor:
+    """``x @ weight.T + bias`` through the scoring pass's multiplies (``precision`` as
+    :func:`fused_scores`), each row alike whatever the others. CPU, float32, no autograd."""
+    out = linear_layer(_array(x), _array(weight), _array(bias), precision=precision, n_threads=torch.get_num_threads())
+    return torch.from_numpy(out)
+
+
+def fused_user_shares(table: torch.Tensor, behaviours: torch.Tensor, windows: Sequence[int], weight: torch.Tensor,
+                      bias: torch.Tensor, precision: str = "float32", levels: Optional[torch.Tensor] = None,
+                      arity: int = 2, leaf_level: int = 0) -> torch.Tensor:
+    """The first layer's user share of each row of ``behaviours`` (node ids, ``-1`` padded,
+    most recent first): the ``windows``' means of their ``table`` rows, times ``weight``, plus
+    ``bias``; with ``levels`` (one per row) the behaviours are leaves, each taken as its
+    ancestor at the row's level (``rust/user_shares.rs``). CPU, float32, no autograd."""
+    out = user_share_rows(
+        _array(table), _array(behaviours), list(windows), _array(weight), _array(bias),
+        levels=None if levels is None else _array(levels), arity=arity, leaf_level=leaf_level,
+        precision=precision, n_threads=torch.get_num_threads(),
+    )
+    return torch.from_numpy(out)
 
 
 class _FusedBCE(torch.autograd.Function):

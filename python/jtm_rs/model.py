@@ -22,67 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fused_mlp import fused_bce_loss, mlp_parameters
-
-#: Sizes of the paper's 10 time windows over the 69 most recent behaviours (most recent first).
-TIME_WINDOWS = (1, 1, 1, 2, 2, 2, 10, 10, 20, 20)
-
-
-def _fit_width(behaviours: torch.Tensor, width: int) -> torch.Tensor:
-    """The ``width`` most recent behaviours, ``-1``-padded where a batch holds fewer."""
-    if behaviours.shape[1] >= width:
-        return behaviours[:, :width]
-    return F.pad(behaviours, (0, width - behaviours.shape[1]), value=-1)
-
-
-class WindowPool(nn.Module):
-    """Averages behaviour vectors over fixed time windows (empty windows give zeros)."""
-
-    def __init__(self, windows: Sequence[int]):
-        super().__init__()
-        w = torch.zeros(sum(windows), len(windows))
-        start = 0
-        for j, size in enumerate(windows):
-            w[start : start + size, j] = 1.0
-            start += size
-        self.register_buffer("assign", w, persistent=False)
-        self.width = sum(windows)
-
-    def forward(self, vectors: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        # vectors [B, W, D], mask [B, W] -> [B, n_windows * D]
-        sums = torch.einsum("bwd,wk->bkd", vectors * mask[..., None], self.assign)
-        counts = (mask @ self.assign).clamp(min=1.0)
-        return (sums / counts[..., None]).flatten(1)
-
-
-class _SharedSlopePReLUFunction(torch.autograd.Function):
-    """PReLU with one slope, through the leaky-ReLU kernels: torch's CPU PReLU backward is
-    written for per-channel slopes and took 15 % of a training step (4x this)."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
-        a = float(slope)
-        ctx.save_for_backward(x)
-        ctx.a = a
-        return F.leaky_relu(x, a)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (x,) = ctx.saved_tensors
-        grad_x = torch.ops.aten.leaky_relu_backward(grad, x, ctx.a, False)
-        grad_slope = torch.dot(grad.reshape(-1), x.clamp(max=0).reshape(-1)).reshape(1)
-        return grad_x, grad_slope
-
-
-class PReLU(nn.PReLU):
-    """``nn.PReLU`` (same parameters and state dict), faster on CPU for a single shared slope.
-    On other devices, where reading the slope would synchronise, it is torch's own."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.weight.numel() != 1 or x.device.type != "cpu":
-            return super().forward(x)
-        return _SharedSlopePReLUFunction.apply(x, self.weight)
-
+from .fused_mlp import fused_bce_loss, fused_linear, fused_scores, fused_user_shares, mlp_parameters
+from .model_layers import TIME_WINDOWS, PReLU, WindowPool, fit_width, unique_inverse
 
 class JTMModel(nn.Module):
     """The paper's model: one embedding table over all node ids (leaves and internal nodes),
@@ -101,6 +42,9 @@ class JTMModel(nn.Module):
     #: Whether :meth:`pair_bce_loss` may use the fused Rust pass (:mod:`jtm_rs.fused_mlp`);
     #: ``False`` gives torch's ops, the reference ``benches/train_throughput.py`` compares with.
     fused_step: bool = True
+    #: Whether scoring without autograd (beam search, tree learning) may use the Rust forward
+    #: pass (:func:`jtm_rs.fused_mlp.fused_scores`); ``False`` gives torch's ops.
+    fused_scoring: bool = True
 
     def __init__(
         self,
@@ -150,7 +94,7 @@ class JTMModel(nn.Module):
         return self.embedding(torch.where(ids >= 0, ids, self.n_nodes))
 
     def user_vector(self, behaviours: torch.Tensor, node_vec: Optional[torch.Tensor] = None) -> torch.Tensor:
-        beh = _fit_width(behaviours, self.pool.width)
+        beh = fit_width(behaviours, self.pool.width)
         mask = (beh >= 0).to(self.embedding.weight.dtype)
         vec = self._embed(beh)
         if self.attention is not None:
@@ -177,12 +121,12 @@ class JTMModel(nn.Module):
         if not isinstance(first, nn.Linear):
             return _forward_in_chunks(self, behaviours, rows, nodes)
         if self.attention is not None:
-            return self._attention_pairs(behaviours, rows, nodes)
+            return _attention_pairs(self, behaviours, rows, nodes)
         h_user, table, local_nodes, w_node = self._first_layer_parts(behaviours, nodes)
         # index_select, not indexing: its backward is an index_add_ (2.4x faster on CPU than
         # indexing's accumulating index_put_).
         h = torch.addmm(h_user.index_select(0, rows), table.index_select(0, local_nodes), w_node.T)
-        return self._rest_of_mlp(h).squeeze(-1)
+        return _mlp_after_first(self, h).squeeze(-1)
 
     def pair_bce_loss(self, behaviours: torch.Tensor, rows: torch.Tensor, nodes: torch.Tensor,
                       labels: torch.Tensor) -> torch.Tensor:
@@ -206,61 +150,83 @@ class JTMModel(nn.Module):
             return None
         return mlp_parameters(self.mlp)
 
-    def user_share(self, behaviours: torch.Tensor) -> Optional[torch.Tensor]:
+    def user_share(self, behaviours: torch.Tensor, precision: str = "float32") -> Optional[torch.Tensor]:
         """The first layer's user share, bias included, of each row of ``behaviours``:
         ``[G, W] -> [G, H]``, the part of a pair's pre-activation that does not depend on the
         node (:meth:`score_user_share` adds the rest). ``None`` where the first layer does not
         split (the attention model; batch norm first)."""
         if self.attention is not None or not isinstance(self.mlp[0], nn.Linear):
             return None
-        return self._first_layer_parts(behaviours, behaviours.new_zeros(0))[0]
+        fused = self.user_share_at(behaviours, None, None, precision)
+        return fused if fused is not None else self._first_layer_parts(behaviours, behaviours.new_zeros(0))[0]
 
-    def score_user_share(self, share: torch.Tensor, rows: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
+    def user_share_at(self, leaves: torch.Tensor, levels: Optional[torch.Tensor], geometry,
+                      precision: str = "float32") -> Optional[torch.Tensor]:
+        """:meth:`user_share` of row ``r`` of ``leaves`` taken at ``levels[r]`` (each leaf as
+        its ancestor there, under ``geometry``'s numbering; ``levels=None``: as given), through
+        the Rust pass; ``None`` where it does not apply (autograd, another device or model)."""
+        if _pass_parameters(self, leaves) is None or not isinstance(self.mlp[0], nn.Linear):
+            return None
+        first, d_user = self.mlp[0], len(self.window_sizes) * self.embedding_dim
+        tree = {} if levels is None else dict(levels=levels, arity=geometry.arity, leaf_level=geometry.leaf_level)
+        return fused_user_shares(self.embedding.weight, leaves, self.window_sizes, first.weight[:, :d_user],
+                                 first.bias, precision, **tree)
+
+    def score_user_share(self, share: torch.Tensor, rows: torch.Tensor, nodes: torch.Tensor,
+                         precision: str = "float32") -> torch.Tensor:
         """``score_pairs`` from precomputed :meth:`user_share` rows: ``[G, H], [P], [P] -> [P]``.
         A beam search computes each user's share once for all its levels and calls this per
-        level: one user's search at 10^6 items was mostly the per-level user work."""
+        level: one user's search at 10^6 items was mostly the per-level user work. Without
+        autograd on the CPU the pairs go through the Rust scoring pass; ``precision`` is
+        "float32" or "bfloat16" (there: operands rounded, sums in float32; elsewhere
+        ``torch.autocast``)."""
         first = self.mlp[0]
         d_user = len(self.window_sizes) * self.embedding_dim
-        if len(rows) > 2 * PAIR_BLOCK:  # blocks whose activations stay in cache
-            n = -(-len(rows) // PAIR_BLOCK)
-            return torch.cat([self.score_user_share(share, r, v) for r, v in zip(rows.chunk(n), nodes.chunk(n))])
-        h = torch.addmm(share.index_select(0, rows), self._embed(nodes), first.weight[:, d_user:].T)
-        return self._rest_of_mlp(h).squeeze(-1)
+        ids = torch.where(nodes >= 0, nodes, self.n_nodes)
+        fused = _pass_scores(self, share, self.embedding.weight, rows, ids, first.weight[:, d_user:], precision)
+        if fused is not None:
+            return fused
+        with torch.autocast(share.device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+            if len(rows) > 2 * PAIR_BLOCK:  # blocks whose activations stay in cache
+                n = -(-len(rows) // PAIR_BLOCK)
+                return torch.cat([self.score_user_share(share, r, v) for r, v in zip(rows.chunk(n), nodes.chunk(n))])
+            h = torch.addmm(share.index_select(0, rows), self._embed(nodes), first.weight[:, d_user:].T)
+            return _mlp_after_first(self, h).squeeze(-1)
 
-    def score_grid(self, behaviours: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
+    def score_grid(self, behaviours: torch.Tensor, nodes: torch.Tensor, precision: str = "float32") -> torch.Tensor:
         """``[S, W], [S, C] -> [S, C]`` (tree learning's and beam search's shape): as
         :meth:`score_pairs`, with the user's share of the first layer broadcast over its ``C``
-        nodes instead of gathered per pair, in cache-sized blocks of users."""
+        nodes instead of gathered per pair; the Rust scoring pass where it applies, else torch
+        in cache-sized blocks of users (``precision`` as :meth:`score_user_share`)."""
         first = self.mlp[0]
         if self.attention is not None or not isinstance(first, nn.Linear) or nodes.dim() != 2:
             s, c = nodes.shape
             rows = torch.arange(s, device=nodes.device).repeat_interleave(c)
-            return self.score_pairs(behaviours, rows, nodes.reshape(-1)).view(s, c)
-        s, c = nodes.shape
-        step = max(1, GRID_BLOCK // max(c, 1))
-        parts = []
-        for lo in range(0, s, step):
-            h_user, table, local_nodes, w_node = self._first_layer_parts(behaviours[lo : lo + step], nodes[lo : lo + step])
-            g = len(h_user)
-            # The node share per distinct row, then gathered: a block's nodes repeat across its
-            # users (all of them under the root in tree learning's first segment).
-            h = (table @ w_node.T).index_select(0, local_nodes).view(g, c, -1)
-            h += h_user[:, None, :].to(h.dtype)  # in place: the [g * c, H] block is the big one
-            parts.append(self._rest_of_mlp(h.view(g * c, -1)).view(g, c))
-        return torch.cat(parts) if parts else nodes.new_zeros((0, c), dtype=self.embedding.weight.dtype)
+            with torch.autocast(nodes.device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+                return self.score_pairs(behaviours, rows, nodes.reshape(-1)).view(s, c)
+        fused = self.score_grid_at(behaviours, None, None, nodes, precision)
+        if fused is not None:
+            return fused
+        with torch.autocast(nodes.device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+            return _grid_blocks(self, behaviours, nodes)
 
-    def _rest_of_mlp(self, h: torch.Tensor) -> torch.Tensor:
-        """``self.mlp[1:](h)``; without autograd on the CPU, the shared-slope PReLUs act in
-        place on ``h`` (tree learning's scoring: out-of-place activations on its big bfloat16
-        blocks cost as much as the GEMMs)."""
-        if torch.is_grad_enabled() or h.device.type != "cpu":  # elsewhere reading the slope would synchronise
-            return self.mlp[1:](h)
-        for layer in itertools.islice(self.mlp, 1, None):  # a slice would build a new Sequential per call
-            if isinstance(layer, nn.PReLU) and layer.weight.numel() == 1:
-                h = F.leaky_relu_(h, float(layer.weight))
-            else:
-                h = layer(h)
-        return h
+    def score_grid_at(self, leaves: torch.Tensor, level: Optional[int], geometry, nodes: torch.Tensor,
+                      precision: str = "float32") -> Optional[torch.Tensor]:
+        """:meth:`score_grid` with each row of ``leaves`` taken at ``level`` (as
+        :meth:`user_share_at`), through the Rust pass; ``None`` where it does not apply."""
+        if _pass_parameters(self, nodes) is None or not isinstance(self.mlp[0], nn.Linear) or nodes.dim() != 2:
+            return None
+        s, c = nodes.shape
+        levels = None if level is None else torch.full((s,), level, dtype=torch.int64)
+        h_user = self.user_share_at(leaves, levels, geometry, precision)
+        unique, local_nodes = unique_inverse(torch.where(nodes >= 0, nodes, self.n_nodes).reshape(-1), self.n_nodes + 1)
+        table, w_node = self.embedding.weight[unique], self.mlp[0].weight[:, -self.embedding_dim :]
+        rows = torch.arange(s, device=nodes.device).repeat_interleave(c)
+        # The node share once per distinct node (a block's nodes repeat across its users), in
+        # Rust too: a node's share must not depend on the others in its call (the ranks of a
+        # sharded tree learning score different items and must agree).
+        shares = fused_linear(table, w_node, torch.zeros(len(w_node)), precision)
+        return _pass_scores(self, h_user, shares, rows, local_nodes, w_node, precision, node_shares=True).view(s, c)
 
     def _first_layer_parts(self, behaviours: torch.Tensor, nodes: torch.Tensor):
         """The first layer split by its inputs: ``(user share with bias [G, H], the batch's
@@ -294,40 +260,78 @@ class JTMModel(nn.Module):
         table = F.embedding(unique, self.embedding.weight, padding_idx=self.n_nodes, sparse=self.embedding.sparse)
         return table, local[: len(kept)], offsets, local[len(kept) :]
 
-    def _attention_pairs(self, behaviours: torch.Tensor, rows: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
-        """The attention model's pairs, with the activation unit's first layer split by its
-        inputs: ``[e, n, e*n, e-n] W = e (W_e + W_d) + n (W_n - W_d) + (e*n) W_p``. The
-        behaviour term is computed once per row of ``behaviours`` (shared by all its pairs), the
-        node term once per pair, and only ``(e*n) W_p`` per (pair, behaviour) — a quarter of the
-        concatenated layer's work and memory."""
-        lin, act, out = self.attention[0], self.attention[1], self.attention[2]
-        D = self.embedding_dim
-        w_e, w_n, w_p, w_d = lin.weight.split(D, dim=1)
-        beh = _fit_width(behaviours, self.pool.width)
-        vec = self._embed(beh)  # [G, W, D]
-        mask = (beh >= 0).to(vec.dtype)
-        user_term = vec @ (w_e + w_d).T  # [G, W, H]
-        parts = []
-        for i in range(0, len(rows), ATTENTION_CHUNK):
-            r, n = rows[i : i + ATTENTION_CHUNK], self._embed(nodes[i : i + ATTENTION_CHUNK])
-            v = vec[r]  # [P, W, D]
-            pre = user_term[r] + (n @ (w_n - w_d).T + lin.bias)[:, None, :] + (v * n[:, None, :]) @ w_p.T
-            weights = out(act(pre))  # [P, W, 1]
-            user = self.pool(v * weights, mask[r])
-            parts.append(self.mlp(torch.cat([user, n], dim=1)).squeeze(1))
-        return torch.cat(parts) if parts else vec.new_zeros(0)
+
+def _pass_parameters(model: JTMModel, like: torch.Tensor) -> Optional[list]:
+    """The MLP's parameters for the Rust scoring pass, or ``None`` where it does not apply:
+    autograd on, autocast on, not the CPU, not float32, not the pass's shape."""
+    if (not model.fused_scoring or model.attention is not None or like.device.type != "cpu"
+            or model.embedding.weight.dtype != torch.float32 or torch.is_grad_enabled()
+            or torch.is_autocast_enabled("cpu")):
+        return None
+    return mlp_parameters(model.mlp)
 
 
-def unique_inverse(ids: torch.Tensor, n_ids: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``torch.unique(ids, return_inverse=True)`` for ids in ``[0, n_ids)``. Where the id range
-    is not much larger than ``ids``, marks and a prefix sum over the range replace unique's sort
-    (2.5x faster for a training batch: ~115k ids over 65k nodes)."""
-    if n_ids > 8 * ids.numel():
-        return torch.unique(ids, return_inverse=True)
-    mark = torch.zeros(n_ids, dtype=torch.bool, device=ids.device)
-    mark.index_fill_(0, ids, True)
-    rank = torch.cumsum(mark, 0) - 1
-    return mark.nonzero().squeeze(1), rank[ids]
+def _pass_scores(model: JTMModel, share: torch.Tensor, node_rows: torch.Tensor, rows: torch.Tensor, nodes: torch.Tensor,
+                  w_node: torch.Tensor, precision: str, node_shares: bool = False) -> Optional[torch.Tensor]:
+    params = _pass_parameters(model, share)
+    if params is None or share.dtype != torch.float32:
+        return None
+    return fused_scores(share, node_rows, rows, nodes, w_node, params, node_shares=node_shares,
+                        precision=precision)
+
+
+def _mlp_after_first(model: JTMModel, h: torch.Tensor) -> torch.Tensor:
+    """``model.mlp[1:](h)``; without autograd on the CPU, the shared-slope PReLUs act in
+    place on ``h`` (tree learning's scoring: out-of-place activations on its big bfloat16
+    blocks cost as much as the GEMMs)."""
+    if torch.is_grad_enabled() or h.device.type != "cpu":  # elsewhere reading the slope would synchronise
+        return model.mlp[1:](h)
+    for layer in itertools.islice(model.mlp, 1, None):  # a slice would build a new Sequential per call
+        if isinstance(layer, nn.PReLU) and layer.weight.numel() == 1:
+            h = F.leaky_relu_(h, float(layer.weight))
+        else:
+            h = layer(h)
+    return h
+
+
+def _grid_blocks(model: JTMModel, behaviours: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
+    """torch's :meth:`JTMModel.score_grid`, in blocks of users whose activations stay in cache."""
+    s, c = nodes.shape
+    step = max(1, GRID_BLOCK // max(c, 1))
+    parts = []
+    for lo in range(0, s, step):
+        h_user, table, local_nodes, w_node = model._first_layer_parts(behaviours[lo : lo + step], nodes[lo : lo + step])
+        g = len(h_user)
+        # The node share per distinct row, then gathered: a block's nodes repeat across its
+        # users (all of them under the root in tree learning's first segment).
+        h = (table @ w_node.T).index_select(0, local_nodes).view(g, c, -1)
+        h += h_user[:, None, :].to(h.dtype)  # in place: the [g * c, H] block is the big one
+        parts.append(_mlp_after_first(model, h.view(g * c, -1)).view(g, c))
+    return torch.cat(parts) if parts else nodes.new_zeros((0, c), dtype=model.embedding.weight.dtype)
+
+
+def _attention_pairs(model: JTMModel, behaviours: torch.Tensor, rows: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
+    """The attention model's pairs, with the activation unit's first layer split by its
+    inputs: ``[e, n, e*n, e-n] W = e (W_e + W_d) + n (W_n - W_d) + (e*n) W_p``. The
+    behaviour term is computed once per row of ``behaviours`` (shared by all its pairs), the
+    node term once per pair, and only ``(e*n) W_p`` per (pair, behaviour) — a quarter of the
+    concatenated layer's work and memory."""
+    lin, act, out = model.attention[0], model.attention[1], model.attention[2]
+    D = model.embedding_dim
+    w_e, w_n, w_p, w_d = lin.weight.split(D, dim=1)
+    beh = fit_width(behaviours, model.pool.width)
+    vec = model._embed(beh)  # [G, W, D]
+    mask = (beh >= 0).to(vec.dtype)
+    user_term = vec @ (w_e + w_d).T  # [G, W, H]
+    parts = []
+    for i in range(0, len(rows), ATTENTION_CHUNK):
+        r, n = rows[i : i + ATTENTION_CHUNK], model._embed(nodes[i : i + ATTENTION_CHUNK])
+        v = vec[r]  # [P, W, D]
+        pre = user_term[r] + (n @ (w_n - w_d).T + lin.bias)[:, None, :] + (v * n[:, None, :]) @ w_p.T
+        weights = out(act(pre))  # [P, W, 1]
+        user = model.pool(v * weights, mask[r])
+        parts.append(model.mlp(torch.cat([user, n], dim=1)).squeeze(1))
+    return torch.cat(parts) if parts else vec.new_zeros(0)
 
 
 def score_pairs(model: nn.Module, behaviours: torch.Tensor, rows: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
@@ -374,14 +378,17 @@ GRID_BLOCK = 1 << 15
 PAIR_BLOCK = 1 << 12
 
 
-def score_grid(model: nn.Module, behaviours: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
-    """``[S, W], [S, C] -> [S, C]``: each row's user against each of its nodes."""
+def score_grid(model: nn.Module, behaviours: torch.Tensor, nodes: torch.Tensor, precision: str = "float32") -> torch.Tensor:
+    """``[S, W], [S, C] -> [S, C]``: each row's user against each of its nodes; ``precision``
+    "bfloat16" scores the model's multiplies in bfloat16 (the Rust pass where
+    :meth:`JTMModel.score_grid` takes it, else ``torch.autocast``)."""
     fn = getattr(model, "score_grid", None)
     if fn is not None:
-        return fn(behaviours, nodes)
+        return fn(behaviours, nodes, precision=precision)
     s, c = nodes.shape
     rows = torch.arange(s, device=nodes.device).repeat_interleave(c)
-    return score_pairs(model, behaviours, rows, nodes.reshape(-1)).view(s, c)
+    with torch.autocast(nodes.device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+        return score_pairs(model, behaviours, rows, nodes.reshape(-1)).view(s, c)
 
 
 def default_device() -> torch.device:

@@ -89,10 +89,11 @@ def model_score_fn(model, tree: Tree, user_leaves, *, hierarchical: bool, precis
     user's share of the first layer computed once, for the level asked first and every level
     below it, when the user first appears; each level then costs only its pairs.
 
-    ``precision="bfloat16"`` scores under ``torch.autocast`` in bfloat16 (the scores come back
-    as float32), every call alike (not by the size of the call: the arithmetic a user's answer
-    comes from does not depend on the batch it is searched in). Per call: the callback may run
-    on a thread the caller's autocast does not reach."""
+    ``precision="bfloat16"`` scores with the multiplies' operands in bfloat16 (the Rust scoring
+    pass on the CPU, else ``torch.autocast``; the scores come back as float32), every call
+    alike (not by the size of the call: the arithmetic a user's answer comes from does not
+    depend on the batch it is searched in). Per call: the callback may run on a thread the
+    caller's autocast does not reach."""
     import torch
 
     from .features import behaviours_at
@@ -101,7 +102,7 @@ def model_score_fn(model, tree: Tree, user_leaves, *, hierarchical: bool, precis
 
     device = user_leaves.device
     geometry = TreeGeometry.of(tree, device)
-    shares = _UserShares(model, geometry, user_leaves, hierarchical) if hasattr(model, "score_user_share") else None
+    shares = _UserShares(model, geometry, user_leaves, hierarchical, precision) if hasattr(model, "score_user_share") else None
 
     check_precision(precision)
     bf16 = precision == "bfloat16"
@@ -110,10 +111,10 @@ def model_score_fn(model, tree: Tree, user_leaves, *, hierarchical: bool, precis
     def score(user_rows: np.ndarray, nodes: np.ndarray, level: int):
         rows = torch.from_numpy(user_rows).to(device)
         nodes_t = torch.from_numpy(nodes).to(device)
+        found = shares.rows(rows, level) if shares is not None else None
+        if found is not None:
+            return model.score_user_share(*found, nodes_t, precision=precision).float()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            found = shares.rows(rows, level) if shares is not None else None
-            if found is not None:
-                return model.score_user_share(*found, nodes_t).float()
             users, inverse = torch.unique(rows, return_inverse=True)
             beh = behaviours_at(geometry, user_leaves[users], level, hierarchical)
             return score_pairs(model, beh, inverse, nodes_t).float()
@@ -126,10 +127,12 @@ class _UserShares:
     users of the current search (a batch of :func:`beam_search`) at every level from the first
     one asked to the leaves: ``[users * levels, H]``, user-major."""
 
-    def __init__(self, model, geometry, user_leaves, hierarchical: bool):
+    def __init__(self, model, geometry, user_leaves, hierarchical: bool, precision: str):
         import torch
 
         self.model, self.geometry, self.user_leaves, self.hierarchical = model, geometry, user_leaves, hierarchical
+        # Models of the call convention's user_share(behaviours) take no precision.
+        self.precision = {"precision": precision} if precision != "float32" else {}
         self.slot = torch.full((len(user_leaves),), -1, dtype=torch.int64, device=user_leaves.device)
         self.share = None
         self.first_level = 0
@@ -152,11 +155,18 @@ class _UserShares:
         users = torch.unique(user_rows)
         beh = self.user_leaves[users]
         self.first_level, self.n_levels = level, 1
+        self.share = None
         if self.hierarchical:
             levels = torch.arange(level, self.geometry.leaf_level + 1, device=beh.device)
-            beh = self.geometry.ancestors(beh[:, None, :], levels[None, :, None]).flatten(0, 1)
             self.n_levels = len(levels)
-        self.share = self.model.user_share(beh)
+            at = getattr(self.model, "user_share_at", None)
+            if at is not None:  # the ancestors taken inside the Rust pass
+                self.share = at(beh.repeat_interleave(len(levels), 0), levels.repeat(len(users)), self.geometry,
+                                **self.precision)
+            if self.share is None:
+                beh = self.geometry.ancestors(beh[:, None, :], levels[None, :, None]).flatten(0, 1)
+        if self.share is None:
+            self.share = self.model.user_share(beh, **self.precision)
         self.splits = self.share is not None
         self.slot.fill_(-1)
         self.slot[users] = torch.arange(len(users), device=users.device)
@@ -277,8 +287,7 @@ def brute_force(model, tree: Tree, user_leaves, m: int, *, hierarchical: bool, b
     with torch.no_grad():
         for lo in range(0, user_leaves.shape[0], per_batch):
             beh = behaviours_at(geometry, user_leaves[lo : lo + per_batch], tree.leaf_level, hierarchical)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
-                logits = score_grid(model, beh, leaves.expand(beh.shape[0], -1)).float()
+            logits = score_grid(model, beh, leaves.expand(beh.shape[0], -1), precision=precision).float()
             if excluded:
                 rows = np.repeat(np.arange(lo, lo + beh.shape[0], dtype=np.int64), len(items))
                 hit = excluded.mask(rows, np.tile(leaf_ids, beh.shape[0]))

@@ -80,8 +80,9 @@ def model_weights_fn(
     :func:`jtm_rs.learn_tree`, which adds it to the item's old place in every segment but the
     last (0: the paper's weights).
 
-    ``precision="bfloat16"`` scores under ``torch.autocast`` in bfloat16 (the log-probabilities
-    are summed in float32/64 as before): about 2x faster on CPUs with bfloat16 instructions.
+    ``precision="bfloat16"`` scores with the multiplies' operands in bfloat16 (the Rust scoring
+    pass for :class:`~jtm_rs.model.JTMModel` on the CPU, else ``torch.autocast``; the
+    log-probabilities are summed in float32/64 as before).
 
     With ``threads``, torch's thread count is chosen by timing the first blocks of scoring
     (one :class:`ThreadTuner` pass over all calls; the caller restores the count).
@@ -103,6 +104,8 @@ def model_weights_fn(
     rows_t = torch.from_numpy(rows).to(device)
     if threads is not None:
         threads.start()
+
+    at = getattr(model, "score_grid_at", None)
 
     @torch.no_grad()
     def weights(items: np.ndarray, parents: np.ndarray, start: int, end: int) -> np.ndarray:
@@ -129,8 +132,10 @@ def model_weights_fn(
                 acc = torch.zeros(len(own), width, device=device)
                 for j in range(start, end + 1):
                     nodes = geometry.descendants(parents_t[own], start - 1, j)
-                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
-                        logits = score_grid(model, behaviours_at(geometry, lv, j, hierarchical), nodes)
+                    # The Rust pass takes the ancestors itself; other models get them here.
+                    logits = at(lv, j if hierarchical else None, geometry, nodes, precision) if at else None
+                    if logits is None:
+                        logits = score_grid(model, behaviours_at(geometry, lv, j, hierarchical), nodes, precision=precision)
                     logp = F.logsigmoid(logits.float())
                     acc += logp.repeat_interleave(b ** (end - j), dim=1)
                 out.index_add_(0, own, acc.double())

@@ -1,12 +1,16 @@
-//! The training step's CPU kernels (`crate::training_kernels`, `crate::fused_mlp`) on numpy
-//! views of torch tensors, with the GIL released: lazy Adam updates the tables in place; the
-//! fused MLP step returns the loss and new gradient arrays.
+//! The model's CPU kernels (`crate::training_kernels`, `crate::fused_mlp`,
+//! `crate::mlp_scores`) on numpy views of torch tensors, with the GIL released: lazy Adam
+//! updates the tables in place; the fused MLP step returns the loss and new gradient arrays;
+//! the scoring pass returns the pairs' logits.
 
 use super::convert::Count;
+use crate::dense_kernels::{native, Precision};
 use crate::error::JtmError;
-use crate::fused_mlp::{Layer, Mlp};
-use crate::parallel::run;
+use crate::fused_mlp::{Layer, Mlp, CHUNK_PAIRS};
+use crate::mlp_scores::{linear, pair_scores, NodeRows, ScoredPairs};
+use crate::parallel::{run, run_sized};
 use crate::training_kernels::{self, AdamStep};
+use crate::user_shares::{user_shares, Hierarchy, UserSide};
 use crate::window_bags::{bce_step_from_bags, BagPairs, Bags, UserLayer};
 use numpy::ndarray::Array2;
 use numpy::{
@@ -116,14 +120,8 @@ pub fn mlp_bce_step<'py>(
     slopes: Vec<f32>,
     n_threads: Option<Count>,
 ) -> PyResult<(f64, MlpGrads<'py>)> {
-    if weights.len() != biases.len() {
-        return Err(invalid(format!(
-            "{} weights and {} biases",
-            weights.len(),
-            biases.len()
-        )));
-    }
-    let (hidden, dim) = (w_node.shape()[0], w_node.shape()[1]);
+    let mlp = mlp_of(&w_node, &weights, &biases, slopes)?;
+    let (hidden, dim) = (mlp.hidden, mlp.dim);
     if table.shape()[1] != dim
         || w_user.shape()[0] != hidden
         || dim == 0
@@ -136,22 +134,6 @@ pub fn mlp_bce_step<'py>(
             w_user.shape()[1]
         )));
     }
-    let mut layers = Vec::with_capacity(weights.len());
-    for (w, b) in weights.iter().zip(&biases) {
-        layers.push(Layer {
-            weight: readonly(w.as_slice(), "a layer's weight")?,
-            bias: readonly(b.as_slice(), "a layer's bias")?,
-            inputs: w.shape()[1],
-            outputs: w.shape()[0],
-        });
-    }
-    let mlp = Mlp {
-        w_node: readonly(w_node.as_slice(), "w_node")?,
-        dim,
-        hidden,
-        layers,
-        slopes,
-    };
     let user = UserLayer {
         weight: readonly(w_user.as_slice(), "w_user")?,
         bias: readonly(bias.as_slice(), "bias")?,
@@ -199,4 +181,207 @@ pub fn mlp_bce_step<'py>(
             g.pass.slopes,
         ),
     ))
+}
+
+/// Each pair's logit through the MLP, forward only (`crate::mlp_scores`): pair `p` is row
+/// `rows[p]` of `user_share` (the first layer's user share, bias included) against row
+/// `nodes[p]` of `node_rows` — node embeddings, multiplied by `w_node`, or with
+/// `node_shares=True` node shares already multiplied; `weights[j]` `[out, in]`, `biases[j]`
+/// and `slopes` the layers after the first and the PReLU slopes; the multiplies in
+/// `precision`, "float32" or "bfloat16" (`crate::dense_kernels`).
+#[pyfunction]
+#[pyo3(signature = (user_share, node_rows, rows, nodes, w_node, weights, biases, slopes, node_shares=false, precision="float32", n_threads=None))]
+#[allow(clippy::too_many_arguments)]
+pub fn mlp_scores<'py>(
+    py: Python<'py>,
+    user_share: PyReadonlyArray2<'py, f32>,
+    node_rows: PyReadonlyArray2<'py, f32>,
+    rows: PyReadonlyArray1<'py, i64>,
+    nodes: PyReadonlyArray1<'py, i64>,
+    w_node: PyReadonlyArray2<'py, f32>,
+    weights: Vec<PyReadonlyArray2<'py, f32>>,
+    biases: Vec<PyReadonlyArray1<'py, f32>>,
+    slopes: Vec<f32>,
+    node_shares: bool,
+    precision: &str,
+    n_threads: Option<Count>,
+) -> PyResult<Bound<'py, PyArray1<f32>>> {
+    let precision = precision_of(precision)?;
+    let mlp = mlp_of(&w_node, &weights, &biases, slopes)?;
+    let width = if node_shares { mlp.hidden } else { mlp.dim };
+    if user_share.shape()[1] != mlp.hidden || node_rows.shape()[1] != width {
+        return Err(invalid(format!(
+            "user shares of width {} and node rows of width {} for a first layer of [{}, {}] (node shares: {node_shares})",
+            user_share.shape()[1],
+            node_rows.shape()[1],
+            mlp.hidden,
+            mlp.dim
+        )));
+    }
+    let table = readonly(node_rows.as_slice(), "node_rows")?;
+    let pairs = ScoredPairs {
+        user_share: readonly(user_share.as_slice(), "user_share")?,
+        node_rows: if node_shares {
+            NodeRows::Shares(table)
+        } else {
+            NodeRows::Embeddings(table)
+        },
+        rows: readonly(rows.as_slice(), "rows")?,
+        nodes: readonly(nodes.as_slice(), "nodes")?,
+    };
+    let n_threads = n_threads.map(|c| c.0);
+    // One thread, or one chunk: on the calling thread (a pool hand-off costs more than a
+    // small call's work: one user's beam-search level).
+    let here = n_threads == Some(1) || pairs.rows.len() <= CHUNK_PAIRS;
+    let scores = py.detach(|| {
+        run_sized(n_threads, here, || {
+            let parts = if here {
+                1
+            } else {
+                rayon::current_num_threads()
+            };
+            pair_scores(&mlp, &pairs, precision, parts)
+        })
+    })?;
+    Ok(scores.into_pyarray(py))
+}
+
+/// The MLP from its parts, as both kernels take them.
+fn mlp_of<'a>(
+    w_node: &'a PyReadonlyArray2<'_, f32>,
+    weights: &'a [PyReadonlyArray2<'_, f32>],
+    biases: &'a [PyReadonlyArray1<'_, f32>],
+    slopes: Vec<f32>,
+) -> PyResult<Mlp<'a>> {
+    if weights.len() != biases.len() {
+        return Err(invalid(format!(
+            "{} weights and {} biases",
+            weights.len(),
+            biases.len()
+        )));
+    }
+    let mut layers = Vec::with_capacity(weights.len());
+    for (w, b) in weights.iter().zip(biases) {
+        layers.push(Layer {
+            weight: readonly(w.as_slice(), "a layer's weight")?,
+            bias: readonly(b.as_slice(), "a layer's bias")?,
+            inputs: w.shape()[1],
+            outputs: w.shape()[0],
+        });
+    }
+    Ok(Mlp {
+        w_node: readonly(w_node.as_slice(), "w_node")?,
+        dim: w_node.shape()[1],
+        hidden: w_node.shape()[0],
+        layers,
+        slopes,
+    })
+}
+
+/// Whether this CPU multiplies bfloat16 natively in the scoring pass (AVX-512 BF16): where
+/// not, bfloat16 is rounded float32 arithmetic, slower than float32.
+#[pyfunction]
+pub fn bfloat16_native() -> bool {
+    native(Precision::BFloat16)
+}
+
+/// `x · weightᵀ + bias` (`crate::mlp_scores::linear`): `x` `[rows, k]`, `weight` `[n, k]`; the
+/// multiplies in `precision` ("float32" or "bfloat16").
+#[pyfunction]
+#[pyo3(signature = (x, weight, bias, precision="float32", n_threads=None))]
+pub fn linear_layer<'py>(
+    py: Python<'py>,
+    x: PyReadonlyArray2<'py, f32>,
+    weight: PyReadonlyArray2<'py, f32>,
+    bias: PyReadonlyArray1<'py, f32>,
+    precision: &str,
+    n_threads: Option<Count>,
+) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    let precision = precision_of(precision)?;
+    let (n, k) = (weight.shape()[0], weight.shape()[1]);
+    if x.shape()[1] != k {
+        return Err(invalid(format!(
+            "inputs of width {} for a weight of [{n}, {k}]",
+            x.shape()[1]
+        )));
+    }
+    let (x, w, b) = (
+        readonly(x.as_slice(), "x")?,
+        readonly(weight.as_slice(), "weight")?,
+        readonly(bias.as_slice(), "bias")?,
+    );
+    let n_threads = n_threads.map(|c| c.0);
+    let here = n_threads == Some(1) || x.len() / k.max(1) <= CHUNK_PAIRS;
+    let y = py.detach(|| {
+        run_sized(n_threads, here, || {
+            let parts = if here { 1 } else { rayon::current_num_threads() };
+            linear(x, w, b, (n, k), precision, parts)
+        })
+    })?;
+    matrix(py, y, n)
+}
+
+fn precision_of(name: &str) -> PyResult<Precision> {
+    match name {
+        "float32" => Ok(Precision::Float32),
+        "bfloat16" => Ok(Precision::BFloat16),
+        other => Err(invalid(format!(
+            "precision must be 'float32' or 'bfloat16', got {other:?}"
+        ))),
+    }
+}
+
+/// The first layer's user share of each row of `behaviours` (`crate::user_shares`): the time
+/// windows' (`windows`) means of the rows of `table` the behaviours name (`-1`: padding),
+/// times `weight` plus `bias`. With `levels` (one per row), the behaviours are leaves of a
+/// heap-ordered tree of `arity` with leaves on `leaf_level`, each taken as its ancestor at the
+/// row's level.
+#[pyfunction]
+#[pyo3(signature = (table, behaviours, windows, weight, bias, levels=None, arity=2, leaf_level=0, precision="float32", n_threads=None))]
+#[allow(clippy::too_many_arguments)]
+pub fn user_share_rows<'py>(
+    py: Python<'py>,
+    table: PyReadonlyArray2<'py, f32>,
+    behaviours: PyReadonlyArray2<'py, i64>,
+    windows: Vec<usize>,
+    weight: PyReadonlyArray2<'py, f32>,
+    bias: PyReadonlyArray1<'py, f32>,
+    levels: Option<PyReadonlyArray1<'py, i64>>,
+    arity: usize,
+    leaf_level: usize,
+    precision: &str,
+    n_threads: Option<Count>,
+) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    let precision = precision_of(precision)?;
+    let side = UserSide {
+        table: readonly(table.as_slice(), "table")?,
+        dim: table.shape()[1],
+        windows: &windows,
+        weight: readonly(weight.as_slice(), "weight")?,
+        bias: readonly(bias.as_slice(), "bias")?,
+    };
+    let width = behaviours.shape()[1];
+    let beh = readonly(behaviours.as_slice(), "behaviours")?;
+    let levels = match &levels {
+        Some(l) => Some(readonly(l.as_slice(), "levels")?),
+        None => None,
+    };
+    let hierarchy = levels.map(|levels| Hierarchy {
+        arity,
+        leaf_level,
+        levels,
+    });
+    let n_threads = n_threads.map(|c| c.0);
+    let here = n_threads == Some(1) || beh.len() / width.max(1) <= CHUNK_PAIRS;
+    let y = py.detach(|| {
+        run_sized(n_threads, here, || {
+            let parts = if here {
+                1
+            } else {
+                rayon::current_num_threads()
+            };
+            user_shares(&side, beh, width, hierarchy, precision, parts)
+        })
+    })?;
+    matrix(py, y, side.bias.len())
 }

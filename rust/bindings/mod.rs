@@ -15,6 +15,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(functions::learn_tree, m)?)?;
     m.add_function(wrap_pyfunction!(kernels::lazy_adam_rows, m)?)?;
     m.add_function(wrap_pyfunction!(kernels::mlp_bce_step, m)?)?;
+    m.add_function(wrap_pyfunction!(kernels::mlp_scores, m)?)?;
+    m.add_function(wrap_pyfunction!(kernels::bfloat16_native, m)?)?;
+    m.add_function(wrap_pyfunction!(kernels::user_share_rows, m)?)?;
+    m.add_function(wrap_pyfunction!(kernels::linear_layer, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from ..data import PAD, Split
 from ..exceptions import InvalidInputError
-from ..model import TIME_WINDOWS, WindowPool
+from ..model_layers import TIME_WINDOWS, WindowPool
 from ..threads import uses_torch_threads
 from ._torch import TorchRecommender
 
