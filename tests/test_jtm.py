@@ -90,10 +90,11 @@ def test_bfloat16_retrieval_keeps_most_of_float32s_answer(fitted, generated):
     model, _ = fitted
     _, split = generated
     ev = split.test.evaluation_users()
-    fp32 = {m: model.retrieve(ev.features[:50], M, method=m) for m in ("beam", "brute_force")}
-    half = dataclasses.replace(model.config, retrieval_precision="bfloat16")
-    saved, model.config = model.config, half
+    saved = model.config
     try:
+        model.config = dataclasses.replace(saved, retrieval_precision="float32")
+        fp32 = {m: model.retrieve(ev.features[:50], M, method=m) for m in ("beam", "brute_force")}
+        model.config = dataclasses.replace(saved, retrieval_precision="bfloat16")
         bf16 = {m: model.retrieve(ev.features[:50], M, method=m) for m in ("beam", "brute_force")}
     finally:
         model.config = saved

@@ -15,6 +15,7 @@ import numpy as np
 from ._arrays import to_numpy
 from .data import EvaluationUsers
 from .retrieval import beam_search, model_score_fn
+from .tree_policy import resolve_precision
 
 
 def beam_recall_by_level(jtm, users: EvaluationUsers, M: int = 200, *, beam_size: Optional[int] = None,
@@ -34,7 +35,9 @@ def beam_recall_by_level(jtm, users: EvaluationUsers, M: int = 200, *, beam_size
     hits = np.zeros((tree.leaf_level + 1, n))
     hits[:] = np.bincount(t_user, minlength=n)  # levels above the search keep every node
     model.eval()
-    score = model_score_fn(model, tree, jtm.user_leaves(users.features, "ignore"), hierarchical=jtm.config.hierarchical)
+    precision = resolve_precision(jtm.config.retrieval_precision, jtm.device)  # the arithmetic retrieve uses
+    score = model_score_fn(model, tree, jtm.user_leaves(users.features, "ignore"), hierarchical=jtm.config.hierarchical,
+                           precision=precision)
     n_nodes = np.int64(tree.n_nodes)
 
     def recording(user_rows: np.ndarray, nodes: np.ndarray, level: int):

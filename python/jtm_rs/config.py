@@ -73,11 +73,11 @@ class JTMConfig:
     weights_precision: str = _opt(
         "auto", "arithmetic of tree learning's scoring ('auto': bfloat16 where the device has it natively)",
         choices=WEIGHTS_PRECISIONS)
-    # bfloat16 kept 99.3-99.6 % of float32's top 200 and the same recall within 0.08 points on
-    # the four development sets x 3 seeds, 1.2-1.4x faster for batches of 8+ users but 0.73x
-    # for one user a search (docs/performance.md): an option, not the default.
+    # With the Rust scoring pass, bfloat16 kept 99.56-99.74 % of float32's top 200 and the same
+    # recall within 0.06 points on the four development sets x 3 seeds, 1.08x float32's speed
+    # for one user a search and 1.3-1.4x for batches (docs/performance.md): on where native.
     retrieval_precision: str = _opt(
-        "float32", "arithmetic of retrieval's scoring, beam search and brute force ('auto': bfloat16 where the "
+        "auto", "arithmetic of retrieval's scoring, beam search and brute force ('auto': bfloat16 where the "
         "device has it natively)", choices=WEIGHTS_PRECISIONS)
     initial_tree: str = _opt(
         "auto", "'category' (paper), 'kmeans' (balanced k-means over co-occurrence embeddings, TDM's), 'sasrec' (balanced "
