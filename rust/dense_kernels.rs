@@ -265,6 +265,25 @@ mod x86 {
     use super::{Init, Packed, Rows, TILE_COLS, TILE_ROWS};
     use std::arch::x86_64::*;
 
+    /// Calls `$tile::<R, V>` for `R = $r` rows (1..=6) and `V = $v` vectors (1..=4) of columns.
+    macro_rules! tiles {
+        ($tile:ident, $r:expr, $v:expr, ($($arg:expr),*)) => {
+            tiles!(@rows $tile, $r, $v, ($($arg),*), 1 2 3 4 5 6)
+        };
+        (@rows $tile:ident, $r:expr, $v:expr, $args:tt, $($rr:literal)*) => {
+            match ($r, $v) {
+                $( ($rr, 4) => tiles!(@call $tile, $rr, 4, $args),
+                   ($rr, 3) => tiles!(@call $tile, $rr, 3, $args),
+                   ($rr, 2) => tiles!(@call $tile, $rr, 2, $args),
+                   ($rr, _) => tiles!(@call $tile, $rr, 1, $args), )*
+                _ => unreachable!(),
+            }
+        };
+        (@call $tile:ident, $rr:literal, $vv:literal, ($($arg:expr),*)) => {
+            $tile::<$rr, $vv>($($arg),*)
+        };
+    }
+
     fn mask(cols: usize) -> __mmask16 {
         if cols >= 16 {
             0xffff
@@ -362,18 +381,7 @@ mod x86 {
             while r0 < rows {
                 let r = (rows - r0).min(TILE_ROWS);
                 let ys = y.as_mut_ptr().add(r0 * p.n);
-                macro_rules! go {
-                    ($($rr:literal)*) => {
-                        match (r, vecs) {
-                            $( ($rr, 4) => f32_tile::<$rr, 4>(p, x, r0, c0, init, slope, ys),
-                               ($rr, 3) => f32_tile::<$rr, 3>(p, x, r0, c0, init, slope, ys),
-                               ($rr, 2) => f32_tile::<$rr, 2>(p, x, r0, c0, init, slope, ys),
-                               ($rr, _) => f32_tile::<$rr, 1>(p, x, r0, c0, init, slope, ys), )*
-                            _ => unreachable!(),
-                        }
-                    };
-                }
-                go!(1 2 3 4 5 6);
+                tiles!(f32_tile, r, vecs, (p, x, r0, c0, init, slope, ys));
                 r0 += r;
             }
         }
@@ -426,18 +434,7 @@ mod x86 {
             while r0 < rows {
                 let r = (rows - r0).min(TILE_ROWS);
                 let (xs, ys) = (x.as_ptr().add(r0 * k_pad), y.as_mut_ptr().add(r0 * p.n));
-                macro_rules! go {
-                    ($($rr:literal)*) => {
-                        match (r, vecs) {
-                            $( ($rr, 4) => bf16_tile::<$rr, 4>(p, xs, r0, c0, init, slope, ys),
-                               ($rr, 3) => bf16_tile::<$rr, 3>(p, xs, r0, c0, init, slope, ys),
-                               ($rr, 2) => bf16_tile::<$rr, 2>(p, xs, r0, c0, init, slope, ys),
-                               ($rr, _) => bf16_tile::<$rr, 1>(p, xs, r0, c0, init, slope, ys), )*
-                            _ => unreachable!(),
-                        }
-                    };
-                }
-                go!(1 2 3 4 5 6);
+                tiles!(bf16_tile, r, vecs, (p, xs, r0, c0, init, slope, ys));
                 r0 += r;
             }
         }

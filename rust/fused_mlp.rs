@@ -221,18 +221,37 @@ impl PackedMlp {
     fn new(mlp: &Mlp<'_>) -> Self {
         let f32s = Precision::Float32;
         let transposed = |w: &[f32], rows: usize, cols: usize| -> Vec<f32> {
-            (0..cols * rows).map(|i| w[(i % rows) * cols + i / rows]).collect()
+            (0..cols * rows)
+                .map(|i| w[(i % rows) * cols + i / rows])
+                .collect()
         };
         let (dim, hidden) = (mlp.dim, mlp.hidden);
-        let widest = mlp.layers.iter().map(|l| l.inputs).chain([dim, hidden]).max().unwrap_or(1);
+        let widest = mlp
+            .layers
+            .iter()
+            .map(|l| l.inputs)
+            .chain([dim, hidden])
+            .max()
+            .unwrap_or(1);
         PackedMlp {
             node: Packed::new(mlp.w_node, hidden, dim, f32s),
             node_t: Packed::new(&transposed(mlp.w_node, hidden, dim), dim, hidden, f32s),
-            layers: mlp.layers.iter().map(|l| Packed::new(l.weight, l.outputs, l.inputs, f32s)).collect(),
+            layers: mlp
+                .layers
+                .iter()
+                .map(|l| Packed::new(l.weight, l.outputs, l.inputs, f32s))
+                .collect(),
             layers_t: mlp
                 .layers
                 .iter()
-                .map(|l| Packed::new(&transposed(l.weight, l.outputs, l.inputs), l.inputs, l.outputs, f32s))
+                .map(|l| {
+                    Packed::new(
+                        &transposed(l.weight, l.outputs, l.inputs),
+                        l.inputs,
+                        l.outputs,
+                        f32s,
+                    )
+                })
                 .collect(),
             zeros: vec![0.0; widest],
         }
@@ -291,9 +310,14 @@ impl Work {
             index: Some(rows),
         });
         let node_rows = Rows::dense(&self.node_rows[..c * dim]);
-        packed
-            .node
-            .apply(node_rows, c, share, None, &mut self.pre[0], &mut self.scratch);
+        packed.node.apply(
+            node_rows,
+            c,
+            share,
+            None,
+            &mut self.pre[0],
+            &mut self.scratch,
+        );
         for j in 0..mlp.layers.len() {
             prelu(
                 &self.pre[j][..c * width(mlp, j)],
@@ -361,7 +385,9 @@ impl Work {
         );
         let gn = &mut self.grad_in[..c * dim];
         let zeros = Init::Bias(&packed.zeros[..dim]);
-        packed.node_t.apply(Rows::dense(g), c, zeros, None, gn, &mut self.scratch);
+        packed
+            .node_t
+            .apply(Rows::dense(g), c, zeros, None, gn, &mut self.scratch);
         scatter_add_rows(&mut grads.table, gn, nodes, dim);
     }
 }
@@ -476,24 +502,25 @@ pub(crate) fn gemm(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// A small MLP: dim 3, hidden 5, then 5 -> 4 -> 1.
-    struct Params {
-        w_node: Vec<f32>,
-        w: Vec<Vec<f32>>,
-        b: Vec<Vec<f32>>,
-        slopes: Vec<f32>,
-        user_share: Vec<f32>,
-        table: Vec<f32>,
+    /// A small MLP: dim 3, hidden 5, then 5 -> 4 -> 1; 6 user shares, 9 table rows (the
+    /// scoring pass's tests share it).
+    pub(crate) struct Params {
+        pub w_node: Vec<f32>,
+        pub w: Vec<Vec<f32>>,
+        pub b: Vec<Vec<f32>>,
+        pub slopes: Vec<f32>,
+        pub user_share: Vec<f32>,
+        pub table: Vec<f32>,
     }
 
-    fn value(i: usize, salt: usize) -> f32 {
+    pub(crate) fn value(i: usize, salt: usize) -> f32 {
         (((i * 7919 + salt * 104_729) % 1000) as f32 / 1000.0 - 0.5) * 0.8
     }
 
-    fn params() -> Params {
+    pub(crate) fn params() -> Params {
         let v = |n: usize, s: usize| (0..n).map(|i| value(i, s)).collect::<Vec<_>>();
         Params {
             w_node: v(15, 1),
@@ -505,7 +532,7 @@ mod tests {
         }
     }
 
-    fn mlp(p: &Params) -> Mlp<'_> {
+    pub(crate) fn mlp(p: &Params) -> Mlp<'_> {
         Mlp {
             w_node: &p.w_node,
             dim: 3,

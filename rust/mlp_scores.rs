@@ -108,7 +108,9 @@ pub fn linear(
         return Ok(y);
     }
     let packed = Packed::new(weight, n, k, precision);
-    let per_part = rows.div_ceil(n_parts.clamp(1, rows.div_ceil(CHUNK_PAIRS))).max(1);
+    let per_part = rows
+        .div_ceil(n_parts.clamp(1, rows.div_ceil(CHUNK_PAIRS)))
+        .max(1);
     let run_part = |(i, out): (usize, &mut [f32])| {
         let mut scratch = Scratch::default();
         for (j, y) in out.chunks_mut(CHUNK_PAIRS * n).enumerate() {
@@ -120,7 +122,9 @@ pub fn linear(
     if per_part >= rows {
         run_part((0, &mut y));
     } else {
-        y.par_chunks_mut(per_part * n).enumerate().for_each(run_part);
+        y.par_chunks_mut(per_part * n)
+            .enumerate()
+            .for_each(run_part);
     }
     Ok(y)
 }
@@ -255,87 +259,41 @@ impl Forward {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fused_mlp::Layer;
-
-    fn value(i: usize, salt: usize) -> f32 {
-        (((i * 7919 + salt * 104_729) % 1000) as f32 / 1000.0 - 0.5) * 0.8
-    }
-
-    /// dim 3, hidden 5, then 5 -> 4 -> 1; 4 users, 6 node rows.
-    struct Case {
-        w_node: Vec<f32>,
-        w: Vec<Vec<f32>>,
-        b: Vec<Vec<f32>>,
-        user_share: Vec<f32>,
-        table: Vec<f32>,
-    }
-
-    fn case() -> Case {
-        let v = |n: usize, salt: usize| (0..n).map(|i| value(i, salt)).collect::<Vec<_>>();
-        Case {
-            w_node: v(15, 1),
-            w: vec![v(20, 2), v(4, 3)],
-            b: vec![v(4, 4), v(1, 5)],
-            user_share: v(20, 6),
-            table: v(18, 7),
-        }
-    }
-
-    fn mlp(c: &Case) -> Mlp<'_> {
-        Mlp {
-            w_node: &c.w_node,
-            dim: 3,
-            hidden: 5,
-            layers: vec![
-                Layer {
-                    weight: &c.w[0],
-                    bias: &c.b[0],
-                    inputs: 5,
-                    outputs: 4,
-                },
-                Layer {
-                    weight: &c.w[1],
-                    bias: &c.b[1],
-                    inputs: 4,
-                    outputs: 1,
-                },
-            ],
-            slopes: vec![0.25, 0.1],
-        }
-    }
+    use crate::fused_mlp::tests::{mlp, params, value, Params};
 
     /// The MLP written out for one pair.
-    fn naive(c: &Case, row: usize, node: usize) -> f32 {
+    fn naive(c: &Params, row: usize, node: usize) -> f32 {
         let act = |x: f32, s: f32| if x > 0.0 { x } else { s * x };
         let mut h: Vec<f32> = (0..5)
             .map(|o| {
                 let n: f32 = (0..3)
                     .map(|d| c.table[node * 3 + d] * c.w_node[o * 3 + d])
                     .sum();
-                act(c.user_share[row * 5 + o] + n, 0.25)
+                act(c.user_share[row * 5 + o] + n, c.slopes[0])
             })
             .collect();
         h = (0..4)
             .map(|o| {
                 act(
                     c.b[0][o] + (0..5).map(|i| h[i] * c.w[0][o * 5 + i]).sum::<f32>(),
-                    0.1,
+                    c.slopes[1],
                 )
             })
             .collect();
         c.b[1][0] + (0..4).map(|i| h[i] * c.w[1][i]).sum::<f32>()
     }
 
+    /// Pairs over the 6 user shares and 9 table rows of [`params`].
     fn pairs(n: usize) -> (Vec<i64>, Vec<i64>) {
         (
-            (0..n as i64).map(|p| (p * 3) % 4).collect(),
-            (0..n as i64).map(|p| (p * 5 + 1) % 6).collect(),
+            (0..n as i64).map(|p| (p * 5) % 6).collect(),
+            (0..n as i64).map(|p| (p * 7 + 1) % 9).collect(),
         )
     }
 
     #[test]
     fn scores_match_the_naive_forward_across_chunks_and_parts() {
-        let c = case();
+        let c = params();
         let n = 2 * CHUNK_PAIRS + 37;
         let (rows, nodes) = pairs(n);
         let p = ScoredPairs {
@@ -359,8 +317,8 @@ mod tests {
 
     #[test]
     fn node_shares_give_the_embeddings_scores() {
-        let c = case();
-        let shares: Vec<f32> = (0..6)
+        let c = params();
+        let shares: Vec<f32> = (0..9)
             .flat_map(|r| {
                 let c = &c;
                 (0..5).map(move |o| {
@@ -401,17 +359,24 @@ mod tests {
             let want = b[o] + (0..k).map(|d| x[r * k + d] * w[o * k + d]).sum::<f32>();
             assert!((y - want).abs() < 1e-5);
         }
-        assert_eq!(one, linear(&x, &w, &b, (n, k), Precision::Float32, 3).unwrap());
+        assert_eq!(
+            one,
+            linear(&x, &w, &b, (n, k), Precision::Float32, 3).unwrap()
+        );
         let last = linear(&x[(rows - 1) * k..], &w, &b, (n, k), Precision::BFloat16, 1).unwrap();
         let all = linear(&x, &w, &b, (n, k), Precision::BFloat16, 2).unwrap();
-        assert_eq!(last[..], all[(rows - 1) * n..], "a row does not depend on the others");
+        assert_eq!(
+            last[..],
+            all[(rows - 1) * n..],
+            "a row does not depend on the others"
+        );
         assert!(linear(&x[1..], &w, &b, (n, k), Precision::Float32, 1).is_err());
         assert!(linear(&x, &w, &b[1..], (n, k), Precision::Float32, 1).is_err());
     }
 
     #[test]
     fn no_pairs_give_no_scores_and_bad_indices_are_refused() {
-        let c = case();
+        let c = params();
         let score = |rows: &[i64], nodes: &[i64]| {
             let p = ScoredPairs {
                 user_share: &c.user_share,
@@ -422,8 +387,8 @@ mod tests {
             pair_scores(&mlp(&c), &p, Precision::Float32, 2)
         };
         assert_eq!(score(&[], &[]).unwrap(), Vec::<f32>::new());
-        assert!(score(&[4], &[0]).is_err());
-        assert!(score(&[0], &[6]).is_err());
+        assert!(score(&[6], &[0]).is_err());
+        assert!(score(&[0], &[9]).is_err());
         assert!(score(&[-1], &[0]).is_err());
         assert!(score(&[0, 1], &[0]).is_err());
     }

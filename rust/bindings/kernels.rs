@@ -229,19 +229,9 @@ pub fn mlp_scores<'py>(
         rows: readonly(rows.as_slice(), "rows")?,
         nodes: readonly(nodes.as_slice(), "nodes")?,
     };
-    let n_threads = n_threads.map(|c| c.0);
-    // One thread, or one chunk: on the calling thread (a pool hand-off costs more than a
-    // small call's work: one user's beam-search level).
-    let here = n_threads == Some(1) || pairs.rows.len() <= CHUNK_PAIRS;
-    let scores = py.detach(|| {
-        run_sized(n_threads, here, || {
-            let parts = if here {
-                1
-            } else {
-                rayon::current_num_threads()
-            };
-            pair_scores(&mlp, &pairs, precision, parts)
-        })
+    let n = pairs.rows.len();
+    let scores = in_parts(py, n_threads, n, |parts| {
+        pair_scores(&mlp, &pairs, precision, parts)
     })?;
     Ok(scores.into_pyarray(py))
 }
@@ -310,15 +300,33 @@ pub fn linear_layer<'py>(
         readonly(weight.as_slice(), "weight")?,
         readonly(bias.as_slice(), "bias")?,
     );
-    let n_threads = n_threads.map(|c| c.0);
-    let here = n_threads == Some(1) || x.len() / k.max(1) <= CHUNK_PAIRS;
-    let y = py.detach(|| {
-        run_sized(n_threads, here, || {
-            let parts = if here { 1 } else { rayon::current_num_threads() };
-            linear(x, w, b, (n, k), precision, parts)
-        })
+    let rows = x.len() / k.max(1);
+    let y = in_parts(py, n_threads, rows, |parts| {
+        linear(x, w, b, (n, k), precision, parts)
     })?;
     matrix(py, y, n)
+}
+
+/// Runs `f(parts)` with the GIL released on `n_threads` (the pool's size as `parts`), or on the
+/// calling thread with one part where there is one thread or at most one chunk of `rows`: a
+/// pool hand-off costs more than a small call's work (one user's beam-search level).
+fn in_parts<R: Send>(
+    py: Python<'_>,
+    n_threads: Option<Count>,
+    rows: usize,
+    f: impl FnOnce(usize) -> crate::error::Result<R> + Send,
+) -> PyResult<R> {
+    let n_threads = n_threads.map(|c| c.0);
+    let here = n_threads == Some(1) || rows <= CHUNK_PAIRS;
+    Ok(py.detach(|| {
+        run_sized(n_threads, here, || {
+            f(if here {
+                1
+            } else {
+                rayon::current_num_threads()
+            })
+        })
+    })?)
 }
 
 fn precision_of(name: &str) -> PyResult<Precision> {
@@ -371,17 +379,9 @@ pub fn user_share_rows<'py>(
         leaf_level,
         levels,
     });
-    let n_threads = n_threads.map(|c| c.0);
-    let here = n_threads == Some(1) || beh.len() / width.max(1) <= CHUNK_PAIRS;
-    let y = py.detach(|| {
-        run_sized(n_threads, here, || {
-            let parts = if here {
-                1
-            } else {
-                rayon::current_num_threads()
-            };
-            user_shares(&side, beh, width, hierarchy, precision, parts)
-        })
+    let rows = beh.len() / width.max(1);
+    let y = in_parts(py, n_threads, rows, |parts| {
+        user_shares(&side, beh, width, hierarchy, precision, parts)
     })?;
     matrix(py, y, side.bias.len())
 }
