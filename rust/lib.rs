@@ -11,6 +11,7 @@
 //! - [`training_kernels`]: the training step's memory-bound CPU kernel (lazy Adam's row update);
 //! - [`fused_mlp`]: the training step's MLP and BCE loss, forward and backward in one pass;
 //! - [`window_bags`]: that pass's user rows from the behaviours' time-window means;
+//! - [`batch_bags`]: a training batch's embedding rows and window bags from its behaviour leaves;
 //! - [`mlp_scores`]: the same MLP forward only, scoring pairs for beam search and tree learning;
 //! - [`dense_kernels`]: its layers' multiplies, AVX-512 float32 and bfloat16 where the CPU has them;
 //! - [`user_shares`]: the first layer's user share from the behaviours (and their ancestors).
@@ -18,6 +19,7 @@
 //! The PyO3 layer (`bindings`, feature `python`) only converts arguments, releases the GIL
 //! around parallel steps and maps [`error::JtmError`] to Python exceptions.
 
+pub mod batch_bags;
 pub mod beam_search;
 pub mod dense_kernels;
 pub mod error;

@@ -157,7 +157,7 @@ pub fn user_shares(
 const PREFETCH_AHEAD: usize = 4;
 
 /// First node id of every level `0..=leaf_level` in heap order.
-fn level_starts(arity: usize, leaf_level: usize) -> Vec<i64> {
+pub(crate) fn level_starts(arity: usize, leaf_level: usize) -> Vec<i64> {
     let mut starts = Vec::with_capacity(leaf_level + 1);
     let (mut first, mut width) = (0i64, 1i64);
     for _ in 0..=leaf_level {

@@ -54,9 +54,9 @@ def test_fused_loss_and_gradients_equal_torchs(hidden):
 def test_models_the_pass_does_not_compute_use_torchs_ops():
     assert mlp_parameters(JTMModel(50, batch_norm=True).mlp) is None
     attention = JTMModel(50, attention=True)
-    assert attention._fused_parameters(torch.zeros(1, 1, dtype=torch.long)) is None
+    assert attention.fused_parameters(torch.zeros(1, 1, dtype=torch.long)) is None
     with torch.no_grad():
-        assert JTMModel(50)._fused_parameters(torch.zeros(1, 1, dtype=torch.long)) is None
+        assert JTMModel(50).fused_parameters(torch.zeros(1, 1, dtype=torch.long)) is None
     # Still the same loss: the fallback is torch's binary cross-entropy of score_pairs.
     batch = _batch(50, users=5, pairs=40)
     loss = attention.pair_bce_loss(*batch)
@@ -127,3 +127,43 @@ def test_importing_jtm_rs_first_shortens_the_openmp_spin_unless_set():
     late = "import os, torch, jtm_rs; print(os.environ.get('GOMP_SPINCOUNT'))"
     out = subprocess.run([sys.executable, "-c", late], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "None"
+
+
+@pytest.mark.parametrize("hierarchical", [True, False])
+def test_the_batch_from_its_leaves_gives_the_same_loss_and_gradients(training_setup, hierarchical):
+    """fused_leaves_bce_loss builds the batch's rows and bags in Rust from the behaviour
+    leaves: the same rows in the same order as torch's ancestors and unique, so the loss and
+    every gradient are equal, not just close."""
+    from jtm_rs.fused_mlp import fused_leaves_bce_loss
+    from jtm_rs.geometry import TreeGeometry
+    from jtm_rs.model import pair_bce_loss
+
+    tree, leaves, _, examples = training_setup
+    geometry = TreeGeometry.of(tree)
+    torch.manual_seed(0)
+    model = JTMModel(tree.n_nodes)
+    ex = torch.from_numpy(np.asarray(examples[:40], dtype=np.int64))
+    leaf_rows = leaves(ex)
+    n_rows = len(ex) * (tree.leaf_level if hierarchical else 1)
+    g = torch.Generator().manual_seed(1)
+    rows = torch.randint(0, n_rows, (900,), generator=g)
+    nodes = torch.randint(-1, tree.n_nodes, (900,), generator=g)
+    labels = (torch.rand(900, generator=g) < 0.3).float()
+    results = []
+    for from_leaves in (True, False):
+        model.zero_grad(set_to_none=True)
+        if from_leaves:
+            loss = fused_leaves_bce_loss(model, leaf_rows, (tree.arity, tree.leaf_level) if hierarchical else None,
+                                         rows, nodes, labels)
+        else:
+            beh = training.user_levels(geometry, leaf_rows, hierarchical)
+            loss = pair_bce_loss(model, beh, rows, nodes, labels)
+        loss.backward()
+        grads = [(p.grad.coalesce().to_dense() if p.grad.is_sparse else p.grad).clone() for p in model.parameters()]
+        results.append((float(loss.detach()), grads))
+    assert results[0][0] == results[1][0]
+    for a, b in zip(results[0][1], results[1][1]):
+        assert torch.equal(a, b)
+    # Where the fused step does not apply, the caller falls back to torch's path.
+    with torch.no_grad():
+        assert fused_leaves_bce_loss(model, leaf_rows, None, rows, nodes, labels) is None

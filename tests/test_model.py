@@ -181,11 +181,11 @@ def test_lazy_adam_is_sparse_adam(monkeypatch, native):
     and for repeated, unsorted ones (coalesced first)."""
     import copy
 
-    import jtm_rs.training as training
-    from jtm_rs.training import LazyAdam
+    import jtm_rs.optimizers as optimizers
+    from jtm_rs.optimizers import LazyAdam
 
     if not native:
-        monkeypatch.setattr(training, "_native_rows", lambda *a: False)
+        monkeypatch.setattr(optimizers, "_native_rows", lambda *a: False)
 
     torch.manual_seed(0)
     a = torch.nn.Embedding(50, 4, sparse=True)

@@ -112,6 +112,21 @@ def learn_tree(
     stay_bonus: Optional[npt.ArrayLike] = None,
 ) -> Tree: ...
 
+def batch_bags(
+    leaves: npt.NDArray[np.int64],
+    windows: list[int],
+    nodes: npt.NDArray[np.int64],
+    n_nodes: int,
+    arity: int | None = None,
+    leaf_level: int | None = None,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """``(unique, bag_rows, offsets, local_nodes)`` of a training batch: its distinct embedding
+    rows (ascending; ``n_nodes`` for padding), each real behaviour's place among them in bags of
+    one user row and window, the bags' offsets, and each sampled node's place. ``leaves`` is
+    ``[E, W]`` behaviour leaves (most recent first, ``-1`` padded); with ``arity`` and
+    ``leaf_level`` example ``e`` is user rows ``e * leaf_level + l - 1``, its behaviours the
+    ancestors at levels ``l = 1..leaf_level``."""
+
 def lazy_adam_rows(
     param: npt.NDArray[np.float32],
     exp_avg: npt.NDArray[np.float32],

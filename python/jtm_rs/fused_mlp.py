@@ -19,7 +19,7 @@ from typing import List, Optional, Sequence
 import torch
 from torch import nn
 
-from ._core import linear_layer, mlp_bce_step, mlp_scores, user_share_rows
+from ._core import batch_bags, linear_layer, mlp_bce_step, mlp_scores, user_share_rows
 
 
 def mlp_parameters(mlp: nn.Sequential) -> Optional[List[torch.Tensor]]:
@@ -42,18 +42,44 @@ def mlp_parameters(mlp: nn.Sequential) -> Optional[List[torch.Tensor]]:
     return params + [a.weight for a in acts]
 
 
-def fused_bce_loss(table: torch.Tensor, bag_rows: torch.Tensor, bag_offsets: torch.Tensor, w_user: torch.Tensor,
-                   bias: torch.Tensor, rows: torch.Tensor, nodes: torch.Tensor, labels: torch.Tensor,
-                   w_node: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Mean ``binary_cross_entropy_with_logits`` of pairs ``(rows[p], nodes[p])`` through the model.
+def fused_bce_loss(model: nn.Module, unique: torch.Tensor, bag_rows: torch.Tensor, bag_offsets: torch.Tensor,
+                   rows: torch.Tensor, nodes: torch.Tensor, labels: torch.Tensor,
+                   params: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Mean ``binary_cross_entropy_with_logits`` of pairs ``(rows[p], nodes[p])`` through
+    ``model`` (a :class:`~jtm_rs.model.JTMModel`; ``params`` its :func:`mlp_parameters`).
 
-    User row ``g`` is the means of ``table[bag_rows]`` over its windows (the bags of
-    ``embedding_bag(bag_rows, table, bag_offsets, mode="mean")``, ``windows`` of them per row);
-    pair ``p``'s first pre-activation is ``bias + means[rows[p]] @ w_user.T + table[nodes[p]] @
-    w_node.T``, then ``params`` (:func:`mlp_parameters`). CPU, float32; gradients flow to
-    ``table``, the first layer's three parts and ``params``."""
-    return _FusedBCE.apply(bag_rows, bag_offsets, rows, nodes, labels.to(torch.float32), table, w_user, bias, w_node,
+    The batch uses embedding rows ``unique`` (distinct, ascending) of ``model.embedding``.
+    User row ``g`` is the means of their rows ``bag_rows`` over its windows (the bags of
+    ``embedding_bag(bag_rows, table, bag_offsets, mode="mean")``, one per window); pair ``p``'s
+    first pre-activation is ``bias + means[rows[p]] @ w_user.T + table[nodes[p]] @ w_node.T``
+    (the first layer's two parts), then ``params``. CPU, float32; the gradients go straight
+    to the embedding table (sparse over ``unique`` where the embedding is sparse), the first
+    layer and ``params``: autograd sees one operation."""
+    embedding, first = model.embedding, model.mlp[0]
+    d_user = len(model.window_sizes) * model.embedding_dim
+    return _FusedBCE.apply(bag_rows, bag_offsets, rows, nodes, labels.to(torch.float32), unique, d_user,
+                           (embedding.sparse, embedding.padding_idx), embedding.weight, first.weight, first.bias,
                            *params)
+
+
+def fused_leaves_bce_loss(model: nn.Module, leaves: torch.Tensor, levels, rows: torch.Tensor, nodes: torch.Tensor,
+                          labels: torch.Tensor) -> Optional[torch.Tensor]:
+    """``model.pair_bce_loss`` of a training batch given as its examples' behaviour leaves
+    ``[E, W]``: user row ``e * L + l - 1`` is example ``e`` at level ``l`` (``levels=(arity,
+    leaf_level)``, the hierarchical representation), or row ``e`` the leaves themselves
+    (``levels=None``). The batch's embedding rows and window bags come from one Rust pass
+    (``rust/batch_bags.rs``) instead of torch's ancestors, masks and unique; the same rows in
+    the same order, so the same loss and gradients. ``None`` where the fused step does not
+    apply (:meth:`JTMModel.fused_parameters`)."""
+    fused = getattr(model, "fused_parameters", None)
+    params = fused(leaves) if fused is not None else None
+    if params is None:
+        return None
+    tree = {} if levels is None else dict(arity=levels[0], leaf_level=levels[1])
+    unique, bag_rows, offsets, local_nodes = (
+        torch.from_numpy(a) for a in batch_bags(_array(leaves), list(model.window_sizes), _array(nodes),
+                                                model.n_nodes, **tree))
+    return fused_bce_loss(model, unique, bag_rows, offsets, rows, local_nodes, labels, params)
 
 
 def _array(t: torch.Tensor):
@@ -104,21 +130,34 @@ def fused_user_shares(table: torch.Tensor, behaviours: torch.Tensor, windows: Se
 
 
 class _FusedBCE(torch.autograd.Function):
-    """Forward computes the loss *and* every gradient (the Rust pass); backward scales them by
-    the incoming gradient. Nothing is recomputed and no activation is kept."""
+    """Forward computes the loss *and* every gradient (the Rust pass); backward hands them on,
+    scaled by the incoming gradient. Nothing is recomputed and no activation is kept; the
+    table's gradient is built once over the batch's rows (the embedding lookup and the first
+    layer's slices left autograd ~10 % of a step's time, on 2 threads)."""
 
     @staticmethod
-    def forward(ctx, bag_rows, bag_offsets, rows, nodes, labels, table, w_user, bias, w_node, *params):
+    def forward(ctx, bag_rows, bag_offsets, rows, nodes, labels, unique, d_user, table_kind, weight, first_weight,
+                bias, *params):
         n_layers = len(params) // 3  # a weight, a bias and a PReLU slope per layer after the first
         weights, biases = params[0 : 2 * n_layers : 2], params[1 : 2 * n_layers : 2]
         slopes = params[2 * n_layers :]
         loss, (g_table, g_user, g_bias, g_node, g_w, g_b, g_s) = mlp_bce_step(
-            _array(table), _array(bag_rows), _array(bag_offsets), _array(w_user), _array(bias), _array(rows),
-            _array(nodes), _array(labels), _array(w_node), [_array(w) for w in weights], [_array(b) for b in biases],
+            _array(weight.index_select(0, unique)), _array(bag_rows), _array(bag_offsets),
+            _array(first_weight[:, :d_user]), _array(bias), _array(rows), _array(nodes), _array(labels),
+            _array(first_weight[:, d_user:]), [_array(w) for w in weights], [_array(b) for b in biases],
             [float(s) for s in slopes], n_threads=torch.get_num_threads(),
         )
-        dtype = table.dtype
-        grads: list = [torch.from_numpy(g) for g in (g_table, g_user, g_bias, g_node)]
+        dtype = weight.dtype
+        g_rows, (sparse, padding) = torch.from_numpy(g_table), table_kind
+        if padding is not None and len(unique) and int(unique[-1]) == padding % len(weight):  # as embedding's backward
+            unique, g_rows = unique[:-1], g_rows[:-1]
+        if sparse:  # rows distinct and ascending: coalesced as it is
+            g_weight = torch.sparse_coo_tensor(unique[None], g_rows, weight.shape, is_coalesced=True,
+                                               check_invariants=False)
+        else:
+            g_weight = torch.zeros_like(weight).index_add_(0, unique, g_rows)
+        grads: list = [g_weight, torch.cat([torch.from_numpy(g_user), torch.from_numpy(g_node)], dim=1),
+                       torch.from_numpy(g_bias)]
         for w, b in zip(g_w, g_b):
             grads += [torch.from_numpy(w), torch.from_numpy(b)]
         grads += [torch.tensor([s], dtype=dtype) for s in g_s]
@@ -127,4 +166,8 @@ class _FusedBCE(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        return (None, None, None, None, None, *(g * grad for g in ctx.grads))
+        # Dropped from ctx, so that autograd may keep each gradient as it is instead of a copy.
+        grads, ctx.grads = ctx.grads, None
+        if not bool(grad == 1):
+            grads = [g * grad for g in grads]
+        return (None,) * 8 + tuple(grads)

@@ -134,16 +134,14 @@ class JTMModel(nn.Module):
         ``score_pairs(behaviours, rows, nodes)`` against ``labels``. On the CPU, for the default
         MLP, everything after the embedding lookup runs forward and backward as one Rust pass
         (:mod:`jtm_rs.fused_mlp`): the same loss and gradients up to rounding."""
-        params = self._fused_parameters(behaviours)
+        params = self.fused_parameters(behaviours)
         if params is None:
             logits = self.score_pairs(behaviours, rows, nodes)
             return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
-        table, bag_rows, offsets, local_nodes = self._embedding_bags(behaviours, nodes)
-        first, d_user = self.mlp[0], len(self.window_sizes) * self.embedding_dim
-        return fused_bce_loss(table, bag_rows, offsets, first.weight[:, :d_user], first.bias, rows, local_nodes, labels,
-                              first.weight[:, d_user:], params)
+        unique, bag_rows, offsets, local_nodes = self._embedding_bags(behaviours, nodes)
+        return fused_bce_loss(self, unique, bag_rows, offsets, rows, local_nodes, labels, params)
 
-    def _fused_parameters(self, behaviours: torch.Tensor) -> Optional[list]:
+    def fused_parameters(self, behaviours: torch.Tensor) -> Optional[list]:
         """The MLP's parameters for the fused pass, or ``None`` where it does not apply."""
         if (not self.fused_step or self.attention is not None or behaviours.device.type != "cpu"
                 or self.embedding.weight.dtype != torch.float32 or not torch.is_grad_enabled()):
@@ -233,15 +231,16 @@ class JTMModel(nn.Module):
         embedding rows [U, D], each node's row in them [P], the node share's weight [H, D])``;
         a pair's pre-activation is ``user_share[row] + rows[node_row] @ weight.T``."""
         first = self.mlp[0]
-        table, bag_rows, offsets, local_nodes = self._embedding_bags(behaviours, nodes)
+        unique, bag_rows, offsets, local_nodes = self._embedding_bags(behaviours, nodes)
+        table = F.embedding(unique, self.embedding.weight, padding_idx=self.n_nodes, sparse=self.embedding.sparse)
         d_user = len(self.window_sizes) * self.embedding_dim
         user = F.embedding_bag(bag_rows, table, offsets, mode="mean").view(len(behaviours), d_user)
         h_user = torch.addmm(first.bias, user, first.weight[:, :d_user].T)
         return h_user, table, local_nodes, first.weight[:, d_user:]
 
     def _embedding_bags(self, behaviours: torch.Tensor, nodes: torch.Tensor):
-        """``(the batch's embedding rows [U, D], each real behaviour's row in them, the offsets
-        of the [G · windows] bags, each node's row [P])``.
+        """``(the batch's distinct embedding rows [U] (ascending), each real behaviour's place
+        among them, the offsets of the [G · windows] bags, each node's place [P])``.
 
         The embedding rows the batch uses are looked up once (one sparse gradient over its
         distinct rows, not one per use). The window averages are bags of the real behaviours
@@ -257,8 +256,7 @@ class JTMModel(nn.Module):
         kept = beh[real]  # row-major: each row's behaviours in order, so windows stay contiguous
         flat = torch.cat([kept, torch.where(nodes >= 0, nodes, self.n_nodes).reshape(-1)])
         unique, local = unique_inverse(flat, self.n_nodes + 1)
-        table = F.embedding(unique, self.embedding.weight, padding_idx=self.n_nodes, sparse=self.embedding.sparse)
-        return table, local[: len(kept)], offsets, local[len(kept) :]
+        return unique, local[: len(kept)], offsets, local[len(kept) :]
 
 
 def _pass_parameters(model: JTMModel, like: torch.Tensor) -> Optional[list]:

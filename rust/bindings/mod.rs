@@ -1,6 +1,7 @@
 //! The PyO3 layer: argument conversion, GIL release around parallel steps, error mapping.
 //! No algorithm lives here.
 
+mod batches;
 mod convert;
 mod error;
 mod functions;
@@ -13,6 +14,7 @@ use pyo3::prelude::*;
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<tree::PyTree>()?;
     m.add_function(wrap_pyfunction!(functions::learn_tree, m)?)?;
+    m.add_function(wrap_pyfunction!(batches::batch_bags, m)?)?;
     m.add_function(wrap_pyfunction!(kernels::lazy_adam_rows, m)?)?;
     m.add_function(wrap_pyfunction!(kernels::mlp_bce_step, m)?)?;
     m.add_function(wrap_pyfunction!(kernels::mlp_scores, m)?)?;

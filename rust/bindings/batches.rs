@@ -1,0 +1,50 @@
+//! `batch_bags`: a training batch's embedding rows and window bags (`crate::batch_bags`).
+
+use crate::batch_bags::{batch_bags as bags_of, Levels};
+use crate::error::JtmError;
+use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
+use pyo3::prelude::*;
+
+/// `(unique, bag_rows, offsets, local_nodes)` of examples `leaves` (`[E, W]` behaviour leaves,
+/// most recent first, `-1` padded) in `windows`, and of the sampled `nodes` (`-1`: padding,
+/// given row `n_nodes`). With `arity` and `leaf_level` each example is `leaf_level` user rows,
+/// its behaviours taken as their ancestors at levels `1..=leaf_level`.
+#[pyfunction]
+#[pyo3(signature = (leaves, windows, nodes, n_nodes, arity=None, leaf_level=None))]
+#[allow(clippy::type_complexity)]
+pub fn batch_bags<'py>(
+    py: Python<'py>,
+    leaves: PyReadonlyArray2<'py, i64>,
+    windows: Vec<usize>,
+    nodes: PyReadonlyArray1<'py, i64>,
+    n_nodes: usize,
+    arity: Option<usize>,
+    leaf_level: Option<usize>,
+) -> PyResult<(
+    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray1<i64>>,
+)> {
+    let contiguous = |what: &str| JtmError::InvalidArgument(format!("{what} must be C-contiguous"));
+    let width = leaves.shape()[1];
+    let leaves = leaves.as_slice().map_err(|_| contiguous("leaves"))?;
+    let nodes = nodes.as_slice().map_err(|_| contiguous("nodes"))?;
+    let levels = match (arity, leaf_level) {
+        (Some(arity), Some(leaf_level)) => Some(Levels { arity, leaf_level }),
+        (None, None) => None,
+        _ => {
+            return Err(JtmError::InvalidArgument(
+                "give both arity and leaf_level, or neither".into(),
+            )
+            .into())
+        }
+    };
+    let b = py.detach(|| bags_of(leaves, width, &windows, levels, nodes, n_nodes))?;
+    Ok((
+        b.unique.into_pyarray(py),
+        b.bag_rows.into_pyarray(py),
+        b.offsets.into_pyarray(py),
+        b.local_nodes.into_pyarray(py),
+    ))
+}
