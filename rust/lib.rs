@@ -30,6 +30,7 @@ pub mod parallel;
 pub mod persistence;
 pub mod rng;
 pub mod samples;
+pub mod thread_affinity;
 pub mod training_kernels;
 pub mod tree;
 pub mod tree_learning;

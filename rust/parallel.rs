@@ -12,8 +12,12 @@
 //! none of their threads, and would wait forever for them. Pools remember the process that
 //! built them; a child builds its own (and, instead of rayon's global pool once the parent
 //! has used it, a cached pool of the same size).
+//!
+//! A cached pool as wide as the CPUs the process may use pins each worker to one of them
+//! ([`crate::thread_affinity`]).
 
 use crate::error::{JtmError, Result};
+use crate::thread_affinity::{pin_current_thread, pool_cpus};
 use rayon::{ThreadPool, ThreadPoolBuilder};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -42,13 +46,17 @@ fn cached_pool(n_threads: usize) -> Result<Arc<ThreadPool>> {
         pools.push(hit);
         return Ok(pool);
     }
-    let pool = ThreadPoolBuilder::new()
+    let mut builder = ThreadPoolBuilder::new()
         .num_threads(n_threads)
-        .thread_name(|i| format!("jtm-rs-{i}"))
-        .build()
-        .map_err(|e| {
-            JtmError::Internal(format!("cannot start a pool of {n_threads} threads: {e}"))
-        })?;
+        .thread_name(|i| format!("jtm-rs-{i}"));
+    if let Some(cpus) = pool_cpus(n_threads) {
+        builder = builder.start_handler(move |i| {
+            pin_current_thread(cpus[i % cpus.len()]);
+        });
+    }
+    let pool = builder.build().map_err(|e| {
+        JtmError::Internal(format!("cannot start a pool of {n_threads} threads: {e}"))
+    })?;
     let pool = Arc::new(pool);
     if pools.len() == MAX_CACHED_POOLS {
         pools.remove(0);
@@ -130,6 +138,30 @@ mod tests {
             run(Some(1), || Ok(rayon::current_num_threads())).unwrap(),
             1
         );
+    }
+
+    #[test]
+    fn a_pool_as_wide_as_the_cpus_pins_one_worker_to_each() {
+        let cpus = crate::thread_affinity::allowed_cpus();
+        if cpus.len() < 2 || std::env::var("JTM_RS_PIN_THREADS").is_ok() {
+            return;
+        }
+        let masks = run(Some(cpus.len()), || {
+            Ok(rayon::broadcast(|_| crate::thread_affinity::allowed_cpus()))
+        })
+        .unwrap();
+        let mut pinned: Vec<usize> = masks
+            .iter()
+            .map(|m| {
+                assert_eq!(m.len(), 1, "a worker may run on {m:?}");
+                m[0]
+            })
+            .collect();
+        pinned.sort_unstable();
+        assert_eq!(pinned, cpus);
+        // A narrower pool floats.
+        let one = run(Some(1), || Ok(crate::thread_affinity::allowed_cpus())).unwrap();
+        assert_eq!(one, cpus);
     }
 
     #[test]

@@ -137,6 +137,7 @@ def lazy_adam_rows(
     beta2: float,
     eps: float,
     step_size: float,
+    n_threads: int | None = None,
 ) -> None:
     """Lazy Adam on rows ``rows`` (strictly increasing) of the ``[n, dim]`` table ``param`` and
     its moments, in place (C-contiguous float32); ``grad`` is ``[len(rows), dim]``."""

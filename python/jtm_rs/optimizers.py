@@ -80,7 +80,8 @@ class LazyAdam(torch.optim.Optimizer):
                     # and scatters below were ~16 % of a training step at 10^6 items.
                     # (It rounds differently from them: docs/scale.md.)
                     lazy_adam_rows(p.detach().numpy(), state["exp_avg"].numpy(), state["exp_avg_sq"].numpy(),
-                                   rows.numpy(), values.numpy(), b1, b2, eps, step_size)
+                                   rows.numpy(), values.numpy(), b1, b2, eps, step_size,
+                                   n_threads=torch.get_num_threads())
                     continue
                 m = state["exp_avg"].index_select(0, rows).lerp_(values, 1 - b1)
                 v = state["exp_avg_sq"].index_select(0, rows).mul_(b2).addcmul_(values, values, value=1 - b2)

@@ -26,8 +26,10 @@ fn contiguous<'a, T>(
     r.map_err(|_| JtmError::InvalidArgument(format!("{what} must be C-contiguous")).into())
 }
 
-/// Lazy Adam on the rows `rows` (strictly increasing) of `param` and its moments, in place.
+/// Lazy Adam on the rows `rows` (strictly increasing) of `param` and its moments, in place,
+/// on `n_threads` (the training step's pool: another pool's threads would wake for it).
 #[pyfunction]
+#[pyo3(signature = (param, exp_avg, exp_avg_sq, rows, grad, beta1, beta2, eps, step_size, n_threads=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn lazy_adam_rows(
     py: Python<'_>,
@@ -40,6 +42,7 @@ pub fn lazy_adam_rows(
     beta2: f64,
     eps: f64,
     step_size: f64,
+    n_threads: Option<Count>,
 ) -> PyResult<()> {
     let dim = param.shape()[1];
     if grad.shape()[1] != dim && grad.shape()[0] > 0 {
@@ -60,7 +63,7 @@ pub fn lazy_adam_rows(
         step_size,
     };
     Ok(py.detach(|| {
-        run(None, || {
+        run(n_threads.map(|c| c.0), || {
             training_kernels::lazy_adam_rows(p, m, v, dim, rows, grad, step)
         })
     })?)
