@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import List, Optional, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -82,8 +83,32 @@ def fused_leaves_bce_loss(model: nn.Module, leaves: torch.Tensor, levels, rows: 
     return fused_bce_loss(model, unique, bag_rows, offsets, rows, local_nodes, labels, params)
 
 
-def _array(t: torch.Tensor):
-    return t.detach().contiguous().numpy()
+def _array(t):
+    return t.detach().contiguous().numpy() if isinstance(t, torch.Tensor) else np.ascontiguousarray(t)
+
+
+class ScoringPass:
+    """The Rust scoring pass (``rust/mlp_scores.rs``) with an MLP's parameters read once: the
+    node table, the first layer's node share ``w_node`` and ``params``
+    (:func:`mlp_parameters`), as numpy views. A beam search scores a dozen levels with the same
+    weights; converting them at every call cost about as much as one user's level did
+    (``benches/retrieve_latency.py``). The weights must not change while it is in use."""
+
+    def __init__(self, node_rows: torch.Tensor, w_node: torch.Tensor, params: Sequence[torch.Tensor]):
+        n_layers = len(params) // 3
+        self.node_rows, self.w_node = _array(node_rows), _array(w_node)
+        self.weights = [_array(w) for w in params[0 : 2 * n_layers : 2]]
+        self.biases = [_array(b) for b in params[1 : 2 * n_layers : 2]]
+        self.slopes = [float(s.detach()) for s in params[2 * n_layers :]]
+
+    def scores(self, user_share, rows, nodes, *, node_shares: bool = False, precision: str = "float32") -> np.ndarray:
+        """Each pair's logit (float32 numpy): pair ``p``'s first pre-activation is
+        ``user_share[rows[p]] + node_rows[nodes[p]] @ w_node.T`` (or ``+ node_rows[nodes[p]]``
+        with ``node_shares=True``), then the layers; tensors or numpy arrays."""
+        return mlp_scores(
+            _array(user_share), self.node_rows, _array(rows), _array(nodes), self.w_node, self.weights, self.biases,
+            self.slopes, node_shares=node_shares, precision=precision, n_threads=torch.get_num_threads(),
+        )
 
 
 def fused_scores(user_share: torch.Tensor, node_rows: torch.Tensor, rows: torch.Tensor, nodes: torch.Tensor,
@@ -96,14 +121,8 @@ def fused_scores(user_share: torch.Tensor, node_rows: torch.Tensor, rows: torch.
     count; a pair's score does not depend on the rest of the call. ``precision="bfloat16"``
     rounds the multiplies' operands to bfloat16 and sums in float32 (AVX-512 BF16 where the
     CPU has it). CPU, float32 tensors, no autograd."""
-    n_layers = len(params) // 3
-    weights, biases = params[0 : 2 * n_layers : 2], params[1 : 2 * n_layers : 2]
-    slopes = [float(s.detach()) for s in params[2 * n_layers :]]
-    scores = mlp_scores(
-        _array(user_share), _array(node_rows), _array(rows), _array(nodes), _array(w_node),
-        [_array(w) for w in weights], [_array(b) for b in biases], slopes,
-        node_shares=node_shares, precision=precision, n_threads=torch.get_num_threads(),
-    )
+    scores = ScoringPass(node_rows, w_node, params).scores(user_share, rows, nodes, node_shares=node_shares,
+                                                          precision=precision)
     return torch.from_numpy(scores)
 
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fused_mlp import fused_bce_loss, fused_linear, fused_scores, fused_user_shares, mlp_parameters
+from .fused_mlp import ScoringPass, fused_bce_loss, fused_linear, fused_scores, fused_user_shares, mlp_parameters
 from .model_layers import TIME_WINDOWS, PReLU, WindowPool, fit_width, unique_inverse
 
 class JTMModel(nn.Module):
@@ -269,13 +269,20 @@ def _pass_parameters(model: JTMModel, like: torch.Tensor) -> Optional[list]:
     return mlp_parameters(model.mlp)
 
 
+def scoring_pass(model: nn.Module) -> Optional[ScoringPass]:
+    """``model``'s MLP read once for a beam search's levels, or ``None`` where the pass does not apply."""
+    params = _pass_parameters(model, model.embedding.weight) if isinstance(model, JTMModel) else None
+    if params is None or not isinstance(model.mlp[0], nn.Linear):
+        return None
+    return ScoringPass(model.embedding.weight, model.mlp[0].weight[:, -model.embedding_dim :], params)
+
+
 def _pass_scores(model: JTMModel, share: torch.Tensor, node_rows: torch.Tensor, rows: torch.Tensor, nodes: torch.Tensor,
                   w_node: torch.Tensor, precision: str, node_shares: bool = False) -> Optional[torch.Tensor]:
     params = _pass_parameters(model, share)
     if params is None or share.dtype != torch.float32:
         return None
-    return fused_scores(share, node_rows, rows, nodes, w_node, params, node_shares=node_shares,
-                        precision=precision)
+    return fused_scores(share, node_rows, rows, nodes, w_node, params, node_shares=node_shares, precision=precision)
 
 
 def _mlp_after_first(model: JTMModel, h: torch.Tensor) -> torch.Tensor:

@@ -98,7 +98,7 @@ def model_score_fn(model, tree: Tree, user_leaves, *, hierarchical: bool, precis
 
     from .features import behaviours_at
     from .geometry import TreeGeometry
-    from .model import score_pairs
+    from .model import score_pairs, scoring_pass
 
     device = user_leaves.device
     geometry = TreeGeometry.of(tree, device)
@@ -106,9 +106,19 @@ def model_score_fn(model, tree: Tree, user_leaves, *, hierarchical: bool, precis
 
     check_precision(precision)
     bf16 = precision == "bfloat16"
+    # The Rust pass with the weights read once for all the search's levels (the model does not
+    # change during a search): a level of one user costs its pairs, not the conversions.
+    passes: list = []
 
     @torch.no_grad()
     def score(user_rows: np.ndarray, nodes: np.ndarray, level: int):
+        if shares is not None and device.type == "cpu":
+            if not passes:
+                passes.append(scoring_pass(model))
+            found = shares.rows(user_rows, level) if passes[0] is not None else None
+            if found is not None:
+                ids = np.where(nodes >= 0, nodes, model.n_nodes)
+                return torch.from_numpy(passes[0].scores(*found, ids, precision=precision))
         rows = torch.from_numpy(user_rows).to(device)
         nodes_t = torch.from_numpy(nodes).to(device)
         found = shares.rows(rows, level) if shares is not None else None
@@ -141,13 +151,17 @@ class _UserShares:
 
     def rows(self, user_rows, level: int):
         """``(share, each pair's row in it)``, or ``None`` where the model's first layer does
-        not split."""
-        if self.splits and (self.share is None or level < self.first_level or bool((self.slot[user_rows] < 0).any())):
-            self._compute(user_rows, level)
+        not split. ``user_rows`` a tensor, or on the CPU a numpy array (rows come back alike)."""
+        import torch
+
+        as_numpy = isinstance(user_rows, np.ndarray)
+        slot = self.slot.numpy() if as_numpy else self.slot  # the same memory
+        if self.splits and (self.share is None or level < self.first_level or bool((slot[user_rows] < 0).any())):
+            self._compute(torch.from_numpy(user_rows) if as_numpy else user_rows, level)
         if not self.splits:
             return None
         offset = level - self.first_level if self.hierarchical else 0
-        return self.share, self.slot[user_rows] * self.n_levels + offset
+        return self.share, slot[user_rows] * self.n_levels + offset
 
     def _compute(self, user_rows, level: int) -> None:
         import torch
