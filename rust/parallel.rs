@@ -13,8 +13,9 @@
 //! built them; a child builds its own (and, instead of rayon's global pool once the parent
 //! has used it, a cached pool of the same size).
 //!
-//! A cached pool as wide as the CPUs the process may use pins each worker to one of them
-//! ([`crate::thread_affinity`]).
+//! A pool as wide as the CPUs the process may use pins each worker to one of them
+//! ([`crate::thread_affinity`]): the cached pools, and the global pool where
+//! [`build_global_pool`] built it (the Python module does on import).
 
 use crate::error::{JtmError, Result};
 use crate::thread_affinity::{pin_current_thread, pool_cpus};
@@ -46,15 +47,7 @@ fn cached_pool(n_threads: usize) -> Result<Arc<ThreadPool>> {
         pools.push(hit);
         return Ok(pool);
     }
-    let mut builder = ThreadPoolBuilder::new()
-        .num_threads(n_threads)
-        .thread_name(|i| format!("jtm-rs-{i}"));
-    if let Some(cpus) = pool_cpus(n_threads) {
-        builder = builder.start_handler(move |i| {
-            pin_current_thread(cpus[i % cpus.len()]);
-        });
-    }
-    let pool = builder.build().map_err(|e| {
+    let pool = builder(n_threads, "jtm-rs").build().map_err(|e| {
         JtmError::Internal(format!("cannot start a pool of {n_threads} threads: {e}"))
     })?;
     let pool = Arc::new(pool);
@@ -63,6 +56,28 @@ fn cached_pool(n_threads: usize) -> Result<Arc<ThreadPool>> {
     }
     pools.push((n_threads, pool.clone()));
     Ok(pool)
+}
+
+/// Builds rayon's global pool (`n_threads = None`) now, its workers pinned as a cached pool's
+/// are when it is as wide as the allowed CPUs (the default); whether this call built it (a
+/// pool built already, by an earlier call or a first parallel section, is left as it is).
+pub fn build_global_pool() -> bool {
+    builder(global_pool_size(), "jtm-rs-global")
+        .build_global()
+        .is_ok()
+}
+
+/// A pool of `n_threads` named `{name}-{i}`, pinned where [`pool_cpus`] says.
+fn builder(n_threads: usize, name: &'static str) -> ThreadPoolBuilder {
+    let b = ThreadPoolBuilder::new()
+        .num_threads(n_threads)
+        .thread_name(move |i| format!("{name}-{i}"));
+    match pool_cpus(n_threads) {
+        Some(cpus) => b.start_handler(move |i| {
+            pin_current_thread(cpus[i % cpus.len()]);
+        }),
+        None => b,
+    }
 }
 
 /// Runs `f` on the requested pool, turning a panic into `JtmError::Internal`.

@@ -91,3 +91,45 @@ def test_fit_tunes_training_threads_and_restores_them(monkeypatch):
         split, show_progress=False)
     assert len(chosen) == 1 and chosen[0] in (1, 2)
     assert torch.get_num_threads() == before
+
+
+_POOL_MASKS = """
+import glob, json, os
+import jtm_rs._core  # builds rayon's global pool
+from jtm_rs._core import Tree
+Tree.random(list(range(5000)), seed=0)  # a parallel section on the caller's pool
+masks = {}
+for task in glob.glob("/proc/self/task/*"):
+    name = open(task + "/comm").read().strip()
+    if name.startswith("jtm-rs-"):
+        masks[name] = sorted(os.sched_getaffinity(int(task.rsplit("/", 1)[1])))
+print(json.dumps(masks))
+"""
+
+
+def _pool_masks(**env):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    clean = {k: v for k, v in os.environ.items() if k not in ("RAYON_NUM_THREADS", "JTM_RS_PIN_THREADS")}
+    out = subprocess.run([sys.executable, "-c", _POOL_MASKS], env={**clean, **env}, capture_output=True, text=True,
+                         check=True)
+    return json.loads(out.stdout)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "sched_getaffinity") or len(__import__("os").sched_getaffinity(0)) < 2,
+                    reason="pinning needs Linux and at least 2 CPUs")
+def test_a_pool_as_wide_as_the_cpus_pins_a_worker_to_each():
+    """rayon's global pool, built on import as wide as the CPUs the process may use, has one
+    worker on each CPU; JTM_RS_PIN_THREADS=0 and a narrower pool leave them to the scheduler."""
+    import os
+
+    cpus = sorted(os.sched_getaffinity(0))
+    pinned = {k: v for k, v in _pool_masks().items() if k.startswith("jtm-rs-global-")}
+    assert len(pinned) == len(cpus)
+    assert sorted(m[0] for m in pinned.values()) == cpus and all(len(m) == 1 for m in pinned.values())
+    for env in ({"JTM_RS_PIN_THREADS": "0"}, {"RAYON_NUM_THREADS": str(len(cpus) - 1 or 1)}):
+        free = {k: v for k, v in _pool_masks(**env).items() if k.startswith("jtm-rs-global-")}
+        assert free and all(m == cpus for m in free.values()), env

@@ -12,6 +12,8 @@ use pyo3::prelude::*;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // rayon's global pool with its workers pinned (before any section could build it unpinned).
+    crate::parallel::build_global_pool();
     m.add_class::<tree::PyTree>()?;
     m.add_function(wrap_pyfunction!(functions::learn_tree, m)?)?;
     m.add_function(wrap_pyfunction!(batches::batch_bags, m)?)?;
