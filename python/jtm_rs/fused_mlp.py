@@ -3,8 +3,9 @@
 
 torch runs each operation over a whole batch of pairs (~8 000 a step) before the next, so
 activations leave the cache between their write and their read, and the window means'
-``embedding_bag`` sorts in its backward. :func:`fused_bce_loss` takes the batch's embedding
-rows as torch looked them up and runs everything after — the users' window means and their
+``embedding_bag`` sorts in its backward. :func:`fused_bce_loss` takes the batch's distinct
+embedding rows (from the leaves: :func:`fused_leaves_bce_loss`, ``rust/batch_bags.rs``) and
+runs everything after — the users' window means and their
 share of the first layer (``rust/window_bags.rs``), each pair's node share, the PReLUs, the
 layers, the mean binary cross-entropy and the backward of all of it, the pairs chunk by chunk
 in cache — returning the loss with its gradients attached for autograd. Same loss and
