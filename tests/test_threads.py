@@ -1,5 +1,7 @@
 """torch's thread count: fixed for scoring, measured per pass for training (ThreadTuner)."""
 
+import os
+
 import pytest
 import torch
 
@@ -109,7 +111,6 @@ print(json.dumps(masks))
 
 def _pool_masks(**env):
     import json
-    import os
     import subprocess
     import sys
 
@@ -119,17 +120,17 @@ def _pool_masks(**env):
     return json.loads(out.stdout)
 
 
-@pytest.mark.skipif(not hasattr(__import__("os"), "sched_getaffinity") or len(__import__("os").sched_getaffinity(0)) < 2,
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
                     reason="pinning needs Linux and at least 2 CPUs")
 def test_a_pool_as_wide_as_the_cpus_pins_a_worker_to_each():
     """rayon's global pool, built on import as wide as the CPUs the process may use, has one
     worker on each CPU; JTM_RS_PIN_THREADS=0 and a narrower pool leave them to the scheduler."""
-    import os
-
     cpus = sorted(os.sched_getaffinity(0))
-    pinned = {k: v for k, v in _pool_masks().items() if k.startswith("jtm-rs-global-")}
+    # As wide as the CPUs by RAYON_NUM_THREADS (the default width can be narrower, under a CPU quota).
+    pinned = {k: v for k, v in _pool_masks(RAYON_NUM_THREADS=str(len(cpus))).items() if k.startswith("jtm-rs-global-")}
     assert len(pinned) == len(cpus)
     assert sorted(m[0] for m in pinned.values()) == cpus and all(len(m) == 1 for m in pinned.values())
-    for env in ({"JTM_RS_PIN_THREADS": "0"}, {"RAYON_NUM_THREADS": str(len(cpus) - 1 or 1)}):
+    for env in ({"JTM_RS_PIN_THREADS": "0", "RAYON_NUM_THREADS": str(len(cpus))},
+                {"RAYON_NUM_THREADS": str(len(cpus) - 1)}):
         free = {k: v for k, v in _pool_masks(**env).items() if k.startswith("jtm-rs-global-")}
         assert free and all(m == cpus for m in free.values()), env
