@@ -43,7 +43,7 @@ class JTMModel(nn.Module):
     #: ``False`` gives torch's ops, the reference ``benches/train_throughput.py`` compares with.
     fused_step: bool = True
     #: Whether scoring without autograd (beam search, tree learning) may use the Rust forward
-    #: pass (:func:`jtm_rs.fused_mlp.fused_scores`); ``False`` gives torch's ops.
+    #: pass (:class:`jtm_rs.fused_mlp.ScoringPass`); ``False`` gives torch's ops.
     fused_scoring: bool = True
 
     def __init__(
@@ -181,9 +181,10 @@ class JTMModel(nn.Module):
         first = self.mlp[0]
         d_user = len(self.window_sizes) * self.embedding_dim
         ids = torch.where(nodes >= 0, nodes, self.n_nodes)
-        fused = _pass_scores(self, share, self.embedding.weight, rows, ids, first.weight[:, d_user:], precision)
-        if fused is not None:
-            return fused
+        params = _pass_parameters(self, share) if share.dtype == torch.float32 else None
+        if params is not None:
+            return fused_scores(share, self.embedding.weight, rows, ids, first.weight[:, d_user:], params,
+                                precision=precision)
         with torch.autocast(share.device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
             if len(rows) > 2 * PAIR_BLOCK:  # blocks whose activations stay in cache
                 n = -(-len(rows) // PAIR_BLOCK)
@@ -212,7 +213,8 @@ class JTMModel(nn.Module):
                       precision: str = "float32") -> Optional[torch.Tensor]:
         """:meth:`score_grid` with each row of ``leaves`` taken at ``level`` (as
         :meth:`user_share_at`), through the Rust pass; ``None`` where it does not apply."""
-        if _pass_parameters(self, nodes) is None or not isinstance(self.mlp[0], nn.Linear) or nodes.dim() != 2:
+        params = _pass_parameters(self, nodes)
+        if params is None or not isinstance(self.mlp[0], nn.Linear) or nodes.dim() != 2:
             return None
         s, c = nodes.shape
         levels = None if level is None else torch.full((s,), level, dtype=torch.int64)
@@ -224,7 +226,8 @@ class JTMModel(nn.Module):
         # Rust too: a node's share must not depend on the others in its call (the ranks of a
         # sharded tree learning score different items and must agree).
         shares = fused_linear(table, w_node, torch.zeros(len(w_node)), precision)
-        return _pass_scores(self, h_user, shares, rows, local_nodes, w_node, precision, node_shares=True).view(s, c)
+        return fused_scores(h_user, shares, rows, local_nodes, w_node, params, node_shares=True,
+                            precision=precision).view(s, c)
 
     def _first_layer_parts(self, behaviours: torch.Tensor, nodes: torch.Tensor):
         """The first layer split by its inputs: ``(user share with bias [G, H], the batch's
@@ -275,14 +278,6 @@ def scoring_pass(model: nn.Module) -> Optional[ScoringPass]:
     if params is None or not isinstance(model.mlp[0], nn.Linear):
         return None
     return ScoringPass(model.embedding.weight, model.mlp[0].weight[:, -model.embedding_dim :], params)
-
-
-def _pass_scores(model: JTMModel, share: torch.Tensor, node_rows: torch.Tensor, rows: torch.Tensor, nodes: torch.Tensor,
-                  w_node: torch.Tensor, precision: str, node_shares: bool = False) -> Optional[torch.Tensor]:
-    params = _pass_parameters(model, share)
-    if params is None or share.dtype != torch.float32:
-        return None
-    return fused_scores(share, node_rows, rows, nodes, w_node, params, node_shares=node_shares, precision=precision)
 
 
 def _mlp_after_first(model: JTMModel, h: torch.Tensor) -> torch.Tensor:

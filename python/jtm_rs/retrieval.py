@@ -152,12 +152,9 @@ class _UserShares:
     def rows(self, user_rows, level: int):
         """``(share, each pair's row in it)``, or ``None`` where the model's first layer does
         not split. ``user_rows`` a tensor, or on the CPU a numpy array (rows come back alike)."""
-        import torch
-
-        as_numpy = isinstance(user_rows, np.ndarray)
-        slot = self.slot.numpy() if as_numpy else self.slot  # the same memory
+        slot = self.slot.numpy() if isinstance(user_rows, np.ndarray) else self.slot  # the same memory
         if self.splits and (self.share is None or level < self.first_level or bool((slot[user_rows] < 0).any())):
-            self._compute(torch.from_numpy(user_rows) if as_numpy else user_rows, level)
+            self._compute(user_rows, level)
         if not self.splits:
             return None
         offset = level - self.first_level if self.hierarchical else 0
@@ -166,7 +163,7 @@ class _UserShares:
     def _compute(self, user_rows, level: int) -> None:
         import torch
 
-        users = torch.unique(user_rows)
+        users = torch.unique(torch.as_tensor(user_rows))
         beh = self.user_leaves[users]
         self.first_level, self.n_levels = level, 1
         self.share = None
