@@ -30,6 +30,7 @@ from jtm_rs.config import JTMConfig
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from arithmetic import gemm_flops_per_s  # noqa: E402
+from peak_trace import PeakTrace  # noqa: E402
 
 JTM_DEFAULTS = JTMConfig()
 
@@ -64,6 +65,8 @@ def main() -> None:
                    help="load this UserBehavior-layout file instead of generating (--items is then ignored)")
     p.add_argument("--max-samples-per-item", type=int, default=JTM_DEFAULTS.max_samples_per_item,
                    help="tree learning's samples per item (JTMConfig)")
+    p.add_argument("--trace-peak", action="store_true",
+                   help="note the Python stack at each new resident-memory high and print the highest (peak_trace.py)")
     a = p.parse_args()
     if (a.items is None) == (a.user_behavior is None):
         p.error("give --items N (generate) or --user-behavior CSV (load), not both")
@@ -75,6 +78,7 @@ def main() -> None:
     from jtm_rs.tree_policy import initial_tree
 
     rows = []
+    tracer = PeakTrace().start() if a.trace_peak else None
     base = rss_gib()  # the process before any data: interpreter, torch, the extension
     size = {"items": 0, "behaviours": 0}
 
@@ -168,6 +172,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for name, s, rss, peak, per_item, per_beh, note in rows:
         print(f"| {name} | {s:.1f} | {rss:.2f} | {peak:.2f} | {per_item:,.0f} | {per_beh:,.0f} | {note} |")
+    if tracer is not None:
+        print("\nthe highest resident marks and where the main thread was:\n" + tracer.report())
 
 
 def tree_learning_work(targets, cfg):

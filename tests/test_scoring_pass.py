@@ -84,6 +84,25 @@ def test_bfloat16_scores_follow_float32_and_do_not_depend_on_the_batch():
     assert torch.equal(part, b16[777:1500])
 
 
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_a_pair_scores_the_same_on_any_thread_count(precision):
+    """Beam search hands the pass its own thread count (every core by default): a batch's
+    levels split over the threads, a call under the threshold runs on the caller; the scores
+    are the same bits either way."""
+    from jtm_rs.model import scoring_pass
+
+    model = _model()
+    beh, rows, nodes = _inputs(model, pairs=5000)
+    with torch.no_grad():
+        share = model.user_share(beh)
+        pass_ = scoring_pass(model)
+    one = pass_.scores(share, rows, nodes, precision=precision, n_threads=1)
+    for n_threads in (None, 2, 3):
+        assert np.array_equal(pass_.scores(share, rows, nodes, precision=precision, n_threads=n_threads), one)
+        small = pass_.scores(share, rows[:400], nodes[:400], precision=precision, n_threads=n_threads)
+        assert np.array_equal(small, one[:400])
+
+
 def test_autograd_autocast_and_other_models_keep_torchs_ops(monkeypatch):
     import jtm_rs.model
 

@@ -37,7 +37,7 @@ def beam_recall_by_level(jtm, users: EvaluationUsers, M: int = 200, *, beam_size
     model.eval()
     precision = resolve_precision(jtm.config.retrieval_precision, jtm.device)  # the arithmetic retrieve uses
     score = model_score_fn(model, tree, jtm.user_leaves(users.features, "ignore"), hierarchical=jtm.config.hierarchical,
-                           precision=precision)
+                           precision=precision, n_threads=jtm.n_threads)
     n_nodes = np.int64(tree.n_nodes)
 
     def recording(user_rows: np.ndarray, nodes: np.ndarray, level: int):

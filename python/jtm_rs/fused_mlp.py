@@ -102,13 +102,16 @@ class ScoringPass:
         self.biases = [_array(b) for b in params[1 : 2 * n_layers : 2]]
         self.slopes = [float(s.detach()) for s in params[2 * n_layers :]]
 
-    def scores(self, user_share, rows, nodes, *, node_shares: bool = False, precision: str = "float32") -> np.ndarray:
+    def scores(self, user_share, rows, nodes, *, node_shares: bool = False, precision: str = "float32",
+               n_threads: Optional[int] = None) -> np.ndarray:
         """Each pair's logit (float32 numpy): pair ``p``'s first pre-activation is
         ``user_share[rows[p]] + node_rows[nodes[p]] @ w_node.T`` (or ``+ node_rows[nodes[p]]``
-        with ``node_shares=True``), then the layers; tensors or numpy arrays."""
+        with ``node_shares=True``), then the layers; tensors or numpy arrays. ``n_threads``
+        as the Rust core's (``None``: rayon's pool, every core); a call of fewer than 1 024
+        pairs (one user's beam-search level) runs on the calling thread whatever it is."""
         return mlp_scores(
             _array(user_share), self.node_rows, _array(rows), _array(nodes), self.w_node, self.weights, self.biases,
-            self.slopes, node_shares=node_shares, precision=precision, n_threads=torch.get_num_threads(),
+            self.slopes, node_shares=node_shares, precision=precision, n_threads=n_threads,
         )
 
 
@@ -123,7 +126,7 @@ def fused_scores(user_share: torch.Tensor, node_rows: torch.Tensor, rows: torch.
     rounds the multiplies' operands to bfloat16 and sums in float32 (AVX-512 BF16 where the
     CPU has it). CPU, float32 tensors, no autograd."""
     scores = ScoringPass(node_rows, w_node, params).scores(user_share, rows, nodes, node_shares=node_shares,
-                                                          precision=precision)
+                                                          precision=precision, n_threads=torch.get_num_threads())
     return torch.from_numpy(scores)
 
 

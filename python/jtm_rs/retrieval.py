@@ -80,7 +80,8 @@ def check_precision(precision: str) -> None:
         raise InvalidInputError(f"precision must be 'float32' or 'bfloat16', got {precision!r}")
 
 
-def model_score_fn(model, tree: Tree, user_leaves, *, hierarchical: bool, precision: str = "float32") -> ScoreFn:
+def model_score_fn(model, tree: Tree, user_leaves, *, hierarchical: bool, precision: str = "float32",
+                   n_threads: Optional[int] = None) -> ScoreFn:
     """A beam-search ``score_fn`` from a torch model following the :mod:`jtm_rs.model` call
     convention; ``user_leaves`` is ``LongTensor[n_users, W]`` (behaviour leaves, ``-1`` padded)
     on the model's device. Returns float32 tensors (moved to numpy by :func:`beam_search`).
@@ -93,7 +94,10 @@ def model_score_fn(model, tree: Tree, user_leaves, *, hierarchical: bool, precis
     pass on the CPU, else ``torch.autocast``; the scores come back as float32), every call
     alike (not by the size of the call: the arithmetic a user's answer comes from does not
     depend on the batch it is searched in). Per call: the callback may run on a thread the
-    caller's autocast does not reach."""
+    caller's autocast does not reach.
+
+    ``n_threads``: the Rust scoring pass's threads, as :func:`beam_search`'s (``None``: every
+    core); a level of a batch of users splits over them, one user's runs on the calling thread."""
     import torch
 
     from .features import behaviours_at
@@ -118,7 +122,7 @@ def model_score_fn(model, tree: Tree, user_leaves, *, hierarchical: bool, precis
             found = shares.rows(user_rows, level) if passes[0] is not None else None
             if found is not None:
                 ids = np.where(nodes >= 0, nodes, model.n_nodes)
-                return torch.from_numpy(passes[0].scores(*found, ids, precision=precision))
+                return torch.from_numpy(passes[0].scores(*found, ids, precision=precision, n_threads=n_threads))
         rows = torch.from_numpy(user_rows).to(device)
         nodes_t = torch.from_numpy(nodes).to(device)
         found = shares.rows(rows, level) if shares is not None else None
@@ -260,8 +264,8 @@ def model_search(model, tree: Tree, user_leaves, M: int, k: int, *, method: str,
     if method == "brute_force":
         return drop_excluded(*brute_force(model, tree, user_leaves, M, hierarchical=hierarchical, excluded=excluded,
                                           precision=precision))
-    score = excluding(model_score_fn(model, tree, user_leaves, hierarchical=hierarchical, precision=precision),
-                      tree.leaf_level, excluded)
+    score = excluding(model_score_fn(model, tree, user_leaves, hierarchical=hierarchical, precision=precision,
+                                     n_threads=n_threads), tree.leaf_level, excluded)
     items, scores = beam_search(tree, score, len(user_leaves), k, M, batch_size=batch_size, n_threads=n_threads)
     if excluded:
         short = np.flatnonzero(np.isneginf(scores[:, -1]))

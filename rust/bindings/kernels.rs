@@ -233,7 +233,7 @@ pub fn mlp_scores<'py>(
         nodes: readonly(nodes.as_slice(), "nodes")?,
     };
     let n = pairs.rows.len();
-    let scores = in_parts(py, n_threads, n, |parts| {
+    let scores = in_parts(py, n_threads, n, PARALLEL_MIN_PAIRS, |parts| {
         pair_scores(&mlp, &pairs, precision, parts)
     })?;
     Ok(scores.into_pyarray(py))
@@ -304,23 +304,29 @@ pub fn linear_layer<'py>(
         readonly(bias.as_slice(), "bias")?,
     );
     let rows = x.len() / k.max(1);
-    let y = in_parts(py, n_threads, rows, |parts| {
+    let y = in_parts(py, n_threads, rows, CHUNK_PAIRS + 1, |parts| {
         linear(x, w, b, (n, k), precision, parts)
     })?;
     matrix(py, y, n)
 }
 
+/// Below this many pairs a scoring call runs on the calling thread whatever the pool: waking
+/// a second worker cost more than it saved on one user's beam-search level (~400 pairs, 2
+/// chunks; docs/serving.md), while a batch's levels (thousands of pairs) split.
+const PARALLEL_MIN_PAIRS: usize = 4 * CHUNK_PAIRS;
+
 /// Runs `f(parts)` with the GIL released on `n_threads` (the pool's size as `parts`), or on the
-/// calling thread with one part where there is one thread or at most one chunk of `rows`: a
-/// pool hand-off costs more than a small call's work (one user's beam-search level).
+/// calling thread with one part where there is one thread or fewer than `min_parallel` rows: a
+/// pool hand-off costs more than a small call's work.
 fn in_parts<R: Send>(
     py: Python<'_>,
     n_threads: Option<Count>,
     rows: usize,
+    min_parallel: usize,
     f: impl FnOnce(usize) -> crate::error::Result<R> + Send,
 ) -> PyResult<R> {
     let n_threads = n_threads.map(|c| c.0);
-    let here = n_threads == Some(1) || rows <= CHUNK_PAIRS;
+    let here = n_threads == Some(1) || rows < min_parallel;
     Ok(py.detach(|| {
         run_sized(n_threads, here, || {
             f(if here {
@@ -383,7 +389,7 @@ pub fn user_share_rows<'py>(
         levels,
     });
     let rows = beh.len() / width.max(1);
-    let y = in_parts(py, n_threads, rows, |parts| {
+    let y = in_parts(py, n_threads, rows, CHUNK_PAIRS + 1, |parts| {
         user_shares(&side, beh, width, hierarchy, precision, parts)
     })?;
     matrix(py, y, side.bias.len())
