@@ -1,30 +1,29 @@
-"""Where a process's resident memory peaks: a daemon thread reads the RSS every few
-milliseconds and, at each new high, notes the main thread's Python stack (the frames of
-``jtm_rs`` and the bench). ``benches/scale.py --trace-peak`` prints the stacks of the highest
+"""Where a process's resident memory peaks: a daemon thread reads the high-water mark
+(``ru_maxrss``) every few milliseconds and, when it rose, notes the main thread's Python stack
+(the frames of ``jtm_rs`` and the bench). The thread runs only when it gets the GIL, so a peak
+inside a call that holds it (much of numpy) is seen when the call returns: the stack then
+names the line after it. ``benches/scale.py --trace-peak`` prints the stacks of the highest
 marks, so a peak is found in the code, not guessed from phase totals."""
 
 from __future__ import annotations
 
 import os
+import resource
 import sys
 import threading
 import time
 import traceback
 from typing import List, Tuple
 
-_PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * _PAGE
+def _peak_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 class PeakTrace:
-    """``start()``, then ``report()``: the stacks at the ``top`` highest resident marks that
-    were each ``step`` bytes above the last one noted."""
+    """``start()``, then ``report()``: the stacks at the ``top`` highest high-water marks, each
+    ``step`` bytes above the last one noted."""
 
-    def __init__(self, interval_s: float = 0.005, step: int = 64 << 20):
+    def __init__(self, interval_s: float = 0.005, step: int = 16 << 20):
         self.interval, self.step = interval_s, step
         self.marks: List[Tuple[int, float, List[str]]] = []
         self._main = threading.main_thread().ident
@@ -32,24 +31,27 @@ class PeakTrace:
         self._t0 = time.perf_counter()
 
     def start(self) -> "PeakTrace":
-        threading.Thread(target=self._run, name="peak-trace", daemon=True).start()
+        self._thread = threading.Thread(target=self._run, name="peak-trace", daemon=True)
+        self._thread.start()
         return self
 
     def _run(self) -> None:
-        high = _rss_bytes()
+        noted = _peak_bytes()
         while not self._stop.wait(self.interval):
-            rss = _rss_bytes()
-            if rss < high + self.step:
+            peak = _peak_bytes()
+            if peak < noted + self.step:
                 continue
-            high = rss
+            noted = peak
             frame = sys._current_frames().get(self._main)
             stack = traceback.extract_stack(frame) if frame is not None else []
+            del frame  # a frame held here would keep the main thread's locals alive
             where = [f"{os.path.basename(f.filename)}:{f.lineno} {f.name}" for f in stack
                      if "jtm_rs" in f.filename or "benches" in f.filename]
-            self.marks.append((rss, time.perf_counter() - self._t0, where[-6:]))
+            self.marks.append((peak, time.perf_counter() - self._t0, where[-6:]))
 
-    def report(self, top: int = 5) -> str:
+    def report(self, top: int = 8) -> str:
         self._stop.set()
+        self._thread.join()
         lines = []
         for rss, t, where in sorted(self.marks, reverse=True)[:top]:
             lines.append(f"{rss / 2**30:.2f} GiB at {t:.1f} s: " + " <- ".join(reversed(where)))

@@ -6,6 +6,7 @@
 //! - [`samples`]: training samples with per-level negatives (§4.2);
 //! - [`kmeans_tree`]: the initial tree by recursive balanced k-means over embeddings (§4.1);
 //! - [`tree_learning`]: paper Algorithm 2, segmented greedy assignment with rebalance (§4.4);
+//! - [`item_samples`]: its training examples per item, a capped random subset of each;
 //! - [`beam_search`]: layer-wise retrieval (§4.5);
 //! - [`persistence`]: the tree file format;
 //! - [`training_kernels`]: the training step's memory-bound CPU kernel (lazy Adam's row update);
@@ -24,6 +25,7 @@ pub mod beam_search;
 pub mod dense_kernels;
 pub mod error;
 pub mod fused_mlp;
+pub mod item_samples;
 pub mod kmeans_tree;
 pub mod mlp_scores;
 pub mod parallel;

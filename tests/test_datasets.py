@@ -254,3 +254,19 @@ def test_runner_smoke_on_movielens_100k(ml100k, tmp_path):
     pop, cf = res["popularity"][0]["test"], res["itemcf"][0]["test"]
     assert pop["n_users"] > 80 and 0 < pop["recall"] < 1 and 0 < cf["recall"] < 1
     assert "| itemcf |" in (tmp_path / "table.md").read_text()
+
+
+@pytest.mark.parametrize("low, high", [(0, 50), (-7, 3), (10**12, 10**12 + 900), (-(2**62), 2**62)])
+def test_integer_ids_map_as_a_sort_would(low, high):
+    """Ids in a narrow range go through a table over it, chunk by chunk; wide ones (hashed
+    ids) through a sort: both give the distinct ids sorted and each row's place among them."""
+    from jtm_rs.datasets._ids import finish_ids
+
+    rng = np.random.default_rng(1)
+    chunks = [rng.integers(low, high, size, dtype=np.int64) for size in (300, 0, 1, 777)]
+    want_ids, want_inverse = np.unique(np.concatenate(chunks), return_inverse=True)
+    ids, inverse = finish_ids(list(chunks))
+    assert ids.dtype == np.int64 and inverse.dtype == np.int32
+    assert np.array_equal(ids, want_ids) and np.array_equal(inverse, want_inverse.reshape(-1))
+    empty_ids, empty_inverse = finish_ids([np.zeros(0, np.int64)])
+    assert len(empty_ids) == len(empty_inverse) == 0

@@ -82,6 +82,22 @@ def test_recommend_shapes_and_brute_force(fitted, generated):
     assert np.array_equal(np.sort(wide, 1), np.sort(bf_ids, 1))  # a beam as wide as the corpus is exact
 
 
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_brute_force_in_blocks_of_leaves_equals_it_whole(fitted, generated, precision):
+    """Past ``batch_pairs`` items brute force scores a user's leaves in blocks (memory at
+    millions of items): the same items and scores as one call over all of them."""
+    from jtm_rs.retrieval import brute_force
+
+    model, _ = fitted
+    _, split = generated
+    leaves = model.user_leaves(split.test.evaluation_users().features[:4], "ignore")
+    with torch.no_grad():
+        whole = brute_force(model.model, model.tree, leaves, M, hierarchical=True, precision=precision)
+        blocks = brute_force(model.model, model.tree, leaves, M, hierarchical=True, precision=precision,
+                             batch_pairs=100)
+    assert np.array_equal(whole[0], blocks[0]) and np.array_equal(whole[1], blocks[1])
+
+
 def test_bfloat16_retrieval_keeps_most_of_float32s_answer(fitted, generated):
     """``retrieval_precision="bfloat16"`` really scores in another arithmetic (the scores
     differ), and keeps the ranking: most of float32's top M, beam and brute force alike."""

@@ -23,6 +23,33 @@ def test_item_samples_caps_and_weights():
     assert np.diff(indptr).tolist() == [4, 2, 1] and scale.tolist() == [1.0, 1.0, 1.0]
 
 
+def _sorted_samples(targets, max_per_item, seed):
+    """The samples as a stable sort of the permuted targets gives them (the Rust pass's reference)."""
+    perm = np.random.default_rng(seed).permutation(len(targets))
+    order = perm[np.argsort(targets[perm], kind="stable")]
+    keys, first, counts = np.unique(targets[order], return_index=True, return_counts=True)
+    kept = counts if max_per_item is None else np.minimum(counts, max_per_item)
+    if max_per_item is not None:
+        order = order[np.arange(len(order)) - np.repeat(first, counts) < max_per_item]
+    return keys, np.concatenate(([0], np.cumsum(kept))), order, counts / np.maximum(kept, 1)
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+@pytest.mark.parametrize("cap", [None, 1, 3])
+def test_item_samples_are_a_stable_sort_of_the_permutation(dtype, cap):
+    rng = np.random.default_rng(4)
+    for targets in (rng.integers(0, 50, 3000), rng.integers(0, 1 << 30, 500), np.zeros(1, int)):
+        targets = targets.astype(dtype)
+        got, want = item_samples(targets, cap, seed=9), _sorted_samples(targets, cap, 9)
+        for g, w in zip(got, want):
+            assert np.array_equal(g, w)
+
+
+def test_item_samples_refuse_negative_ids():
+    with pytest.raises(jtm_rs.InvalidInputError, match="non-negative"):
+        item_samples(np.array([3, -1, 2]), 2)
+
+
 @pytest.mark.parametrize("hierarchical, arity, start", [(True, 2, 2), (False, 2, 1), (True, 3, 2)])
 def test_weights_agree_with_direct_scoring(hierarchical, arity, start):
     data = synthetic.generate(80, 30, seed=1, min_length=3, mean_length=6).interactions

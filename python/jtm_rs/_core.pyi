@@ -127,6 +127,15 @@ def batch_bags(
     ``leaf_level`` example ``e`` is user rows ``e * leaf_level + l - 1``, its behaviours the
     ancestors at levels ``l = 1..leaf_level``."""
 
+def item_samples(
+    targets: npt.NDArray[np.int32] | npt.NDArray[np.int64],
+    perm: npt.NDArray[np.int64],
+    cap: int | None = None,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """``(keys, indptr, rows, counts)``: the example rows of each target item (``keys``
+    ascending), in the order of ``perm`` (a permutation of the rows), the first ``cap`` of each
+    (``None``: all); item ``keys[k]`` keeps ``rows[indptr[k]:indptr[k+1]]`` of its ``counts[k]``."""
+
 def lazy_adam_rows(
     param: npt.NDArray[np.float32],
     exp_avg: npt.NDArray[np.float32],

@@ -302,7 +302,11 @@ def brute_force(model, tree: Tree, user_leaves, m: int, *, hierarchical: bool, b
     with torch.no_grad():
         for lo in range(0, user_leaves.shape[0], per_batch):
             beh = behaviours_at(geometry, user_leaves[lo : lo + per_batch], tree.leaf_level, hierarchical)
-            logits = score_grid(model, beh, leaves.expand(beh.shape[0], -1), precision=precision).float()
+            # Past batch_pairs items a user's leaves go in blocks: at 3.7 M items one call's
+            # node shares were 1.9 GB (a pair's score does not depend on its call's others).
+            logits = torch.cat([score_grid(model, beh, leaves[b : b + batch_pairs].expand(beh.shape[0], -1),
+                                           precision=precision).float()
+                                for b in range(0, len(items), batch_pairs)], dim=1)
             if excluded:
                 rows = np.repeat(np.arange(lo, lo + beh.shape[0], dtype=np.int64), len(items))
                 hit = excluded.mask(rows, np.tile(leaf_ids, beh.shape[0]))

@@ -1,7 +1,10 @@
-//! `batch_bags`: a training batch's embedding rows and window bags (`crate::batch_bags`).
+//! `batch_bags`: a training batch's embedding rows and window bags (`crate::batch_bags`);
+//! `item_samples`: tree learning's training examples per item (`crate::item_samples`).
 
+use super::convert::Count;
 use crate::batch_bags::{batch_bags as bags_of, Levels};
 use crate::error::JtmError;
+use crate::item_samples::item_samples as samples_of;
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 
@@ -46,5 +49,45 @@ pub fn batch_bags<'py>(
         b.bag_rows.into_pyarray(py),
         b.offsets.into_pyarray(py),
         b.local_nodes.into_pyarray(py),
+    ))
+}
+
+/// `(keys, indptr, rows, counts)` of tree learning's samples per item
+/// (`crate::item_samples`): `targets` (int32 or int64 item ids) grouped by item, taken in the
+/// order of `perm`, at most `cap` per item.
+#[pyfunction]
+#[pyo3(signature = (targets, perm, cap=None))]
+#[allow(clippy::type_complexity)]
+pub fn item_samples<'py>(
+    py: Python<'py>,
+    targets: &Bound<'py, PyAny>,
+    perm: PyReadonlyArray1<'py, i64>,
+    cap: Option<Count>,
+) -> PyResult<(
+    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray1<i64>>,
+)> {
+    let contiguous = |what: &str| JtmError::InvalidArgument(format!("{what} must be C-contiguous"));
+    let perm = perm.as_slice().map_err(|_| contiguous("perm"))?;
+    let cap = cap.map(|c| c.0);
+    let s = if let Ok(t) = targets.extract::<PyReadonlyArray1<'py, i32>>() {
+        let t = t.as_slice().map_err(|_| contiguous("targets"))?;
+        py.detach(|| samples_of(t, perm, cap))?
+    } else {
+        let t = targets
+            .extract::<PyReadonlyArray1<'py, i64>>()
+            .map_err(|_| {
+                JtmError::InvalidArgument("targets must be a 1-d int32 or int64 array".into())
+            })?;
+        let t = t.as_slice().map_err(|_| contiguous("targets"))?;
+        py.detach(|| samples_of(t, perm, cap))?
+    };
+    Ok((
+        s.keys.into_pyarray(py),
+        s.indptr.into_pyarray(py),
+        s.rows.into_pyarray(py),
+        s.counts.into_pyarray(py),
     ))
 }

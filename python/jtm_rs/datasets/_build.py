@@ -10,7 +10,8 @@ import numpy as np
 from ..data import Interactions
 from ..exceptions import InvalidInputError
 from ..ids import IdMap
-from ._reader import LoadReport, finish_ids
+from ._ids import finish_ids
+from ._reader import LoadReport
 
 #: Duplicate policies: "drop" keeps one of rows equal in (user, item, timestamp) and counts the
 #: rest in ``report.duplicates_dropped``; "keep" keeps every row (repeated behaviours at
@@ -59,6 +60,12 @@ def _order(u: np.ndarray, ts: np.ndarray, i: np.ndarray, n_items: int) -> np.nda
         t0, t1 = int(ts.min()), int(ts.max())
         span = (t1 - t0 + 1) * max(n_items, 1)
         if span * (int(u.max()) + 1) < 2**63:
-            key = (u * span) + (ts - t0) * n_items + i
+            key = u.astype(np.int64)  # in place from here: at 10^8 rows each temporary is 800 MB
+            key *= span
+            part = ts - t0
+            part *= n_items
+            key += part
+            del part
+            key += i
             return np.argsort(key, kind="stable")
     return np.lexsort((i, ts, u))

@@ -91,7 +91,7 @@ def read_delimited(
     """Reads ``columns`` (``name -> (0-based position, kind)``) of a delimited file.
 
     Returns ``(values, report)``: for "int"/"timestamp" an int64/float64 numpy array, for "id"
-    an int64 array or a list of arrow string arrays (see :func:`finish_ids`), for "text" a
+    an int64 array or a list of arrow string arrays (see :func:`._ids.finish_ids`), for "text" a
     chunked arrow array. ``row_filter(cols) -> (keep, bad, column, describe)`` (numpy bool masks
     and ``describe(i) -> str``) drops rows before conversion (e.g. Taobao's behaviour type):
     ``keep=False`` rows are counted as filtered out, ``bad`` rows are raised or skipped.
@@ -245,7 +245,7 @@ def read_delimited(
         if kind == "text":
             values[name] = pa.chunked_array(chunks, pa.string())
         elif kind == "id":
-            values[name] = chunks  # finished by finish_ids (int or string ids)
+            values[name] = chunks  # finished by _ids.finish_ids (int or string ids)
         else:
             dtype = np.float64 if kind == "float" or ts_kind.get(name) == "float" else np.int64
             values[name] = np.concatenate(chunks).astype(dtype, copy=False) if chunks else np.zeros(0, dtype)
@@ -369,23 +369,3 @@ def _parse_one_timestamp(s: str, kind: str):
         return int(d.timestamp())
     except (ValueError, OverflowError):
         return None
-
-
-def finish_ids(chunks: List[object]) -> Tuple[np.ndarray, np.ndarray]:
-    """``(distinct sorted ids, internal id per row)`` of one "id" column read in chunks: int64
-    ids when every chunk held canonical integers, else strings (integers then keep their text).
-    Empties ``chunks``."""
-    if all(isinstance(c, np.ndarray) for c in chunks):
-        vals = np.concatenate(chunks) if chunks else np.zeros(0, np.int64)
-        chunks.clear()  # the caller's chunks are consumed: at 100 M rows every copy is 800 MB
-        ids, inverse = np.unique(vals, return_inverse=True)
-        del vals
-        return ids, inverse.reshape(-1).astype(np.int64)
-    arrs = [pa.array(c.astype(str)) if isinstance(c, np.ndarray) else c for c in chunks]
-    chunks.clear()
-    enc = pa.chunked_array(arrs, pa.string()).combine_chunks().dictionary_encode()
-    dictionary = np.asarray(enc.dictionary.to_pylist(), dtype=str)
-    order = np.argsort(dictionary, kind="stable")
-    rank = np.empty(len(order), dtype=np.int64)
-    rank[order] = np.arange(len(order))
-    return dictionary[order], rank[enc.indices.to_numpy(zero_copy_only=False)]

@@ -14,7 +14,8 @@ from ..data import Interactions
 from ..exceptions import DataFormatError
 from ..ids import IdMap
 from ._build import build
-from ._reader import finish_ids, read_delimited
+from ._ids import finish_ids
+from ._reader import read_delimited
 
 
 def load_amazon_ratings(
