@@ -20,8 +20,8 @@ def _peak_bytes() -> int:
 
 
 class PeakTrace:
-    """``start()``, then ``report()``: the stacks at the ``top`` highest high-water marks, each
-    ``step`` bytes above the last one noted."""
+    """``start()``, then ``report()``: the stacks of the ``top`` highest high-water marks, one
+    per line of code, each mark ``step`` bytes above the last one noted."""
 
     def __init__(self, interval_s: float = 0.005, step: int = 16 << 20):
         self.interval, self.step = interval_s, step
@@ -52,7 +52,12 @@ class PeakTrace:
     def report(self, top: int = 8) -> str:
         self._stop.set()
         self._thread.join()
+        highest: dict = {}  # the highest mark at each line (the innermost frame)
+        for mark in self.marks:
+            key = mark[2][-1] if mark[2] else ""
+            if key not in highest or mark[0] > highest[key][0]:
+                highest[key] = mark
         lines = []
-        for rss, t, where in sorted(self.marks, reverse=True)[:top]:
+        for rss, t, where in sorted(highest.values(), reverse=True)[:top]:
             lines.append(f"{rss / 2**30:.2f} GiB at {t:.1f} s: " + " <- ".join(reversed(where)))
         return "\n".join(lines)

@@ -154,3 +154,22 @@ def test_empty_dataset_has_no_windows_and_no_users():
     assert len(d.training_windows()) == 0
     assert len(d.evaluation_users()) == 0
     assert d.split(0, 0).train.n_users == 0
+
+
+def test_the_sorted_check_sees_a_disorder_at_a_block_boundary():
+    """Interactions checks (user, timestamp) order in blocks that overlap by a row: a disorder
+    between two blocks is found as well as one inside a block."""
+    from jtm_rs.data import _sorted_by_user_time
+
+    user, ts = np.repeat(np.arange(5), 4), np.tile(np.arange(4), 5)
+    assert _sorted_by_user_time(user, ts, block=3)
+    for at in range(1, len(user)):
+        swapped_ts = ts.copy()
+        swapped_ts[at - 1], swapped_ts[at] = ts[at], ts[at - 1]
+        if user[at - 1] == user[at]:
+            assert not _sorted_by_user_time(user, swapped_ts, block=3), at
+        swapped_user = user.copy()
+        swapped_user[at - 1], swapped_user[at] = user[at], user[at - 1]
+        if user[at - 1] != user[at]:
+            assert not _sorted_by_user_time(swapped_user, ts, block=3), at
+    assert _sorted_by_user_time(user[:1], ts[:1]) and _sorted_by_user_time(user[:0], ts[:0])

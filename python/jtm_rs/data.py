@@ -44,12 +44,15 @@ def _int_column(values, name: str) -> np.ndarray:
     return a.astype(np.int64, copy=False)
 
 
-def _sorted_by_user_time(user: np.ndarray, ts: np.ndarray) -> bool:
-    """Whether rows are already in (user, timestamp) order: one vectorised pass, no sort."""
-    if len(user) < 2:
-        return True
-    du = np.diff(user)
-    return bool((du >= 0).all() and (ts[1:][du == 0] >= ts[:-1][du == 0]).all())
+def _sorted_by_user_time(user: np.ndarray, ts: np.ndarray, block: int = 1 << 22) -> bool:
+    """Whether rows are already in (user, timestamp) order: vectorised passes over blocks that
+    overlap by a row (whole-column temporaries were 2 GB at 10^8 rows), no sort."""
+    for lo in range(0, max(len(user) - 1, 0), block):
+        u, t = user[lo : lo + block + 1], ts[lo : lo + block + 1]
+        du = np.diff(u)
+        if not ((du >= 0).all() and (t[1:][du == 0] >= t[:-1][du == 0]).all()):
+            return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -287,6 +290,11 @@ class Windows:
     @property
     def targets(self) -> np.ndarray:
         return self.items[self.pos]
+
+    def targets_at(self, rows) -> np.ndarray:
+        """The targets of examples ``rows`` only (``targets`` builds all of them: 78 M ids at
+        the UserBehavior scale, for a training's 20 000)."""
+        return self.items[self.pos[rows]]
 
     def row_ends(self) -> np.ndarray:
         """``int64[len(self)]``: where each example's user row ends (exclusive), as far as the

@@ -116,7 +116,7 @@ def train_epoch(
         raise InvalidInputError("the per-level softmax loss does not combine with beam-aware training")
     device = leaves.device
     geometry = TreeGeometry.of(tree, device)
-    targets = leaves.windows.targets[examples]
+    targets = leaves.windows.targets_at(examples)
     # One example's samples give the block every example shares: its size and level pattern.
     first = generate_samples(tree, targets[:1], negatives, start_level=start_level, seed=seed)
     block = len(first.node)
@@ -278,7 +278,7 @@ def objective_by_level(
     device = leaves.device
     geometry = TreeGeometry.of(tree, device)
     L = tree.leaf_level
-    target_leaf = torch.from_numpy(tree.leaves(leaves.windows.targets[examples])).to(device)
+    target_leaf = torch.from_numpy(tree.leaves(leaves.windows.targets_at(examples))).to(device)
     ex = torch.from_numpy(np.ascontiguousarray(examples, dtype=np.int64)).to(device)
     levels = torch.arange(1, L + 1, device=device)
     total = torch.zeros(L, dtype=torch.float64, device=device)

@@ -8,13 +8,20 @@ use crate::item_samples::item_samples as samples_of;
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 
+/// Four int64 arrays handed to Python.
+type Int64Arrays<'py> = (
+    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray1<i64>>,
+);
+
 /// `(unique, bag_rows, offsets, local_nodes)` of examples `leaves` (`[E, W]` behaviour leaves,
 /// most recent first, `-1` padded) in `windows`, and of the sampled `nodes` (`-1`: padding,
 /// given row `n_nodes`). With `arity` and `leaf_level` each example is `leaf_level` user rows,
 /// its behaviours taken as their ancestors at levels `1..=leaf_level`.
 #[pyfunction]
 #[pyo3(signature = (leaves, windows, nodes, n_nodes, arity=None, leaf_level=None))]
-#[allow(clippy::type_complexity)]
 pub fn batch_bags<'py>(
     py: Python<'py>,
     leaves: PyReadonlyArray2<'py, i64>,
@@ -23,12 +30,7 @@ pub fn batch_bags<'py>(
     n_nodes: usize,
     arity: Option<usize>,
     leaf_level: Option<usize>,
-) -> PyResult<(
-    Bound<'py, PyArray1<i64>>,
-    Bound<'py, PyArray1<i64>>,
-    Bound<'py, PyArray1<i64>>,
-    Bound<'py, PyArray1<i64>>,
-)> {
+) -> PyResult<Int64Arrays<'py>> {
     let contiguous = |what: &str| JtmError::InvalidArgument(format!("{what} must be C-contiguous"));
     let width = leaves.shape()[1];
     let leaves = leaves.as_slice().map_err(|_| contiguous("leaves"))?;
@@ -57,18 +59,12 @@ pub fn batch_bags<'py>(
 /// order of `perm`, at most `cap` per item.
 #[pyfunction]
 #[pyo3(signature = (targets, perm, cap=None))]
-#[allow(clippy::type_complexity)]
 pub fn item_samples<'py>(
     py: Python<'py>,
     targets: &Bound<'py, PyAny>,
     perm: PyReadonlyArray1<'py, i64>,
     cap: Option<Count>,
-) -> PyResult<(
-    Bound<'py, PyArray1<i64>>,
-    Bound<'py, PyArray1<i64>>,
-    Bound<'py, PyArray1<i64>>,
-    Bound<'py, PyArray1<i64>>,
-)> {
+) -> PyResult<Int64Arrays<'py>> {
     let contiguous = |what: &str| JtmError::InvalidArgument(format!("{what} must be C-contiguous"));
     let perm = perm.as_slice().map_err(|_| contiguous("perm"))?;
     let cap = cap.map(|c| c.0);
