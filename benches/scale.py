@@ -127,7 +127,10 @@ def main() -> None:
         jtm.save(a.save)  # e.g. for benches/serve_load.py
     for r in jtm.history:
         s = r.seconds
-        phase(f"round {r.iteration}: training", s["train"], f"{per_training / s['train']:,.0f} examples/s")
+        fixed = s.get("behaviour_leaves", 0.0)  # the round's features, whatever its examples
+        phase(f"round {r.iteration}: training", s["train"], f"{per_training / s['train']:,.0f} examples/s; "
+              f"{fixed:.1f} s of it the behaviour leaves, {per_training / max(s['train'] - fixed, 1e-9):,.0f} "
+              "examples/s without them")
         if "validate" in s:
             phase(f"round {r.iteration}: validation", s["validate"], "500 users, beam")
         if "learn_tree" in s:
