@@ -39,7 +39,8 @@ def test_fit_records_every_round(fitted):
     assert [r.iteration for r in model.history] == [0, 1] and records == model.history
     r0, r1 = model.history
     assert r0.objective_after_tree_learning is not None and r1.objective_after_tree_learning is None
-    assert set(r0.seconds) == {"train", "validate", "learn_tree"}
+    assert set(r0.seconds) == {"behaviour_leaves", "train", "validate", "learn_tree"}
+    assert 0 <= r0.seconds["behaviour_leaves"] <= r0.seconds["train"]  # "train" counts the leaves too
     assert np.isfinite([r0.objective, r1.objective, r0.train_loss]).all()
     assert 0 <= r1.validation["recall"] <= 1 and r1.validation["n_users"] > 0
     model.tree.validate()
