@@ -14,6 +14,9 @@
 
 use crate::fused_mlp::gemm;
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
+
 /// The arithmetic of the multiplies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Precision {
@@ -85,6 +88,21 @@ pub enum Init<'a> {
     Rows(Rows<'a>),
 }
 
+/// Where a layer's outputs go: float32 rows of `n`, or bfloat16 bits in rows of
+/// [`Packed::bf16_row`]`(n)` (the next layer's input as the native bfloat16 kernels read it,
+/// so a chain of layers converts each output as it leaves the registers, not in a pass of its
+/// own).
+#[derive(Debug)]
+pub enum Out<'a> {
+    F32(&'a mut [f32]),
+    BF16(&'a mut [u16]),
+}
+
+/// A row of `k` values as the AVX-512 bfloat16 kernels read it: `k` rounded up to even.
+fn pair_row_len(k: usize) -> usize {
+    k.div_ceil(2) * 2
+}
+
 /// Rows of a tile the AVX-512 kernels hold in registers (6 × 4 vectors of sums).
 const TILE_ROWS: usize = 6;
 /// Columns of a tile: 4 vectors of 16 floats.
@@ -111,6 +129,19 @@ pub fn native(precision: Precision) -> bool {
     }
 }
 
+/// Whether the bfloat16 layers run on AMX tiles in this process (`amx` module; `JTM_RS_AMX=0`
+/// keeps the AVX-512 kernels).
+pub fn amx_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        amx::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// `f32` to bfloat16 bits, to nearest with ties to even (what `vcvtneps2bf16` does).
 pub fn bf16_bits(x: f32) -> u16 {
     let b = x.to_bits();
@@ -130,6 +161,8 @@ pub struct Packed {
     pub k: usize,
     precision: Precision,
     native: bool,
+    /// bfloat16 on AMX tiles (`amx` module) rather than the AVX-512 kernels.
+    amx: bool,
     /// Columns rounded up to whole vectors.
     n_pad: usize,
     /// float32, native: `[k][n_pad]`; otherwise the weight as given (rounded to bfloat16 for
@@ -153,6 +186,7 @@ impl Packed {
             k,
             precision,
             native,
+            amx: native && precision == Precision::BFloat16 && amx_available(),
             n_pad,
             f32s: Vec::new(),
             bf16s: Vec::new(),
@@ -167,7 +201,7 @@ impl Packed {
                 }
             }
             (true, Precision::BFloat16) => {
-                p.bf16s = vec![0; k.div_ceil(2) * n_pad * 2];
+                p.bf16s = vec![0; p.bf16_row(k) / 2 * n_pad * 2];
                 for (col, w) in weight.chunks_exact(k).enumerate() {
                     for (kk, &v) in w.iter().enumerate() {
                         p.bf16s[((kk / 2) * n_pad + col) * 2 + kk % 2] = bf16_bits(v);
@@ -194,35 +228,60 @@ impl Packed {
         y: &mut [f32],
         scratch: &mut Scratch,
     ) {
+        self.apply_to(x, rows, init, slope, Out::F32(y), scratch)
+    }
+
+    /// The length of a bfloat16 row of `width` values as this layer's native kernel reads and
+    /// writes it, zero-padded: to a multiple of 32 on AMX (a tile step), else of 2 (a pair).
+    pub fn bf16_row(&self, width: usize) -> usize {
+        if self.amx {
+            width.div_ceil(32) * 32
+        } else {
+            pair_row_len(width)
+        }
+    }
+
+    /// Whether this layer runs the native bfloat16 kernels, which take bfloat16 rows
+    /// ([`Packed::apply_bf16`]) and give [`Out::BF16`].
+    pub fn bf16_native(&self) -> bool {
+        self.native && self.precision == Precision::BFloat16
+    }
+
+    /// [`Packed::apply`] into `y`, which may be [`Out::BF16`] where [`Packed::bf16_native`]:
+    /// the same bits as converting the float32 outputs.
+    pub fn apply_to(
+        &self,
+        x: Rows<'_>,
+        rows: usize,
+        init: Init<'_>,
+        slope: Option<f32>,
+        y: Out<'_>,
+        scratch: &mut Scratch,
+    ) {
         let (n, k) = (self.n, self.k);
-        let init_fits = match init {
-            Init::Bias(b) => b.len() == n,
-            Init::Rows(r) => r.fits(rows, n),
-        };
-        assert!(
-            x.fits(rows, k) && init_fits && y.len() >= rows * n,
-            "a layer's operands do not fit [{n}, {k}]"
-        );
+        assert!(x.fits(rows, k), "a layer's inputs do not fit [{n}, {k}]");
+        self.check(rows, init, &y);
         if rows == 0 || n == 0 {
             return;
         }
         #[cfg(target_arch = "x86_64")]
         if self.native {
-            // SAFETY: `native` said the CPU has the features; the assert above and the packed
+            // SAFETY: `native` said the CPU has the features; the asserts above and the packed
             // shapes bound every access (`x86` module).
             unsafe {
                 match self.precision {
-                    Precision::Float32 => x86::f32_layer(self, x, rows, init, slope, y),
+                    Precision::Float32 => x86::f32_layer(self, x, rows, init, slope, f32_out(y)),
                     Precision::BFloat16 => {
-                        let k_pad = k.div_ceil(2) * 2;
+                        let k_pad = self.bf16_row(k);
                         scratch.bf16.resize(rows * k_pad, 0);
-                        x86::to_bf16_rows(x, rows, k, &mut scratch.bf16);
-                        x86::bf16_layer(self, &scratch.bf16, rows, init, slope, y)
+                        x86::to_bf16_rows(x, rows, k, k_pad, &mut scratch.bf16);
+                        self.bf16_layer(&scratch.bf16, rows, init, slope, y)
                     }
                 }
             }
             return;
         }
+        let y = f32_out(y);
         let y = &mut y[..rows * n];
         for (r, out) in y.chunks_exact_mut(n).enumerate() {
             match init {
@@ -251,6 +310,76 @@ impl Packed {
                 .for_each(|v| *v = if *v > 0.0 { *v } else { *v * a });
         }
     }
+
+    /// [`Packed::apply_to`] on rows already in bfloat16 (`x` `[rows, self.bf16_row(k)]`, a
+    /// previous layer's [`Out::BF16`]); only where [`Packed::bf16_native`].
+    pub fn apply_bf16(
+        &self,
+        x: &[u16],
+        rows: usize,
+        init: Init<'_>,
+        slope: Option<f32>,
+        y: Out<'_>,
+    ) {
+        assert!(
+            self.bf16_native() && x.len() >= rows * self.bf16_row(self.k),
+            "bfloat16 rows for [{}, {}] on the native kernels",
+            self.n,
+            self.k
+        );
+        self.check(rows, init, &y);
+        if rows == 0 || self.n == 0 {
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in `apply_to`; `bf16_native` said the CPU has the features.
+        unsafe {
+            self.bf16_layer(x, rows, init, slope, y)
+        }
+    }
+
+    /// The native bfloat16 layer on bfloat16 rows: AMX tiles where granted, else AVX-512.
+    ///
+    /// # Safety
+    /// As the `x86` and `amx` kernels: the CPU has the features, the operands fit.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn bf16_layer(
+        &self,
+        x: &[u16],
+        rows: usize,
+        init: Init<'_>,
+        slope: Option<f32>,
+        y: Out<'_>,
+    ) {
+        if self.amx {
+            amx::layer(self, x, rows, init, slope, y)
+        } else {
+            x86::bf16_layer(self, x, rows, init, slope, y)
+        }
+    }
+
+    /// The init and outputs fit `rows` rows; bfloat16 outputs only from the native kernels.
+    fn check(&self, rows: usize, init: Init<'_>, y: &Out<'_>) {
+        let n = self.n;
+        let fits = match init {
+            Init::Bias(b) => b.len() == n,
+            Init::Rows(r) => r.fits(rows, n),
+        } && match y {
+            Out::F32(y) => y.len() >= rows * n,
+            Out::BF16(y) => self.bf16_native() && y.len() >= rows * self.bf16_row(n),
+        };
+        assert!(fits, "a layer's operands do not fit [{n}, {}]", self.k);
+    }
+}
+
+/// The float32 outputs of a layer that gives no others.
+fn f32_out(y: Out<'_>) -> &mut [f32] {
+    match y {
+        Out::F32(y) => y,
+        Out::BF16(_) => {
+            unreachable!("bfloat16 outputs are checked to come from the native kernels")
+        }
+    }
 }
 
 /// A thread's buffers for [`Packed::apply`].
@@ -262,7 +391,7 @@ pub struct Scratch {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Init, Packed, Rows, TILE_COLS, TILE_ROWS};
+    use super::{pair_row_len, Init, Out, Packed, Rows, TILE_COLS, TILE_ROWS};
     use std::arch::x86_64::*;
 
     /// Calls `$tile::<R, V>` for `R = $r` rows (1..=6) and `V = $v` vectors (1..=4) of columns.
@@ -292,10 +421,9 @@ mod x86 {
         }
     }
 
-    /// Rows to bfloat16 bits, `k` rounded up to even with a zero: `out` `[rows, k_pad]`.
+    /// Rows to bfloat16 bits, zero-padded from `k` to `k_pad` values: `out` `[rows, k_pad]`.
     #[target_feature(enable = "avx512f,avx512bf16,avx512vl,avx512bw")]
-    pub unsafe fn to_bf16_rows(x: Rows<'_>, rows: usize, k: usize, out: &mut [u16]) {
-        let k_pad = k.div_ceil(2) * 2;
+    pub unsafe fn to_bf16_rows(x: Rows<'_>, rows: usize, k: usize, k_pad: usize, out: &mut [u16]) {
         for r in 0..rows {
             let i = x.at(r);
             let (src, dst) = (
@@ -417,23 +545,39 @@ mod x86 {
         finish::<R, V>(acc, p.n, c0, slope, y);
     }
 
-    #[target_feature(enable = "avx512f,avx512bf16")]
+    /// A tile's first output row: float32 rows of `n`, or bfloat16 rows of `n` rounded up to even.
+    #[derive(Clone, Copy)]
+    enum Dst {
+        F32(*mut f32),
+        BF16(*mut u16),
+    }
+
+    #[target_feature(enable = "avx512f,avx512bf16,avx512vl,avx512bw")]
     pub unsafe fn bf16_layer(
         p: &Packed,
         x: &[u16],
         rows: usize,
         init: Init<'_>,
         slope: Option<f32>,
-        y: &mut [f32],
+        y: Out<'_>,
     ) {
-        let k_pad = p.k.div_ceil(2) * 2;
+        let k_pad = pair_row_len(p.k);
         assert!(x.len() >= rows * k_pad);
+        let (y32, y16) = match y {
+            Out::F32(y) => (y.as_mut_ptr(), std::ptr::null_mut()),
+            Out::BF16(y) => (std::ptr::null_mut(), y.as_mut_ptr()),
+        };
         for c0 in (0..p.n_pad).step_by(TILE_COLS) {
             let vecs = ((p.n_pad - c0) / 16).min(4);
             let mut r0 = 0;
             while r0 < rows {
                 let r = (rows - r0).min(TILE_ROWS);
-                let (xs, ys) = (x.as_ptr().add(r0 * k_pad), y.as_mut_ptr().add(r0 * p.n));
+                let xs = x.as_ptr().add(r0 * k_pad);
+                let ys = if y16.is_null() {
+                    Dst::F32(y32.add(r0 * p.n))
+                } else {
+                    Dst::BF16(y16.add(r0 * pair_row_len(p.n)))
+                };
                 tiles!(bf16_tile, r, vecs, (p, xs, r0, c0, init, slope, ys));
                 r0 += r;
             }
@@ -441,7 +585,7 @@ mod x86 {
     }
 
     /// As [`f32_tile`], `k` two at a time: each `vdpbf16ps` adds a pair of products per lane.
-    #[target_feature(enable = "avx512f,avx512bf16")]
+    #[target_feature(enable = "avx512f,avx512bf16,avx512vl,avx512bw")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn bf16_tile<const R: usize, const V: usize>(
         p: &Packed,
@@ -450,9 +594,9 @@ mod x86 {
         c0: usize,
         init: Init<'_>,
         slope: Option<f32>,
-        y: *mut f32,
+        y: Dst,
     ) {
-        let k_pad = p.k.div_ceil(2) * 2;
+        let k_pad = pair_row_len(p.k);
         let mut acc = start::<R, V>(p.n, c0, r0, init);
         let w = p.bf16s.as_ptr().add(c0 * 2);
         for kp in 0..k_pad / 2 {
@@ -468,7 +612,39 @@ mod x86 {
                 }
             }
         }
-        finish::<R, V>(acc, p.n, c0, slope, y);
+        match y {
+            Dst::F32(y) => finish::<R, V>(acc, p.n, c0, slope, y),
+            Dst::BF16(y) => finish_bf16::<R, V>(acc, p.n, c0, slope, y),
+        }
+    }
+
+    /// [`finish`] into bfloat16 rows of `n` rounded up to even (the lanes past `n` hold zero
+    /// sums: the packed weight's padding), converted as [`to_bf16_rows`] would.
+    #[inline(always)]
+    unsafe fn finish_bf16<const R: usize, const V: usize>(
+        acc: [[__m512; V]; R],
+        n: usize,
+        c0: usize,
+        slope: Option<f32>,
+        y: *mut u16,
+    ) {
+        let (a, width) = (_mm512_set1_ps(slope.unwrap_or(1.0)), pair_row_len(n));
+        for (r, row) in acc.iter().enumerate() {
+            for (v, &s) in row.iter().enumerate() {
+                let col = c0 + 16 * v;
+                let out = _mm512_fmadd_ps(
+                    a,
+                    _mm512_min_ps(s, _mm512_setzero_ps()),
+                    _mm512_max_ps(s, _mm512_setzero_ps()),
+                );
+                let bits = std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(out));
+                _mm256_mask_storeu_epi16(
+                    y.add(r * width + col) as *mut i16,
+                    mask(width.saturating_sub(col)),
+                    bits,
+                );
+            }
+        }
     }
 }
 
@@ -517,22 +693,42 @@ mod tests {
             .collect()
     }
 
-    fn kernels() -> [(Precision, bool); 4] {
-        [
-            (Precision::Float32, native(Precision::Float32)),
-            (Precision::BFloat16, native(Precision::BFloat16)),
-            (Precision::Float32, false),
-            (Precision::BFloat16, false),
-        ]
+    /// Every kernel this CPU runs: `(precision, native, amx)`.
+    fn kernels() -> Vec<(Precision, bool, bool)> {
+        let bf16 = native(Precision::BFloat16);
+        let mut all = vec![
+            (Precision::Float32, native(Precision::Float32), false),
+            (Precision::BFloat16, bf16, false),
+            (Precision::Float32, false, false),
+            (Precision::BFloat16, false, false),
+        ];
+        if bf16 && amx_available() {
+            all.push((Precision::BFloat16, true, true));
+        }
+        all
+    }
+
+    fn packed(w: &[f32], n: usize, k: usize, (p, native, amx): (Precision, bool, bool)) -> Packed {
+        let mut packed = Packed::with(w, n, k, p, native);
+        packed.amx = amx;
+        packed
     }
 
     #[test]
     fn layers_match_the_reference_in_both_precisions() {
-        for (p, native) in kernels() {
-            for &(n, k) in &[(128, 24), (64, 128), (24, 64), (1, 24), (5, 3), (70, 17)] {
-                for rows in [1, 5, 6, 7, 13, 256] {
+        for kernel @ (p, native, amx) in kernels() {
+            for &(n, k) in &[
+                (128, 24),
+                (64, 128),
+                (24, 64),
+                (1, 24),
+                (5, 3),
+                (70, 17),
+                (33, 100),
+            ] {
+                for rows in [1, 5, 6, 7, 13, 16, 17, 256] {
                     let (x, w, init) = (values(rows * k, 1), values(n * k, 2), values(rows * n, 3));
-                    let packed = Packed::with(&w, n, k, p, native);
+                    let packed = packed(&w, n, k, kernel);
                     for slope in [None, Some(0.25)] {
                         let mut y = vec![f32::NAN; rows * n];
                         let init = Init::Rows(Rows::dense(&init));
@@ -548,7 +744,7 @@ mod tests {
                         for (i, (a, b)) in y.iter().zip(&want).enumerate() {
                             assert!(
                                 (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
-                                "{p:?} (native {native}) [{n}, {k}] {rows} rows, {slope:?}, {i}: {a} against {b}"
+                                "{p:?} (native {native}, amx {amx}) [{n}, {k}] {rows} rows, {slope:?}, {i}: {a} against {b}"
                             );
                         }
                     }
@@ -568,8 +764,8 @@ mod tests {
             .iter()
             .flat_map(|&i| table[i as usize * k..(i as usize + 1) * k].to_vec())
             .collect();
-        for (p, native) in kernels() {
-            let packed = Packed::with(&w, n, k, p, native);
+        for kernel in kernels() {
+            let packed = packed(&w, n, k, kernel);
             let (mut a, mut b) = (vec![0.0; rows * n], vec![0.0; rows * n]);
             let x = Rows {
                 data: &table,
@@ -592,17 +788,17 @@ mod tests {
                 &mut b,
                 &mut Scratch::default(),
             );
-            assert_eq!(a, b, "{p:?} native {native}");
+            assert_eq!(a, b, "{kernel:?}");
         }
     }
 
     #[test]
     fn a_row_does_not_depend_on_its_neighbours() {
-        for (p, native) in kernels() {
-            let (n, k, rows) = (64, 128, 13);
+        for kernel in kernels() {
+            let (n, k, rows) = (64, 128, 37);
             let (x, w) = (values(rows * k, 4), values(n * k, 5));
             let bias = values(n, 7);
-            let packed = Packed::with(&w, n, k, p, native);
+            let packed = packed(&w, n, k, kernel);
             let mut all = vec![0.0; rows * n];
             packed.apply(
                 Rows::dense(&x),
@@ -623,11 +819,61 @@ mod tests {
                     &mut one,
                     &mut Scratch::default(),
                 );
-                assert_eq!(
-                    one[..],
-                    all[r * n..(r + 1) * n],
-                    "{p:?} native {native} row {r}"
-                );
+                assert_eq!(one[..], all[r * n..(r + 1) * n], "{kernel:?} row {r}");
+            }
+        }
+    }
+
+    #[test]
+    fn bfloat16_outputs_are_the_converted_float32_outputs_and_chain() {
+        if !native(Precision::BFloat16) {
+            return; // only the native kernels give bfloat16 outputs
+        }
+        let bf16 = kernels()
+            .into_iter()
+            .filter(|&(p, native, _)| native && p == Precision::BFloat16);
+        for kernel in bf16.collect::<Vec<_>>() {
+            for &(n, k) in &[(5, 3), (24, 64), (1, 24), (70, 17)] {
+                for rows in [1, 7, 13, 40] {
+                    let (x, w, bias) = (values(rows * k, 1), values(n * k, 2), values(n, 3));
+                    let layer = packed(&w, n, k, kernel);
+                    let mut y = vec![0.0; rows * n];
+                    let mut y16 = vec![u16::MAX; rows * layer.bf16_row(n)];
+                    let mut s = Scratch::default();
+                    layer.apply(
+                        Rows::dense(&x),
+                        rows,
+                        Init::Bias(&bias),
+                        Some(0.3),
+                        &mut y,
+                        &mut s,
+                    );
+                    let y16_out = Out::BF16(&mut y16);
+                    layer.apply_to(
+                        Rows::dense(&x),
+                        rows,
+                        Init::Bias(&bias),
+                        Some(0.3),
+                        y16_out,
+                        &mut s,
+                    );
+                    let want: Vec<u16> = y
+                        .chunks_exact(n)
+                        .flat_map(|r| {
+                            r.iter()
+                                .map(|&v| bf16_bits(v))
+                                .chain((n..layer.bf16_row(n)).map(|_| 0))
+                        })
+                        .collect();
+                    assert_eq!(y16, want, "[{n}, {k}], {rows} rows");
+                    // The next layer reads those bits as apply would read the float32 outputs.
+                    let (w2, b2) = (values(4 * n, 5), values(4, 6));
+                    let next = packed(&w2, 4, n, kernel);
+                    let (mut a, mut b) = (vec![0.0; rows * 4], vec![0.0; rows * 4]);
+                    next.apply(Rows::dense(&y), rows, Init::Bias(&b2), None, &mut a, &mut s);
+                    next.apply_bf16(&y16, rows, Init::Bias(&b2), None, Out::F32(&mut b));
+                    assert_eq!(a, b, "[{n}, {k}], {rows} rows, the next layer");
+                }
             }
         }
     }

@@ -10,7 +10,7 @@
 //! contiguous parts of the pairs. A pair's score depends only on its own inputs: the same
 //! pair scores the same whatever else the call holds and however many threads run it.
 
-use crate::dense_kernels::{prefetch_rows, Init, Packed, Precision, Rows, Scratch};
+use crate::dense_kernels::{prefetch_rows, Init, Out, Packed, Precision, Rows, Scratch};
 use crate::error::{JtmError, Result};
 use crate::fused_mlp::{check_layers, Mlp, CHUNK_PAIRS};
 use rayon::prelude::*;
@@ -51,7 +51,7 @@ pub fn pair_scores(
     let n_parts = n_parts.clamp(1, n.div_ceil(CHUNK_PAIRS).max(1));
     let per_part = n.div_ceil(n_parts).max(1);
     let run_part = |(i, out): (usize, &mut [f32])| {
-        let mut work = Forward::new(mlp);
+        let mut work = Forward::new(mlp, &layers);
         let start = i * per_part;
         let end = start + out.len();
         // The node embeddings of the chunk after next, while this one computes.
@@ -183,18 +183,25 @@ impl Layers {
     }
 }
 
-/// One thread's buffers: each layer's activations.
+/// One thread's buffers: each layer's activations, in float32 and, on the native bfloat16
+/// kernels, as the bfloat16 rows the next layer reads (converted as they leave the registers).
 struct Forward {
     act: Vec<Vec<f32>>,
+    act16: Vec<Vec<u16>>,
     scratch: Scratch,
 }
 
 impl Forward {
-    fn new(mlp: &Mlp<'_>) -> Self {
+    fn new(mlp: &Mlp<'_>, layers: &Layers) -> Self {
         let c = CHUNK_PAIRS;
-        let widths = std::iter::once(mlp.hidden).chain(mlp.layers.iter().map(|l| l.outputs));
+        let widths = || std::iter::once(mlp.hidden).chain(mlp.layers.iter().map(|l| l.outputs));
+        let chain = layers.node.bf16_native();
         Forward {
-            act: widths.map(|w| vec![0.0; c * w]).collect(),
+            act: widths().map(|w| vec![0.0; c * w]).collect(),
+            act16: widths()
+                .filter(|_| chain)
+                .map(|w| vec![0; c * layers.node.bf16_row(w)])
+                .collect(),
             scratch: Scratch::default(),
         }
     }
@@ -215,6 +222,8 @@ impl Forward {
             index: Some(rows),
         };
         let first = &mut self.act[0][..c * hidden];
+        // Whether layer j's inputs are in act16[j] (bfloat16) rather than act[j].
+        let mut in16 = false;
         match pairs.node_rows {
             NodeRows::Embeddings(table) => {
                 // act0 = PReLU(user_share[rows] + table[nodes] · w_nodeᵀ)
@@ -222,14 +231,15 @@ impl Forward {
                     data: table,
                     index: Some(nodes),
                 };
-                layers.node.apply(
-                    x,
-                    c,
-                    Init::Rows(share),
-                    Some(mlp.slopes[0]),
-                    first,
-                    &mut self.scratch,
-                );
+                in16 = !self.act16.is_empty();
+                let y = match self.act16.first_mut() {
+                    Some(a) => Out::BF16(&mut a[..c * layers.node.bf16_row(hidden)]),
+                    None => Out::F32(first),
+                };
+                let slope = Some(mlp.slopes[0]);
+                layers
+                    .node
+                    .apply_to(x, c, Init::Rows(share), slope, y, &mut self.scratch);
             }
             NodeRows::Shares(table) => {
                 let slope = mlp.slopes[0];
@@ -246,11 +256,24 @@ impl Forward {
         }
         for (j, l) in mlp.layers.iter().enumerate() {
             let (done, rest) = self.act.split_at_mut(j + 1);
-            let x = Rows::dense(&done[j][..c * l.inputs]);
-            let y = &mut rest[0][..c * l.outputs];
+            let at = (j + 1).min(self.act16.len());
+            let (done16, rest16) = self.act16.split_at_mut(at);
+            // The last layer's outputs are the scores: float32.
+            let y = match rest16.first_mut().filter(|_| j + 1 < mlp.layers.len()) {
+                Some(a) => Out::BF16(&mut a[..c * layers.after[j].bf16_row(l.outputs)]),
+                None => Out::F32(&mut rest[0][..c * l.outputs]),
+            };
+            let out16 = matches!(y, Out::BF16(_));
             // The PReLU after every layer but the last.
-            let slope = mlp.slopes.get(j + 1).copied();
-            layers.after[j].apply(x, c, Init::Bias(l.bias), slope, y, &mut self.scratch);
+            let (init, slope) = (Init::Bias(l.bias), mlp.slopes.get(j + 1).copied());
+            if in16 {
+                let x = &done16[j][..c * layers.after[j].bf16_row(l.inputs)];
+                layers.after[j].apply_bf16(x, c, init, slope, y);
+            } else {
+                let x = Rows::dense(&done[j][..c * l.inputs]);
+                layers.after[j].apply_to(x, c, init, slope, y, &mut self.scratch);
+            }
+            in16 = out16;
         }
         out.copy_from_slice(&self.act[mlp.layers.len()][..c]);
     }
@@ -313,6 +336,69 @@ mod tests {
         }
         let three = pair_scores(&mlp(&c), &p, Precision::Float32, 3).unwrap();
         assert_eq!(one, three, "a pair's score must not depend on the parts");
+    }
+
+    /// The pass a layer at a time over all pairs, each layer's float32 outputs converted by
+    /// the next layer: the arithmetic before outputs left the registers as bfloat16.
+    fn layer_by_layer(c: &Params, rows: &[i64], nodes: &[i64], precision: Precision) -> Vec<f32> {
+        let m = mlp(c);
+        let layers = Layers::new(&m, precision);
+        let (n, mut s) = (rows.len(), Scratch::default());
+        let mut h = vec![0.0; n * m.hidden];
+        let (table, share) = (
+            Rows {
+                data: &c.table,
+                index: Some(nodes),
+            },
+            Rows {
+                data: &c.user_share,
+                index: Some(rows),
+            },
+        );
+        layers.node.apply(
+            table,
+            n,
+            Init::Rows(share),
+            Some(m.slopes[0]),
+            &mut h,
+            &mut s,
+        );
+        for (j, l) in m.layers.iter().enumerate() {
+            let mut y = vec![0.0; n * l.outputs];
+            let slope = m.slopes.get(j + 1).copied();
+            layers.after[j].apply(
+                Rows::dense(&h),
+                n,
+                Init::Bias(l.bias),
+                slope,
+                &mut y,
+                &mut s,
+            );
+            h = y;
+        }
+        h
+    }
+
+    #[test]
+    fn bfloat16_outputs_chained_between_layers_give_the_layer_by_layer_bits() {
+        let c = params();
+        let (rows, nodes) = pairs(2 * CHUNK_PAIRS + 37);
+        let p = ScoredPairs {
+            user_share: &c.user_share,
+            node_rows: NodeRows::Embeddings(&c.table),
+            rows: &rows,
+            nodes: &nodes,
+        };
+        for precision in [Precision::BFloat16, Precision::Float32] {
+            let want = layer_by_layer(&c, &rows, &nodes, precision);
+            for parts in [1, 3] {
+                assert_eq!(
+                    pair_scores(&mlp(&c), &p, precision, parts).unwrap(),
+                    want,
+                    "{precision:?}, {parts} parts"
+                );
+            }
+        }
     }
 
     #[test]
