@@ -142,6 +142,25 @@ pub fn amx_available() -> bool {
     }
 }
 
+/// Whether bfloat16 scoring beats float32 on this CPU: the native kernels on AMX tiles, or
+/// where `vdpbf16ps` does twice the multiplies of a float32 FMA (AMD's CPUs). On Intel's it
+/// does as many, and without AMX the conversions made bfloat16 0.65× float32
+/// (docs/performance.md, "AMX tiles on Intel CPUs").
+pub fn bf16_faster() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[allow(unused_unsafe)] // an unsafe fn before Rust 1.87
+        // SAFETY: CPUID is on every x86-64 CPU.
+        let vendor = unsafe { std::arch::x86_64::__cpuid(0) };
+        let intel = (vendor.ebx, vendor.edx, vendor.ecx) == (0x756e_6547, 0x4965_6e69, 0x6c65_746e);
+        native(Precision::BFloat16) && (amx_available() || !intel)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// `f32` to bfloat16 bits, to nearest with ties to even (what `vcvtneps2bf16` does).
 pub fn bf16_bits(x: f32) -> u16 {
     let b = x.to_bits();
@@ -876,6 +895,12 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn bfloat16_is_faster_only_where_native_and_always_on_amx() {
+        assert!(!bf16_faster() || native(Precision::BFloat16));
+        assert!(!amx_available() || bf16_faster());
     }
 
     #[test]

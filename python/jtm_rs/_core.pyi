@@ -206,6 +206,11 @@ def mlp_scores(
 def bfloat16_native() -> bool:
     """Whether this CPU multiplies bfloat16 natively in the scoring pass (AVX-512 BF16)."""
 
+def bfloat16_faster() -> bool:
+    """Whether bfloat16 scoring beats float32 on this CPU (what ``"auto"`` precisions choose):
+    native bfloat16 on AMX tiles, or AVX-512 BF16 on CPUs other than Intel's (there it does no
+    more multiplies than float32)."""
+
 def user_share_rows(
     table: npt.NDArray[np.float32],
     behaviours: npt.NDArray[np.int64],

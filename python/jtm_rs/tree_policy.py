@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._core import Tree, bfloat16_native
+from ._core import Tree, bfloat16_faster
 from .config import JTMConfig
 from .cooccurrence import cooccurrence_embeddings
 from .data import Interactions
@@ -114,8 +114,9 @@ def resolve_precision(setting: str, device: torch.device) -> str:
     if device.type == "cuda":
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
     if device.type == "cpu":
-        # The Rust scoring pass's kernels (AVX-512 BF16), which score the default model.
-        return "bfloat16" if bfloat16_native() else "float32"
+        # The Rust scoring pass's kernels (AMX, AVX-512 BF16), which score the default model:
+        # bfloat16 where it beats float32 (not on Intel's CPUs without AMX).
+        return "bfloat16" if bfloat16_faster() else "float32"
     return "float32"
 
 

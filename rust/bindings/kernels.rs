@@ -4,7 +4,7 @@
 //! the scoring pass returns the pairs' logits.
 
 use super::convert::Count;
-use crate::dense_kernels::{native, Precision};
+use crate::dense_kernels::{bf16_faster, native, Precision};
 use crate::error::JtmError;
 use crate::fused_mlp::{Layer, Mlp, CHUNK_PAIRS};
 use crate::mlp_scores::{linear, pair_scores, NodeRows, ScoredPairs};
@@ -276,6 +276,13 @@ fn mlp_of<'a>(
 #[pyfunction]
 pub fn bfloat16_native() -> bool {
     native(Precision::BFloat16)
+}
+
+/// Whether bfloat16 scoring is faster than float32 on this CPU (`crate::dense_kernels::bf16_faster`):
+/// what `"auto"` precisions choose.
+#[pyfunction]
+pub fn bfloat16_faster() -> bool {
+    bf16_faster()
 }
 
 /// `x · weightᵀ + bias` (`crate::mlp_scores::linear`): `x` `[rows, k]`, `weight` `[n, k]`; the

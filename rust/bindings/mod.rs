@@ -22,6 +22,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(kernels::mlp_bce_step, m)?)?;
     m.add_function(wrap_pyfunction!(kernels::mlp_scores, m)?)?;
     m.add_function(wrap_pyfunction!(kernels::bfloat16_native, m)?)?;
+    m.add_function(wrap_pyfunction!(kernels::bfloat16_faster, m)?)?;
     m.add_function(wrap_pyfunction!(kernels::user_share_rows, m)?)?;
     m.add_function(wrap_pyfunction!(kernels::linear_layer, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
