@@ -432,7 +432,8 @@ mod x86 {
         };
     }
 
-    fn mask(cols: usize) -> __mmask16 {
+    /// The first `cols` lanes of a vector (all 16 from 16 on).
+    pub(super) fn mask(cols: usize) -> __mmask16 {
         if cols >= 16 {
             0xffff
         } else {
@@ -489,6 +490,16 @@ mod x86 {
         acc
     }
 
+    /// The PReLU of slope `a`: max(s, 0) + a · min(s, 0), the identity for a = 1.
+    #[inline(always)]
+    pub(super) unsafe fn prelu(a: __m512, s: __m512) -> __m512 {
+        _mm512_fmadd_ps(
+            a,
+            _mm512_min_ps(s, _mm512_setzero_ps()),
+            _mm512_max_ps(s, _mm512_setzero_ps()),
+        )
+    }
+
     /// A tile's sums through the PReLU into `y` (rows of `n`, the tile's first at `y`).
     #[inline(always)]
     unsafe fn finish<const R: usize, const V: usize>(
@@ -502,12 +513,7 @@ mod x86 {
         for (r, row) in acc.iter().enumerate() {
             for (v, &s) in row.iter().enumerate() {
                 let col = c0 + 16 * v;
-                // max(s, 0) + a · min(s, 0): the identity for a = 1.
-                let out = _mm512_fmadd_ps(
-                    a,
-                    _mm512_min_ps(s, _mm512_setzero_ps()),
-                    _mm512_max_ps(s, _mm512_setzero_ps()),
-                );
+                let out = prelu(a, s);
                 _mm512_mask_storeu_ps(y.add(r * n + col), mask(n.saturating_sub(col)), out);
             }
         }
@@ -651,11 +657,7 @@ mod x86 {
         for (r, row) in acc.iter().enumerate() {
             for (v, &s) in row.iter().enumerate() {
                 let col = c0 + 16 * v;
-                let out = _mm512_fmadd_ps(
-                    a,
-                    _mm512_min_ps(s, _mm512_setzero_ps()),
-                    _mm512_max_ps(s, _mm512_setzero_ps()),
-                );
+                let out = prelu(a, s);
                 let bits = std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(out));
                 _mm256_mask_storeu_epi16(
                     y.add(r * width + col) as *mut i16,

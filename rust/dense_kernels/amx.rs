@@ -14,6 +14,7 @@
 //! row's sums come from its own inputs only, in a fixed order: a row's result does not
 //! depend on the rows beside it.
 
+use super::x86::{mask, prelu};
 use super::{native, Init, Out, Packed, Precision};
 use std::arch::asm;
 use std::arch::x86_64::*;
@@ -198,13 +199,6 @@ unsafe fn epilogue(
     (y32, y16): (*mut f32, *mut u16),
 ) {
     let n = p.n;
-    let mask = |cols: usize| -> __mmask16 {
-        if cols >= 16 {
-            0xffff
-        } else {
-            ((1u32 << cols) - 1) as __mmask16
-        }
-    };
     let (a, width) = (_mm512_set1_ps(slope.unwrap_or(1.0)), p.bf16_row(n));
     // bfloat16 rows are written to their padded width (a multiple of 32, the block's): zeros
     // past the columns, which the next layer's tiles read.
@@ -226,12 +220,7 @@ unsafe fn epilogue(
             };
             let sum = _mm512_loadu_ps(sums.as_ptr().add(row * 2 * TILE_COLS + TILE_COLS * g));
             let s = _mm512_add_ps(start, sum);
-            // max(s, 0) + a · min(s, 0): the identity for a = 1.
-            let v = _mm512_fmadd_ps(
-                a,
-                _mm512_min_ps(s, _mm512_setzero_ps()),
-                _mm512_max_ps(s, _mm512_setzero_ps()),
-            );
+            let v = prelu(a, s);
             if y16.is_null() {
                 _mm512_mask_storeu_ps(y32.add((r0 + row) * n + col), m, v);
             } else {
