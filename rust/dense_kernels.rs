@@ -500,21 +500,61 @@ mod x86 {
         )
     }
 
-    /// A tile's sums through the PReLU into `y` (rows of `n`, the tile's first at `y`).
+    /// A layer's outputs as the kernels write them: float32 rows of `n`, or bfloat16 rows of
+    /// the padded `width` the next layer reads (zero past `n`).
+    #[derive(Clone, Copy)]
+    pub(super) enum Dst {
+        F32(*mut f32),
+        BF16(*mut u16),
+    }
+
+    impl Dst {
+        pub(super) fn of(y: Out<'_>) -> Dst {
+            match y {
+                Out::F32(y) => Dst::F32(y.as_mut_ptr()),
+                Out::BF16(y) => Dst::BF16(y.as_mut_ptr()),
+            }
+        }
+
+        /// The outputs from row `r` on.
+        pub(super) unsafe fn at_row(self, r: usize, n: usize, width: usize) -> Dst {
+            match self {
+                Dst::F32(y) => Dst::F32(y.add(r * n)),
+                Dst::BF16(y) => Dst::BF16(y.add(r * width)),
+            }
+        }
+
+        /// `v` into row `r` from column `col`: float32 lanes up to `n`, or bfloat16 lanes up to
+        /// `width` (rounded as `vcvtneps2bf16` does; lanes past `n` hold zero sums).
+        #[inline(always)]
+        pub(super) unsafe fn put(self, v: __m512, r: usize, col: usize, n: usize, width: usize) {
+            match self {
+                Dst::F32(y) => {
+                    _mm512_mask_storeu_ps(y.add(r * n + col), mask(n.saturating_sub(col)), v)
+                }
+                Dst::BF16(y) => {
+                    let bits = std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(v));
+                    let at = y.add(r * width + col) as *mut i16;
+                    _mm256_mask_storeu_epi16(at, mask(width.saturating_sub(col)), bits);
+                }
+            }
+        }
+    }
+
+    /// A tile's sums through the PReLU into `y` (the tile's first row; bfloat16 rows of
+    /// `pair_row_len(n)`).
     #[inline(always)]
     unsafe fn finish<const R: usize, const V: usize>(
         acc: [[__m512; V]; R],
         n: usize,
         c0: usize,
         slope: Option<f32>,
-        y: *mut f32,
+        y: Dst,
     ) {
-        let a = _mm512_set1_ps(slope.unwrap_or(1.0));
+        let (a, width) = (_mm512_set1_ps(slope.unwrap_or(1.0)), pair_row_len(n));
         for (r, row) in acc.iter().enumerate() {
             for (v, &s) in row.iter().enumerate() {
-                let col = c0 + 16 * v;
-                let out = prelu(a, s);
-                _mm512_mask_storeu_ps(y.add(r * n + col), mask(n.saturating_sub(col)), out);
+                y.put(prelu(a, s), r, c0 + 16 * v, n, width);
             }
         }
     }
@@ -567,14 +607,7 @@ mod x86 {
                 }
             }
         }
-        finish::<R, V>(acc, p.n, c0, slope, y);
-    }
-
-    /// A tile's first output row: float32 rows of `n`, or bfloat16 rows of `n` rounded up to even.
-    #[derive(Clone, Copy)]
-    enum Dst {
-        F32(*mut f32),
-        BF16(*mut u16),
+        finish::<R, V>(acc, p.n, c0, slope, Dst::F32(y));
     }
 
     #[target_feature(enable = "avx512f,avx512bf16,avx512vl,avx512bw")]
@@ -588,21 +621,14 @@ mod x86 {
     ) {
         let k_pad = pair_row_len(p.k);
         assert!(x.len() >= rows * k_pad);
-        let (y32, y16) = match y {
-            Out::F32(y) => (y.as_mut_ptr(), std::ptr::null_mut()),
-            Out::BF16(y) => (std::ptr::null_mut(), y.as_mut_ptr()),
-        };
+        let y = Dst::of(y);
         for c0 in (0..p.n_pad).step_by(TILE_COLS) {
             let vecs = ((p.n_pad - c0) / 16).min(4);
             let mut r0 = 0;
             while r0 < rows {
                 let r = (rows - r0).min(TILE_ROWS);
                 let xs = x.as_ptr().add(r0 * k_pad);
-                let ys = if y16.is_null() {
-                    Dst::F32(y32.add(r0 * p.n))
-                } else {
-                    Dst::BF16(y16.add(r0 * pair_row_len(p.n)))
-                };
+                let ys = y.at_row(r0, p.n, pair_row_len(p.n));
                 tiles!(bf16_tile, r, vecs, (p, xs, r0, c0, init, slope, ys));
                 r0 += r;
             }
@@ -637,35 +663,7 @@ mod x86 {
                 }
             }
         }
-        match y {
-            Dst::F32(y) => finish::<R, V>(acc, p.n, c0, slope, y),
-            Dst::BF16(y) => finish_bf16::<R, V>(acc, p.n, c0, slope, y),
-        }
-    }
-
-    /// [`finish`] into bfloat16 rows of `n` rounded up to even (the lanes past `n` hold zero
-    /// sums: the packed weight's padding), converted as [`to_bf16_rows`] would.
-    #[inline(always)]
-    unsafe fn finish_bf16<const R: usize, const V: usize>(
-        acc: [[__m512; V]; R],
-        n: usize,
-        c0: usize,
-        slope: Option<f32>,
-        y: *mut u16,
-    ) {
-        let (a, width) = (_mm512_set1_ps(slope.unwrap_or(1.0)), pair_row_len(n));
-        for (r, row) in acc.iter().enumerate() {
-            for (v, &s) in row.iter().enumerate() {
-                let col = c0 + 16 * v;
-                let out = prelu(a, s);
-                let bits = std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(out));
-                _mm256_mask_storeu_epi16(
-                    y.add(r * width + col) as *mut i16,
-                    mask(width.saturating_sub(col)),
-                    bits,
-                );
-            }
-        }
+        finish::<R, V>(acc, p.n, c0, slope, y);
     }
 }
 

@@ -14,7 +14,7 @@
 //! row's sums come from its own inputs only, in a fixed order: a row's result does not
 //! depend on the rows beside it.
 
-use super::x86::{mask, prelu};
+use super::x86::{mask, prelu, Dst};
 use super::{native, Init, Out, Packed, Precision};
 use std::arch::asm;
 use std::arch::x86_64::*;
@@ -110,10 +110,7 @@ pub unsafe fn layer(
     const BLOCK: usize = 2 * TILE_ROWS;
     let mut sums = [0f32; BLOCK * 2 * TILE_COLS];
     let mut tail: Vec<u16> = Vec::new();
-    let (y32, y16) = match y {
-        Out::F32(y) => (y.as_mut_ptr(), std::ptr::null_mut()),
-        Out::BF16(y) => (std::ptr::null_mut(), y.as_mut_ptr()),
-    };
+    let y = Dst::of(y);
     for r0 in (0..rows).step_by(BLOCK) {
         let r = (rows - r0).min(BLOCK);
         let xs = if r == BLOCK {
@@ -177,14 +174,14 @@ pub unsafe fn layer(
                 options(nostack)
             );
             let groups = if both { 2 } else { 1 };
-            epilogue(p, &sums, r, r0, c0, groups, init, slope, (y32, y16));
+            epilogue(p, &sums, r, r0, c0, groups, init, slope, y);
         }
     }
     asm!("tilerelease", options(nostack, nomem));
 }
 
 /// A block's sums (`[32][32]`, `r` rows, `groups` vectors from column `c0`) plus the init,
-/// through the PReLU, into float32 rows of `n` or bfloat16 rows of `p.bf16_row(n)`.
+/// through the PReLU, into `y` (bfloat16 rows of `p.bf16_row(n)`).
 #[target_feature(enable = "avx512f,avx512bf16,avx512vl,avx512bw")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn epilogue(
@@ -196,38 +193,31 @@ unsafe fn epilogue(
     groups: usize,
     init: Init<'_>,
     slope: Option<f32>,
-    (y32, y16): (*mut f32, *mut u16),
+    y: Dst,
 ) {
     let n = p.n;
     let (a, width) = (_mm512_set1_ps(slope.unwrap_or(1.0)), p.bf16_row(n));
     // bfloat16 rows are written to their padded width (a multiple of 32, the block's): zeros
     // past the columns, which the next layer's tiles read.
-    let vectors = if y16.is_null() { groups } else { 2 };
+    let vectors = if matches!(y, Dst::F32(_)) { groups } else { 2 };
     for row in 0..r {
         for g in 0..vectors {
-            if g == groups {
-                let at = y16.add((r0 + row) * width + c0 + TILE_COLS * g) as *mut i16;
-                _mm256_storeu_si256(at as *mut __m256i, _mm256_setzero_si256());
-                continue;
-            }
             let col = c0 + TILE_COLS * g;
-            let m = mask(n.saturating_sub(col));
-            let start = match init {
-                Init::Bias(b) => _mm512_maskz_loadu_ps(m, b.as_ptr().add(col)),
-                Init::Rows(rows) => {
-                    _mm512_maskz_loadu_ps(m, rows.data.as_ptr().add(rows.at(r0 + row) * n + col))
-                }
-            };
-            let sum = _mm512_loadu_ps(sums.as_ptr().add(row * 2 * TILE_COLS + TILE_COLS * g));
-            let s = _mm512_add_ps(start, sum);
-            let v = prelu(a, s);
-            if y16.is_null() {
-                _mm512_mask_storeu_ps(y32.add((r0 + row) * n + col), m, v);
+            let v = if g < groups {
+                let m = mask(n.saturating_sub(col));
+                let start = match init {
+                    Init::Bias(b) => _mm512_maskz_loadu_ps(m, b.as_ptr().add(col)),
+                    Init::Rows(rows) => _mm512_maskz_loadu_ps(
+                        m,
+                        rows.data.as_ptr().add(rows.at(r0 + row) * n + col),
+                    ),
+                };
+                let sum = _mm512_loadu_ps(sums.as_ptr().add(row * 2 * TILE_COLS + TILE_COLS * g));
+                prelu(a, _mm512_add_ps(start, sum))
             } else {
-                let bits = std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(v));
-                let at = y16.add((r0 + row) * width + col) as *mut i16;
-                _mm256_mask_storeu_epi16(at, mask(width.saturating_sub(col)), bits);
-            }
+                _mm512_setzero_ps()
+            };
+            y.put(v, r0 + row, col, n, width);
         }
     }
 }
