@@ -25,10 +25,10 @@ step() {  # step "what" command...: runs quietly, shows the log if it fails
 # offer one, otherwise PyPI's build (large, runs on CPU). TORCH_SPEC overrides it.
 TORCH_SPEC=${TORCH_SPEC:-$(grep -o '"torch[^"]*"' pyproject.toml | tr -d '"')}
 # The optional extras too: faiss-cpu is [faiss] (HNSW search for the two-tower rows); starlette,
-# uvicorn and prometheus_client are [serve] (jtm-rs serve).
+# uvicorn (with uvloop and httptools), orjson and prometheus_client are [serve] (jtm-rs serve).
 step "installing the Python dependencies" python -m pip install "maturin>=1.9,<2" "numpy>=1.24" "tqdm>=4.60" \
     "pytest>=8" "hypothesis>=6" "scipy>=1.10" "pyarrow>=14" "matplotlib>=3.7" "packaging>=23" \
-    "faiss-cpu>=1.8" "starlette>=0.40" "uvicorn>=0.30" "prometheus_client>=0.20"
+    "faiss-cpu>=1.8" "starlette>=0.40" "uvicorn[standard]>=0.30" "orjson>=3.9" "prometheus_client>=0.20"
 if ! python -c "import torch" 2>/dev/null; then
     # PyPI's build needs about 5 GB; one wheel at a time, temporary files beside .venv (see the script).
     free_gb=$(df -Pk .venv | awk 'NR==2 {print int($4 / 1048576)}')
