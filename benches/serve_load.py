@@ -4,6 +4,7 @@ overheads come out as ratios.
 
     python benches/serve_load.py runs/beauty-model --clients 1 8 32 128 --seconds 60
     python benches/serve_load.py runs/a --swap-with runs/b --soak 600 --clients 32   # the soak
+    python benches/serve_load.py runs/model --in-process 16 64   # no server: one user, batches of 16 and 64
 
 Per level of concurrency: users answered per second, p50/p95/p99 latency, mean users per
 batched retrieval (from the server's /metrics), errors. In process, after: ``recommend`` one
@@ -142,6 +143,11 @@ def in_process(model_dir: str, histories, m: int, batches, threads, calls: int =
     return res
 
 
+def in_process_line(base: dict) -> str:
+    return (f"in process: one user p50 {base['one_p50_ms']:.2f} ms, {base['one_users_per_s']:.1f} users/s; "
+            + ", ".join(f"batches of {k[8:-12]}: {v:.1f} users/s" for k, v in base.items() if k.startswith("batched")))
+
+
 def histories_of(model_dir: str, n: int, seed: int):
     """Histories of ``n`` users in the model's own ids: runs of items the model knows."""
     from jtm_rs import JTM
@@ -169,8 +175,14 @@ def main() -> None:
     p.add_argument("--soak", type=float, default=600)
     p.add_argument("--swap-every", type=float, default=60)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--in-process", type=int, nargs="+", default=None, metavar="USERS",
+                   help="no server: only the in-process rates, one user and batches of these sizes")
     a = p.parse_args()
     histories = histories_of(a.model, a.users, a.seed)
+    if a.in_process:
+        base = in_process(a.model, histories, a.m, a.in_process, a.threads)
+        print(in_process_line(base))
+        return
     port = free_port()
     server = start_server(a.model, port, a)
     try:
@@ -182,8 +194,7 @@ def main() -> None:
         server.terminate()
         server.wait()
     base = in_process(a.model, histories, a.m, [r["batch"] for r in rows if a.workers == 1], a.threads)
-    print(f"in process: one user p50 {base['one_p50_ms']:.2f} ms, {base['one_users_per_s']:.1f} users/s; "
-          + ", ".join(f"batches of {k[8:-12]}: {v:.1f} users/s" for k, v in base.items() if k.startswith("batched")))
+    print(in_process_line(base))
     print("| clients | users/s | × one-user in process | p50 ms | p95 ms | p99 ms | mean batch | "
           "p99 bound 4·p50₁·c/b ms | errors / requests |")
     print("|---|---|---|---|---|---|---|---|---|")

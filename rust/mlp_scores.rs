@@ -14,6 +14,7 @@ use crate::dense_kernels::{prefetch_rows, Init, Out, Packed, Precision, Rows, Sc
 use crate::error::{JtmError, Result};
 use crate::fused_mlp::{check_layers, Mlp, CHUNK_PAIRS};
 use rayon::prelude::*;
+use std::sync::Mutex;
 
 /// The node side of the pairs' first layer.
 #[derive(Clone, Copy, Debug)]
@@ -44,14 +45,33 @@ pub fn pair_scores(
     precision: Precision,
     n_parts: usize,
 ) -> Result<Vec<f32>> {
-    check(mlp, pairs)?;
+    check_layers(mlp)?;
     let layers = Layers::new(mlp, precision);
+    packed_pair_scores(mlp, &layers, pairs, n_parts)
+}
+
+/// [`pair_scores`] with the weights already packed (`layers`, from the same `mlp`): a beam
+/// search scores a dozen levels with one model, and packing them for each level cost one
+/// user's level a third of its time in bfloat16 (docs/performance.md, "The scoring pass").
+pub fn packed_pair_scores(
+    mlp: &Mlp<'_>,
+    layers: &Layers,
+    pairs: &ScoredPairs<'_>,
+    n_parts: usize,
+) -> Result<Vec<f32>> {
+    check_layers(mlp)?;
+    check(mlp, pairs)?;
+    if !layers.fit(mlp) {
+        return Err(JtmError::InvalidArgument(
+            "packed layers of another MLP's shape".to_string(),
+        ));
+    }
     let n = pairs.rows.len();
     let mut scores = vec![0.0f32; n];
     let n_parts = n_parts.clamp(1, n.div_ceil(CHUNK_PAIRS).max(1));
     let per_part = n.div_ceil(n_parts).max(1);
     let run_part = |(i, out): (usize, &mut [f32])| {
-        let mut work = Forward::new(mlp, &layers);
+        let mut work = layers.forward(mlp);
         let start = i * per_part;
         let end = start + out.len();
         // The node embeddings of the chunk after next, while this one computes.
@@ -69,8 +89,9 @@ pub fn pair_scores(
         for (j, chunk) in out.chunks_mut(CHUNK_PAIRS).enumerate() {
             let lo = start + j * CHUNK_PAIRS;
             prefetch(lo + 2 * CHUNK_PAIRS);
-            work.chunk(mlp, &layers, pairs, lo..lo + chunk.len(), chunk);
+            work.chunk(mlp, layers, pairs, lo..lo + chunk.len(), chunk);
         }
+        layers.give_back(work);
     };
     if n_parts == 1 {
         run_part((0, &mut scores));
@@ -130,7 +151,6 @@ pub fn linear(
 }
 
 fn check(mlp: &Mlp<'_>, pairs: &ScoredPairs<'_>) -> Result<()> {
-    check_layers(mlp)?;
     let bad = |m: String| Err(JtmError::InvalidArgument(m));
     let (dim, hidden) = (mlp.dim, mlp.hidden);
     let n = pairs.rows.len();
@@ -164,14 +184,18 @@ fn check(mlp: &Mlp<'_>, pairs: &ScoredPairs<'_>) -> Result<()> {
     Ok(())
 }
 
-/// The first layer's node share and the layers after it, packed for the multiplies.
-struct Layers {
+/// The first layer's node share and the layers after it, packed for the multiplies in one
+/// precision.
+pub struct Layers {
     node: Packed,
     after: Vec<Packed>,
+    /// The activation buffers of earlier calls, for the next ones: allocating and zeroing them
+    /// was most of a small call's cost (one user's level, ~400 pairs).
+    spare: Mutex<Vec<Forward>>,
 }
 
 impl Layers {
-    fn new(mlp: &Mlp<'_>, precision: Precision) -> Self {
+    pub fn new(mlp: &Mlp<'_>, precision: Precision) -> Self {
         Layers {
             node: Packed::new(mlp.w_node, mlp.hidden, mlp.dim, precision),
             after: mlp
@@ -179,7 +203,31 @@ impl Layers {
                 .iter()
                 .map(|l| Packed::new(l.weight, l.outputs, l.inputs, precision))
                 .collect(),
+            spare: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Buffers for one part of a call: a spare one, or new.
+    fn forward(&self, mlp: &Mlp<'_>) -> Forward {
+        let spare = self.spare.lock().ok().and_then(|mut s| s.pop());
+        spare.unwrap_or_else(|| Forward::new(mlp, self))
+    }
+
+    fn give_back(&self, work: Forward) {
+        if let Ok(mut s) = self.spare.lock() {
+            s.push(work);
+        }
+    }
+
+    /// Whether these are `mlp`'s shapes.
+    fn fit(&self, mlp: &Mlp<'_>) -> bool {
+        (self.node.n, self.node.k) == (mlp.hidden, mlp.dim)
+            && self.after.len() == mlp.layers.len()
+            && self
+                .after
+                .iter()
+                .zip(&mlp.layers)
+                .all(|(p, l)| (p.n, p.k) == (l.outputs, l.inputs))
     }
 }
 
@@ -398,6 +446,32 @@ mod tests {
                     "{precision:?}, {parts} parts"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn packed_layers_score_as_a_fresh_pass_and_refuse_another_shape() {
+        let c = params();
+        let (rows, nodes) = pairs(CHUNK_PAIRS + 11);
+        let p = ScoredPairs {
+            user_share: &c.user_share,
+            node_rows: NodeRows::Embeddings(&c.table),
+            rows: &rows,
+            nodes: &nodes,
+        };
+        let m = mlp(&c);
+        for precision in [Precision::BFloat16, Precision::Float32] {
+            let layers = Layers::new(&m, precision);
+            let want = pair_scores(&m, &p, precision, 1).unwrap();
+            for parts in [1, 2] {
+                // The same packed layers, call after call.
+                assert_eq!(packed_pair_scores(&m, &layers, &p, parts).unwrap(), want);
+            }
+            let mut narrower = m.clone();
+            narrower.layers.truncate(1);
+            narrower.slopes.truncate(1);
+            let other = Layers::new(&narrower, precision);
+            assert!(packed_pair_scores(&m, &other, &p, 1).is_err());
         }
     }
 

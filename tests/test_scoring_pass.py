@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from jtm_rs import InvalidInputError
-from jtm_rs._core import bfloat16_faster, bfloat16_native, mlp_scores
+from jtm_rs._core import ScoringLayers, bfloat16_faster, bfloat16_native
 from jtm_rs.fused_mlp import mlp_parameters
 from jtm_rs.model import JTMModel
 
@@ -139,19 +139,47 @@ def test_the_pass_refuses_bad_input_by_name():
     share = np.zeros((4, 128), np.float32)
     table = np.zeros((10, 24), np.float32)
     w_node = np.ascontiguousarray(model.mlp[0].weight.detach().numpy()[:, 240:])
-    ok = dict(user_share=share, node_rows=table, rows=np.array([0, 3]), nodes=np.array([9, 0]), w_node=w_node,
-              weights=weights, biases=biases, slopes=slopes)
-    assert mlp_scores(**ok).shape == (2,)
+    layers = dict(w_node=w_node, weights=weights, biases=biases, slopes=slopes)
+    ok = dict(user_share=share, node_rows=table, rows=np.array([0, 3]), nodes=np.array([9, 0]))
+
+    def scores(layer_change=(), **change):
+        return ScoringLayers(**{**layers, **dict(layer_change)}).scores(**{**ok, **change})
+
+    assert scores().shape == (2,)
     for change, message in [
         (dict(rows=np.array([0, 4])), "pair rows"),
         (dict(nodes=np.array([10, 0])), "pair nodes"),
         (dict(nodes=np.array([0])), "one of each per pair"),
         (dict(node_rows=np.zeros((10, 23), np.float32)), "node rows of width 23"),
-        (dict(precision="float16"), "precision"),
-        (dict(slopes=slopes[:-1]), "slopes"),
+        (dict(layer_change=dict(precision="float16")), "precision"),
+        (dict(layer_change=dict(slopes=slopes[:-1])), "slopes"),
+        (dict(layer_change=dict(biases=biases[:-1])), "biases"),
     ]:
         with pytest.raises(InvalidInputError, match=message):
-            mlp_scores(**{**ok, **change})
+            scores(**change)
+
+
+def test_packed_layers_are_a_copy_scored_as_the_unpacked_pass():
+    """The packed layers score as a fresh pass does, and keep the weights of their making."""
+    model = _model()
+    params = [p.detach().numpy().copy() for p in mlp_parameters(model.mlp)]
+    n_layers = len(params) // 3
+    weights, biases = params[0 : 2 * n_layers : 2], params[1 : 2 * n_layers : 2]
+    slopes = [float(s.item()) for s in params[2 * n_layers :]]
+    w_node = np.ascontiguousarray(model.mlp[0].weight.detach().numpy()[:, 240:])
+    rng = np.random.default_rng(0)
+    share = rng.standard_normal((5, 128)).astype(np.float32)
+    table = rng.standard_normal((50, 24)).astype(np.float32)
+    rows, nodes = rng.integers(0, 5, 3000), rng.integers(0, 50, 3000)
+    for precision in ["float32", "bfloat16"]:
+        packed = ScoringLayers(w_node, weights, biases, slopes, precision=precision)
+        first = packed.scores(share, table, rows, nodes, n_threads=2)
+        fresh = ScoringLayers(w_node, weights, biases, slopes, precision=precision).scores(share, table, rows, nodes,
+                                                                                           n_threads=1)
+        np.testing.assert_array_equal(first, fresh)
+        weights[0] += 1.0  # the packed copy does not see it
+        np.testing.assert_array_equal(packed.scores(share, table, rows, nodes), first)
+        weights[0] -= 1.0
 
 
 def test_auto_precision_follows_the_kernels():

@@ -184,24 +184,34 @@ def mlp_bce_step(
     pre-activation is ``bias + means[rows[p]] @ w_user.T + table[nodes[p]] @ w_node.T``, then a
     PReLU after every layer but the last. All arrays C-contiguous (``jtm_rs.fused_mlp``)."""
 
-def mlp_scores(
-    user_share: npt.NDArray[np.float32],
-    node_rows: npt.NDArray[np.float32],
-    rows: npt.NDArray[np.int64],
-    nodes: npt.NDArray[np.int64],
-    w_node: npt.NDArray[np.float32],
-    weights: Sequence[npt.NDArray[np.float32]],
-    biases: Sequence[npt.NDArray[np.float32]],
-    slopes: Sequence[float],
-    node_shares: bool = False,
-    precision: str = "float32",
-    n_threads: Optional[int] = None,
-) -> npt.NDArray[np.float32]:
-    """Each pair's logit through the MLP, forward only: row ``rows[p]`` of ``user_share``
-    (the first layer's user share, bias included) against row ``nodes[p]`` of ``node_rows``
-    (node embeddings times ``w_node``, or node shares with ``node_shares=True``), then a PReLU
-    after every layer but the last; the multiplies' operands in ``precision`` ("float32" or
-    "bfloat16", sums in float32). All arrays C-contiguous (``JTMModel.score_user_share``)."""
+class ScoringLayers:
+    """An MLP copied and packed for the scoring pass's multiplies once: the first layer's node
+    share ``w_node`` ``[hidden, dim]``, the layers after it (``weights[j]`` ``[out, in]``,
+    ``biases[j]``) and the PReLU slopes (one after every layer but the last); the operands in
+    ``precision`` ("float32" or "bfloat16", sums in float32). All arrays C-contiguous."""
+
+    def __init__(
+        self,
+        w_node: npt.NDArray[np.float32],
+        weights: Sequence[npt.NDArray[np.float32]],
+        biases: Sequence[npt.NDArray[np.float32]],
+        slopes: Sequence[float],
+        precision: str = "float32",
+    ) -> None: ...
+    def scores(
+        self,
+        user_share: npt.NDArray[np.float32],
+        node_rows: npt.NDArray[np.float32],
+        rows: npt.NDArray[np.int64],
+        nodes: npt.NDArray[np.int64],
+        node_shares: bool = False,
+        n_threads: Optional[int] = None,
+    ) -> npt.NDArray[np.float32]:
+        """Each pair's logit through the MLP, forward only: row ``rows[p]`` of ``user_share``
+        (the first layer's user share, bias included) against row ``nodes[p]`` of
+        ``node_rows`` (node embeddings times ``w_node``, or node shares with
+        ``node_shares=True``). Below 1 024 pairs on the calling thread; else on ``n_threads``
+        (``None``: rayon's pool)."""
 
 def bfloat16_native() -> bool:
     """Whether this CPU multiplies bfloat16 natively in the scoring pass (AVX-512 BF16)."""

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._core import batch_bags, linear_layer, mlp_bce_step, mlp_scores, user_share_rows
+from ._core import ScoringLayers, batch_bags, linear_layer, mlp_bce_step, user_share_rows
 
 
 def mlp_parameters(mlp: nn.Sequential) -> Optional[List[torch.Tensor]]:
@@ -90,10 +90,11 @@ def _array(t):
 
 class ScoringPass:
     """The Rust scoring pass (``rust/mlp_scores.rs``) with an MLP's parameters read once: the
-    node table, the first layer's node share ``w_node`` and ``params``
-    (:func:`mlp_parameters`), as numpy views. A beam search scores a dozen levels with the same
-    weights; converting them at every call cost about as much as one user's level did
-    (``benches/retrieve_latency.py``). The weights must not change while it is in use."""
+    node table as a numpy view, the first layer's node share ``w_node`` and ``params``
+    (:func:`mlp_parameters`) copied and packed for the multiplies once per precision
+    (:class:`jtm_rs._core.ScoringLayers`). A beam search scores a dozen levels with the same
+    weights; converting and packing them at every call cost about as much as one user's level
+    did (``benches/retrieve_latency.py``). The weights must not change while it is in use."""
 
     def __init__(self, node_rows: torch.Tensor, w_node: torch.Tensor, params: Sequence[torch.Tensor]):
         n_layers = len(params) // 3
@@ -101,6 +102,7 @@ class ScoringPass:
         self.weights = [_array(w) for w in params[0 : 2 * n_layers : 2]]
         self.biases = [_array(b) for b in params[1 : 2 * n_layers : 2]]
         self.slopes = [float(s.detach()) for s in params[2 * n_layers :]]
+        self._packed: dict = {}
 
     def scores(self, user_share, rows, nodes, *, node_shares: bool = False, precision: str = "float32",
                n_threads: Optional[int] = None) -> np.ndarray:
@@ -109,10 +111,12 @@ class ScoringPass:
         with ``node_shares=True``), then the layers; tensors or numpy arrays. ``n_threads``
         as the Rust core's (``None``: rayon's pool, every core); a call of fewer than 1 024
         pairs (one user's beam-search level) runs on the calling thread whatever it is."""
-        return mlp_scores(
-            _array(user_share), self.node_rows, _array(rows), _array(nodes), self.w_node, self.weights, self.biases,
-            self.slopes, node_shares=node_shares, precision=precision, n_threads=n_threads,
-        )
+        packed = self._packed.get(precision)
+        if packed is None:
+            packed = ScoringLayers(self.w_node, self.weights, self.biases, self.slopes, precision=precision)
+            self._packed[precision] = packed
+        return packed.scores(_array(user_share), self.node_rows, _array(rows), _array(nodes), node_shares=node_shares,
+                             n_threads=n_threads)
 
 
 def fused_scores(user_share: torch.Tensor, node_rows: torch.Tensor, rows: torch.Tensor, nodes: torch.Tensor,

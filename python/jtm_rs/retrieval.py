@@ -114,15 +114,21 @@ def model_score_fn(model, tree: Tree, user_leaves, *, hierarchical: bool, precis
     # change during a search): a level of one user costs its pairs, not the conversions.
     passes: list = []
 
-    @torch.no_grad()
     def score(user_rows: np.ndarray, nodes: np.ndarray, level: int):
+        # The Rust pass's path first, in numpy: at one user a level, torch's per-call costs
+        # (no_grad, tensors around the arrays) were a large part of the level.
         if shares is not None and device.type == "cpu":
             if not passes:
-                passes.append(scoring_pass(model))
+                with torch.no_grad():
+                    passes.append(scoring_pass(model))
             found = shares.rows(user_rows, level) if passes[0] is not None else None
             if found is not None:
                 ids = np.where(nodes >= 0, nodes, model.n_nodes)
                 return torch.from_numpy(passes[0].scores(*found, ids, precision=precision, n_threads=n_threads))
+        return torch_score(user_rows, nodes, level)
+
+    @torch.no_grad()
+    def torch_score(user_rows: np.ndarray, nodes: np.ndarray, level: int):
         rows = torch.from_numpy(user_rows).to(device)
         nodes_t = torch.from_numpy(nodes).to(device)
         found = shares.rows(rows, level) if shares is not None else None
@@ -156,15 +162,27 @@ class _UserShares:
     def rows(self, user_rows, level: int):
         """``(share, each pair's row in it)``, or ``None`` where the model's first layer does
         not split. ``user_rows`` a tensor, or on the CPU a numpy array (rows come back alike)."""
-        slot = self.slot.numpy() if isinstance(user_rows, np.ndarray) else self.slot  # the same memory
-        if self.splits and (self.share is None or level < self.first_level or bool((slot[user_rows] < 0).any())):
-            self._compute(user_rows, level)
         if not self.splits:
             return None
+        slot = self.slot.numpy() if isinstance(user_rows, np.ndarray) else self.slot  # the same memory
+        at = slot[user_rows]
+        if self.share is None or level < self.first_level or bool((at < 0).any()):
+            self._compute(user_rows, level)
+            if not self.splits:
+                return None
+            at = slot[user_rows]
         offset = level - self.first_level if self.hierarchical else 0
-        return self.share, slot[user_rows] * self.n_levels + offset
+        at *= self.n_levels
+        at += offset
+        return self.share, at
 
     def _compute(self, user_rows, level: int) -> None:
+        import torch
+
+        with torch.no_grad():
+            self._compute_shares(user_rows, level)
+
+    def _compute_shares(self, user_rows, level: int) -> None:
         import torch
 
         users = torch.unique(torch.as_tensor(user_rows))

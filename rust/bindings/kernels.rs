@@ -1,13 +1,13 @@
 //! The model's CPU kernels (`crate::training_kernels`, `crate::fused_mlp`,
 //! `crate::mlp_scores`) on numpy views of torch tensors, with the GIL released: lazy Adam
 //! updates the tables in place; the fused MLP step returns the loss and new gradient arrays;
-//! the scoring pass returns the pairs' logits.
+//! the user shares and linear layers of the scoring pass (its pairs: `super::scoring`).
 
 use super::convert::Count;
 use crate::dense_kernels::{bf16_faster, native, Precision};
 use crate::error::JtmError;
 use crate::fused_mlp::{Layer, Mlp, CHUNK_PAIRS};
-use crate::mlp_scores::{linear, pair_scores, NodeRows, ScoredPairs};
+use crate::mlp_scores::linear;
 use crate::parallel::{run, run_sized};
 use crate::training_kernels::{self, AdamStep};
 use crate::user_shares::{user_shares, Hierarchy, UserSide};
@@ -69,7 +69,7 @@ pub fn lazy_adam_rows(
     })?)
 }
 
-fn readonly<'a, T>(r: Result<&'a [T], numpy::AsSliceError>, what: &str) -> PyResult<&'a [T]> {
+pub(super) fn readonly<'a, T>(r: Result<&'a [T], numpy::AsSliceError>, what: &str) -> PyResult<&'a [T]> {
     r.map_err(|_| JtmError::InvalidArgument(format!("{what} must be C-contiguous")).into())
 }
 
@@ -95,7 +95,7 @@ fn matrix<'py>(
     Ok(a.into_pyarray(py))
 }
 
-fn invalid(msg: String) -> PyErr {
+pub(super) fn invalid(msg: String) -> PyErr {
     JtmError::InvalidArgument(msg).into()
 }
 
@@ -186,61 +186,8 @@ pub fn mlp_bce_step<'py>(
     ))
 }
 
-/// Each pair's logit through the MLP, forward only (`crate::mlp_scores`): pair `p` is row
-/// `rows[p]` of `user_share` (the first layer's user share, bias included) against row
-/// `nodes[p]` of `node_rows` — node embeddings, multiplied by `w_node`, or with
-/// `node_shares=True` node shares already multiplied; `weights[j]` `[out, in]`, `biases[j]`
-/// and `slopes` the layers after the first and the PReLU slopes; the multiplies in
-/// `precision`, "float32" or "bfloat16" (`crate::dense_kernels`).
-#[pyfunction]
-#[pyo3(signature = (user_share, node_rows, rows, nodes, w_node, weights, biases, slopes, node_shares=false, precision="float32", n_threads=None))]
-#[allow(clippy::too_many_arguments)]
-pub fn mlp_scores<'py>(
-    py: Python<'py>,
-    user_share: PyReadonlyArray2<'py, f32>,
-    node_rows: PyReadonlyArray2<'py, f32>,
-    rows: PyReadonlyArray1<'py, i64>,
-    nodes: PyReadonlyArray1<'py, i64>,
-    w_node: PyReadonlyArray2<'py, f32>,
-    weights: Vec<PyReadonlyArray2<'py, f32>>,
-    biases: Vec<PyReadonlyArray1<'py, f32>>,
-    slopes: Vec<f32>,
-    node_shares: bool,
-    precision: &str,
-    n_threads: Option<Count>,
-) -> PyResult<Bound<'py, PyArray1<f32>>> {
-    let precision = precision_of(precision)?;
-    let mlp = mlp_of(&w_node, &weights, &biases, slopes)?;
-    let width = if node_shares { mlp.hidden } else { mlp.dim };
-    if user_share.shape()[1] != mlp.hidden || node_rows.shape()[1] != width {
-        return Err(invalid(format!(
-            "user shares of width {} and node rows of width {} for a first layer of [{}, {}] (node shares: {node_shares})",
-            user_share.shape()[1],
-            node_rows.shape()[1],
-            mlp.hidden,
-            mlp.dim
-        )));
-    }
-    let table = readonly(node_rows.as_slice(), "node_rows")?;
-    let pairs = ScoredPairs {
-        user_share: readonly(user_share.as_slice(), "user_share")?,
-        node_rows: if node_shares {
-            NodeRows::Shares(table)
-        } else {
-            NodeRows::Embeddings(table)
-        },
-        rows: readonly(rows.as_slice(), "rows")?,
-        nodes: readonly(nodes.as_slice(), "nodes")?,
-    };
-    let n = pairs.rows.len();
-    let scores = in_parts(py, n_threads, n, PARALLEL_MIN_PAIRS, |parts| {
-        pair_scores(&mlp, &pairs, precision, parts)
-    })?;
-    Ok(scores.into_pyarray(py))
-}
-
 /// The MLP from its parts, as both kernels take them.
-fn mlp_of<'a>(
+pub(super) fn mlp_of<'a>(
     w_node: &'a PyReadonlyArray2<'_, f32>,
     weights: &'a [PyReadonlyArray2<'_, f32>],
     biases: &'a [PyReadonlyArray1<'_, f32>],
@@ -320,12 +267,12 @@ pub fn linear_layer<'py>(
 /// Below this many pairs a scoring call runs on the calling thread whatever the pool: waking
 /// a second worker cost more than it saved on one user's beam-search level (~400 pairs, 2
 /// chunks; docs/serving.md), while a batch's levels (thousands of pairs) split.
-const PARALLEL_MIN_PAIRS: usize = 4 * CHUNK_PAIRS;
+pub(super) const PARALLEL_MIN_PAIRS: usize = 4 * CHUNK_PAIRS;
 
 /// Runs `f(parts)` with the GIL released on `n_threads` (the pool's size as `parts`), or on the
 /// calling thread with one part where there is one thread or fewer than `min_parallel` rows: a
 /// pool hand-off costs more than a small call's work.
-fn in_parts<R: Send>(
+pub(super) fn in_parts<R: Send>(
     py: Python<'_>,
     n_threads: Option<Count>,
     rows: usize,
@@ -345,7 +292,7 @@ fn in_parts<R: Send>(
     })?)
 }
 
-fn precision_of(name: &str) -> PyResult<Precision> {
+pub(super) fn precision_of(name: &str) -> PyResult<Precision> {
     match name {
         "float32" => Ok(Precision::Float32),
         "bfloat16" => Ok(Precision::BFloat16),

@@ -6,6 +6,7 @@ mod convert;
 mod error;
 mod functions;
 mod kernels;
+mod scoring;
 mod tree;
 
 use pyo3::prelude::*;
@@ -20,7 +21,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(batches::item_samples, m)?)?;
     m.add_function(wrap_pyfunction!(kernels::lazy_adam_rows, m)?)?;
     m.add_function(wrap_pyfunction!(kernels::mlp_bce_step, m)?)?;
-    m.add_function(wrap_pyfunction!(kernels::mlp_scores, m)?)?;
+    m.add_class::<scoring::PyScoringLayers>()?;
     m.add_function(wrap_pyfunction!(kernels::bfloat16_native, m)?)?;
     m.add_function(wrap_pyfunction!(kernels::bfloat16_faster, m)?)?;
     m.add_function(wrap_pyfunction!(kernels::user_share_rows, m)?)?;
