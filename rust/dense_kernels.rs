@@ -161,6 +161,50 @@ pub fn bf16_faster() -> bool {
     }
 }
 
+/// `out` `[rows, width]` bfloat16: row `r` is `PReLU(a[r] + b[r])` of the rows of `n` values
+/// of `a` and `b`, rounded to nearest even and zero past `n` — a first layer's activation from
+/// its user and node shares, straight into the bfloat16 row the next layer reads.
+pub fn add_prelu_bf16(
+    a: Rows<'_>,
+    b: Rows<'_>,
+    n: usize,
+    slope: f32,
+    width: usize,
+    out: &mut [u16],
+) {
+    let rows = out.len().checked_div(width).unwrap_or(0);
+    assert!(
+        width >= n && a.fits(rows, n) && b.fits(rows, n),
+        "rows outside their tables"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if native(Precision::BFloat16) {
+        // SAFETY: the CPU has the features (checked above); every row read lies in its table
+        // and every write in `out` (asserted).
+        unsafe { x86::add_prelu_bf16(a, b, n, slope, width, out) };
+        return;
+    }
+    add_prelu_bf16_scalar(a, b, n, slope, width, out);
+}
+
+fn add_prelu_bf16_scalar(
+    a: Rows<'_>,
+    b: Rows<'_>,
+    n: usize,
+    slope: f32,
+    width: usize,
+    out: &mut [u16],
+) {
+    for (r, row) in out.chunks_exact_mut(width).enumerate() {
+        let (x, y) = (a.at(r) * n, b.at(r) * n);
+        for (j, o) in row[..n].iter_mut().enumerate() {
+            let s = a.data[x + j] + b.data[y + j];
+            *o = bf16_bits(if s > 0.0 { s } else { s * slope });
+        }
+        row[n..].fill(0);
+    }
+}
+
 /// `f32` to bfloat16 bits, to nearest with ties to even (what `vcvtneps2bf16` does).
 pub fn bf16_bits(x: f32) -> u16 {
     let b = x.to_bits();
@@ -466,6 +510,40 @@ mod x86 {
         }
     }
 
+    /// [`super::add_prelu_bf16`] on AVX-512.
+    #[target_feature(enable = "avx512f,avx512bf16,avx512vl,avx512bw")]
+    pub unsafe fn add_prelu_bf16(
+        a: Rows<'_>,
+        b: Rows<'_>,
+        n: usize,
+        slope: f32,
+        width: usize,
+        out: &mut [u16],
+    ) {
+        let slope = _mm512_set1_ps(slope);
+        for (r, row) in out.chunks_exact_mut(width).enumerate() {
+            let (x, y) = (
+                a.data.as_ptr().add(a.at(r) * n),
+                b.data.as_ptr().add(b.at(r) * n),
+            );
+            for c in (0..width).step_by(16) {
+                // Lanes past `n` read nothing and write zeros.
+                let m = mask(n.saturating_sub(c));
+                let s = _mm512_add_ps(
+                    _mm512_maskz_loadu_ps(m, x.add(c)),
+                    _mm512_maskz_loadu_ps(m, y.add(c)),
+                );
+                let bits =
+                    std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(prelu(slope, s)));
+                _mm256_mask_storeu_epi16(
+                    row.as_mut_ptr().add(c) as *mut i16,
+                    mask(width - c),
+                    bits,
+                );
+            }
+        }
+    }
+
     /// A tile's sums at the start: the bias, or the init rows.
     #[inline(always)]
     unsafe fn start<const R: usize, const V: usize>(
@@ -731,6 +809,42 @@ mod tests {
         let mut packed = Packed::with(w, n, k, p, native);
         packed.amx = amx;
         packed
+    }
+
+    #[test]
+    fn add_prelu_bf16_rounds_the_activation_and_zeroes_the_padding() {
+        let (n, width, rows) = (21, 32, 7);
+        let a: Vec<f32> = (0..5 * n)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.3)
+            .collect();
+        let b: Vec<f32> = (0..3 * n)
+            .map(|i| ((i * 53 % 89) as f32 - 44.0) / 3.1)
+            .collect();
+        let (ia, ib): (Vec<i64>, Vec<i64>) =
+            (0..rows as i64).map(|r| ((r * 3) % 5, (r * 2) % 3)).unzip();
+        let (ra, rb) = (
+            Rows {
+                data: &a,
+                index: Some(&ia),
+            },
+            Rows {
+                data: &b,
+                index: Some(&ib),
+            },
+        );
+        let mut want = vec![0u16; rows * width];
+        for r in 0..rows {
+            for j in 0..n {
+                let s = a[ia[r] as usize * n + j] + b[ib[r] as usize * n + j];
+                want[r * width + j] = bf16_bits(if s > 0.0 { s } else { 0.25 * s });
+            }
+        }
+        let mut scalar = vec![7u16; rows * width];
+        add_prelu_bf16_scalar(ra, rb, n, 0.25, width, &mut scalar);
+        assert_eq!(scalar, want);
+        let mut got = vec![7u16; rows * width];
+        add_prelu_bf16(ra, rb, n, 0.25, width, &mut got);
+        assert_eq!(got, want, "the kernel this CPU runs");
     }
 
     #[test]

@@ -10,7 +10,9 @@
 //! contiguous parts of the pairs. A pair's score depends only on its own inputs: the same
 //! pair scores the same whatever else the call holds and however many threads run it.
 
-use crate::dense_kernels::{prefetch_rows, Init, Out, Packed, Precision, Rows, Scratch};
+use crate::dense_kernels::{
+    add_prelu_bf16, prefetch_rows, Init, Out, Packed, Precision, Rows, Scratch,
+};
 use crate::error::{JtmError, Result};
 use crate::fused_mlp::{check_layers, Mlp, CHUNK_PAIRS};
 use rayon::prelude::*;
@@ -291,13 +293,28 @@ impl Forward {
             }
             NodeRows::Shares(table) => {
                 let slope = mlp.slopes[0];
-                for ((row, &r), &v) in first.chunks_exact_mut(hidden).zip(rows).zip(nodes) {
-                    let (r, v) = (r as usize, v as usize);
-                    let user = &pairs.user_share[r * hidden..(r + 1) * hidden];
-                    let node = &table[v * hidden..(v + 1) * hidden];
-                    for ((x, u), n) in row.iter_mut().zip(user).zip(node) {
-                        let s = u + n;
-                        *x = if s > 0.0 { s } else { s * slope };
+                let node = Rows {
+                    data: table,
+                    index: Some(nodes),
+                };
+                match self.act16.first_mut() {
+                    // The next layer reads bfloat16: the sum, its PReLU and the rounding in one
+                    // pass (the float32 row and its conversion cost tree learning a fifth).
+                    Some(a) => {
+                        let w16 = layers.node.bf16_row(hidden);
+                        add_prelu_bf16(share, node, hidden, slope, w16, &mut a[..c * w16]);
+                        in16 = true;
+                    }
+                    None => {
+                        for (r, row) in first.chunks_exact_mut(hidden).enumerate() {
+                            let (u, v) = (rows[r] as usize * hidden, nodes[r] as usize * hidden);
+                            let (user, node) =
+                                (&pairs.user_share[u..u + hidden], &table[v..v + hidden]);
+                            for ((x, u), n) in row.iter_mut().zip(user).zip(node) {
+                                let s = u + n;
+                                *x = if s > 0.0 { s } else { s * slope };
+                            }
+                        }
                     }
                 }
             }
@@ -411,6 +428,14 @@ mod tests {
             &mut h,
             &mut s,
         );
+        after_first(c, h, precision)
+    }
+
+    /// The layers after the first on its float32 outputs `h`, one layer at a time.
+    fn after_first(c: &Params, mut h: Vec<f32>, precision: Precision) -> Vec<f32> {
+        let m = mlp(c);
+        let layers = Layers::new(&m, precision);
+        let (n, mut s) = (h.len() / m.hidden, Scratch::default());
         for (j, l) in m.layers.iter().enumerate() {
             let mut y = vec![0.0; n * l.outputs];
             let slope = m.slopes.get(j + 1).copied();
@@ -504,6 +529,47 @@ mod tests {
         );
         for (x, y) in a.iter().zip(&b) {
             assert!((x - y).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn node_shares_in_bfloat16_give_the_layer_by_layer_bits() {
+        // Node shares: the first activation written as bfloat16 in one pass must be the float32
+        // one converted.
+        let c = params();
+        let shares: Vec<f32> = (0..9 * 5).map(|i| value(i, 13)).collect();
+        let (rows, nodes) = pairs(2 * CHUNK_PAIRS + 37);
+        let p = ScoredPairs {
+            user_share: &c.user_share,
+            node_rows: NodeRows::Shares(&shares),
+            rows: &rows,
+            nodes: &nodes,
+        };
+        let h: Vec<f32> = rows
+            .iter()
+            .zip(&nodes)
+            .flat_map(|(&r, &v)| {
+                let (r, v) = (r as usize, v as usize);
+                (0..5).map(move |o| (r, v, o))
+            })
+            .map(|(r, v, o)| {
+                let x = c.user_share[r * 5 + o] + shares[v * 5 + o];
+                if x > 0.0 {
+                    x
+                } else {
+                    x * c.slopes[0]
+                }
+            })
+            .collect();
+        for precision in [Precision::BFloat16, Precision::Float32] {
+            let want = after_first(&c, h.clone(), precision);
+            for parts in [1, 3] {
+                assert_eq!(
+                    pair_scores(&mlp(&c), &p, precision, parts).unwrap(),
+                    want,
+                    "{precision:?}, {parts} parts"
+                );
+            }
         }
     }
 

@@ -69,7 +69,10 @@ pub fn lazy_adam_rows(
     })?)
 }
 
-pub(super) fn readonly<'a, T>(r: Result<&'a [T], numpy::AsSliceError>, what: &str) -> PyResult<&'a [T]> {
+pub(super) fn readonly<'a, T>(
+    r: Result<&'a [T], numpy::AsSliceError>,
+    what: &str,
+) -> PyResult<&'a [T]> {
     r.map_err(|_| JtmError::InvalidArgument(format!("{what} must be C-contiguous")).into())
 }
 

@@ -6,9 +6,7 @@ use super::convert::Count;
 use super::kernels::{in_parts, invalid, mlp_of, precision_of, readonly, PARALLEL_MIN_PAIRS};
 use crate::fused_mlp::{Layer, Mlp};
 use crate::mlp_scores::{packed_pair_scores, Layers, NodeRows, ScoredPairs};
-use numpy::{
-    IntoPyArray, PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods,
-};
+use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 
 /// One layer after the first: `weight` `[outputs, inputs]`, `bias` `[outputs]`.
