@@ -263,6 +263,55 @@ mod tests {
     }
 
     #[test]
+    fn ancestors_at_a_level_are_the_heap_numbering_for_every_arity() {
+        // Shares at a level equal the shares of the ancestors written out, for several arities.
+        for arity in [2usize, 3, 4] {
+            let leaf_level = 3;
+            let starts = level_starts(arity, leaf_level);
+            let n_nodes = (starts[leaf_level] + (arity as i64).pow(leaf_level as u32)) as usize;
+            let (dim, hidden, windows) = (2, 3, [2usize, 3]);
+            let table: Vec<f32> = (0..n_nodes * dim).map(|i| value(i, 3)).collect();
+            let weight: Vec<f32> = (0..hidden * 2 * dim).map(|i| value(i, 4)).collect();
+            let bias = vec![0.0; hidden];
+            let side = UserSide {
+                table: &table,
+                dim,
+                windows: &windows,
+                weight: &weight,
+                bias: &bias,
+            };
+            let n_leaves = (arity as i64).pow(leaf_level as u32);
+            let leaf = |i: i64| starts[leaf_level] + (i * 7 + 3) % n_leaves;
+            let width = 5;
+            let row: Vec<i64> = (0..width as i64)
+                .map(|i| if i == 3 { -1 } else { leaf(i) })
+                .collect();
+            for level in 0..=leaf_level {
+                let h = Hierarchy {
+                    arity,
+                    leaf_level,
+                    levels: &[level as i64],
+                };
+                let got = user_shares(&side, &row, width, Some(h), Precision::Float32, 1).unwrap();
+                let span = (arity as i64).pow((leaf_level - level) as u32);
+                let written: Vec<i64> = row
+                    .iter()
+                    .map(|&b| {
+                        if b < 0 {
+                            b
+                        } else {
+                            starts[level] + (b - starts[leaf_level]) / span
+                        }
+                    })
+                    .collect();
+                let want =
+                    user_shares(&side, &written, width, None, Precision::Float32, 1).unwrap();
+                assert_eq!(got, want, "arity {arity}, level {level}");
+            }
+        }
+    }
+
+    #[test]
     fn bad_input_is_refused() {
         let table = vec![0.0f32; 30];
         let (weight, bias) = (vec![0.0f32; 12], vec![0.0f32; 3]);
