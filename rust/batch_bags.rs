@@ -12,6 +12,46 @@
 use crate::error::{JtmError, Result};
 use crate::user_shares::level_starts;
 
+/// `[examples, width]` behaviour leaves, most recent first, `-1` padded: example `e`'s
+/// behaviours are `leaf[pos[e] - 1]`, `leaf[pos[e] - 2]`, … down to `row_start[e]`, at most
+/// `width` of them (`jtm_rs.data.Windows`). torch took five whole-batch operations over
+/// `[examples, width]` for this, an eighth of tree learning's time at 10^6 items.
+pub fn example_leaves<P: Copy + Into<i64>>(
+    leaf: &[i64],
+    pos: &[P],
+    row_start: &[P],
+    examples: &[i64],
+    width: usize,
+) -> Result<Vec<i64>> {
+    let n = pos.len();
+    if row_start.len() != n {
+        return Err(JtmError::InvalidArgument(format!(
+            "{n} positions and {} row starts: one of each per example",
+            row_start.len()
+        )));
+    }
+    let mut out = vec![-1i64; examples.len() * width];
+    for (row, &e) in out.chunks_exact_mut(width.max(1)).zip(examples) {
+        if e < 0 || e as usize >= n {
+            return Err(JtmError::InvalidArgument(format!(
+                "example {e} outside the {n} examples"
+            )));
+        }
+        let (p, start) = (pos[e as usize].into(), row_start[e as usize].into());
+        if start < 0 || p > leaf.len() as i64 {
+            return Err(JtmError::InvalidArgument(format!(
+                "example {e}'s behaviours {start}..{p} lie outside the {} leaves",
+                leaf.len()
+            )));
+        }
+        let take = (p - start).clamp(0, width as i64) as usize;
+        for (o, j) in row[..take].iter_mut().zip(1..) {
+            *o = leaf[(p - j) as usize];
+        }
+    }
+    Ok(out)
+}
+
 /// The indices of one batch. `unique` (ascending, distinct) are the embedding rows it uses,
 /// `n_nodes` standing for padding; behaviour `i` of the bags is row `bag_rows[i]` of them, bag
 /// `k` (user row `k / windows`, window `k % windows`) holds `bag_rows[offsets[k]..offsets[k + 1]]`
@@ -181,6 +221,28 @@ mod tests {
             .map(|&r| b.unique[r as usize])
             .collect();
         (bags, nodes)
+    }
+
+    #[test]
+    fn example_leaves_are_the_behaviours_most_recent_first() {
+        // Two users' rows in one column: leaves 10..=14 (user 1), 20..=22 (user 2).
+        let leaf = [10i64, 11, 12, 13, 14, 20, 21, 22];
+        let (pos, start) = ([4i32, 1, 7, 5], [0i32, 0, 5, 5]);
+        let got = example_leaves(&leaf, &pos, &start, &[0, 1, 2, 3], 3).unwrap();
+        assert_eq!(
+            got,
+            [13, 12, 11, 10, -1, -1, 21, 20, -1, -1, -1, -1],
+            "width 3 keeps the 3 most recent"
+        );
+        let pos64: Vec<i64> = pos.iter().map(|&p| p as i64).collect();
+        let start64: Vec<i64> = start.iter().map(|&p| p as i64).collect();
+        assert_eq!(
+            example_leaves(&leaf, &pos64, &start64, &[2, 0], 2).unwrap(),
+            [21, 20, 13, 12]
+        );
+        assert!(example_leaves(&leaf, &pos, &start, &[4], 3).is_err());
+        assert!(example_leaves(&leaf, &[9i32], &[0i32], &[0], 3).is_err());
+        assert!(example_leaves(&leaf, &pos, &start[..2], &[0], 3).is_err());
     }
 
     #[test]

@@ -84,3 +84,30 @@ def test_an_epoch_trained_in_sample_chunks_is_the_epoch_trained_at_once(monkeypa
     (loss_a, a), (loss_b, b) = states
     assert loss_a == loss_b
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_behaviour_leaves_are_each_examples_window_most_recent_first(training_setup):
+    """The Rust gather of the examples' behaviour leaves (CPU) against the windows' definition,
+    for int32 and int64 positions."""
+    import torch
+
+    from jtm_rs._core import example_leaves
+
+    tree, leaves, _, examples = training_setup
+    w = leaves.windows
+    want = np.full((len(examples), w.max_behaviours), -1, dtype=np.int64)
+    all_leaves = tree.leaves(w.items)
+    for r, e in enumerate(examples):
+        behind = all_leaves[w.row_start[e] : w.pos[e]][::-1][: w.max_behaviours]
+        want[r, : len(behind)] = behind
+    got = leaves(torch.from_numpy(examples.astype(np.int64)))
+    np.testing.assert_array_equal(got.numpy(), want)
+    assert (want == -1).any() and (want >= 0).any()
+    assert w.pos.dtype == np.int32  # the windows keep int32 places where they fit; int64 beyond
+    wide = example_leaves(all_leaves, w.pos.astype(np.int64), w.row_start.astype(np.int64), examples.astype(np.int64),
+                          w.max_behaviours)
+    np.testing.assert_array_equal(wide, want)
+    with pytest.raises(InvalidInputError, match="both int32 or both int64"):
+        example_leaves(all_leaves, w.pos, w.row_start.astype(np.int64), examples.astype(np.int64), 3)
+    with pytest.raises(InvalidInputError, match="outside"):
+        leaves(torch.tensor([len(w)]))

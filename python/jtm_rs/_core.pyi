@@ -184,6 +184,17 @@ def mlp_bce_step(
     pre-activation is ``bias + means[rows[p]] @ w_user.T + table[nodes[p]] @ w_node.T``, then a
     PReLU after every layer but the last. All arrays C-contiguous (``jtm_rs.fused_mlp``)."""
 
+def example_leaves(
+    leaf: npt.NDArray[np.int64],
+    pos: npt.NDArray[np.integer],
+    row_start: npt.NDArray[np.integer],
+    examples: npt.NDArray[np.int64],
+    width: int,
+) -> npt.NDArray[np.int64]:
+    """``[len(examples), width]`` behaviour leaves, most recent first, ``-1`` padded: example
+    ``e``'s are ``leaf[pos[e] - 1]``, ``leaf[pos[e] - 2]``, … down to ``row_start[e]``
+    (``pos`` and ``row_start`` both int32 or both int64; ``jtm_rs.data.Windows``)."""
+
 class ScoringLayers:
     """An MLP copied and packed for the scoring pass's multiplies once: the first layer's node
     share ``w_node`` ``[hidden, dim]``, the layers after it (``weights[j]`` ``[out, in]``,

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Optional
 
+import numpy as np
 import torch
 
-from ._core import Tree
+from ._core import Tree, example_leaves
 from .data import Windows
 from .geometry import TreeGeometry
 
@@ -30,6 +31,10 @@ class BehaviourLeaves:
 
     def __call__(self, examples: torch.Tensor) -> torch.Tensor:
         """``LongTensor[B, max_behaviours]`` leaf ids, most recent first, ``-1`` padded."""
+        if self.device.type == "cpu":  # one pass in Rust, not five over [B, max_behaviours]
+            return torch.from_numpy(example_leaves(self.leaf.numpy(), self.windows.pos, self.windows.row_start,
+                                                   examples.numpy().astype(np.int64, copy=False),
+                                                   self.windows.max_behaviours))
         offs = self.pos[examples, None] - self.offsets
         return torch.where(offs >= self.row_start[examples, None], self.leaf[offs.clamp(min=0)], -1)
 

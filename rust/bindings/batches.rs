@@ -1,11 +1,15 @@
-//! `batch_bags`: a training batch's embedding rows and window bags (`crate::batch_bags`);
+//! `batch_bags`: a training batch's embedding rows and window bags, `example_leaves`: its
+//! examples' behaviour leaves (`crate::batch_bags`);
 //! `item_samples`: tree learning's training examples per item (`crate::item_samples`).
 
 use super::convert::Count;
-use crate::batch_bags::{batch_bags as bags_of, Levels};
+use crate::batch_bags::{batch_bags as bags_of, example_leaves as leaves_of, Levels};
 use crate::error::JtmError;
 use crate::item_samples::item_samples as samples_of;
-use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
+use numpy::ndarray::Array2;
+use numpy::{
+    IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods,
+};
 use pyo3::prelude::*;
 
 /// Four int64 arrays handed to Python.
@@ -86,4 +90,49 @@ pub fn item_samples<'py>(
         s.rows.into_pyarray(py),
         s.counts.into_pyarray(py),
     ))
+}
+
+/// `[len(examples), width]` behaviour leaves of `examples`, most recent first, `-1` padded:
+/// example `e`'s are `leaf[pos[e] - 1]`, `leaf[pos[e] - 2]`, … down to `row_start[e]`
+/// (`pos` and `row_start` int32 or int64 alike, as `jtm_rs.data.Windows` keeps them).
+#[pyfunction]
+pub fn example_leaves<'py>(
+    py: Python<'py>,
+    leaf: PyReadonlyArray1<'py, i64>,
+    pos: &Bound<'py, PyAny>,
+    row_start: &Bound<'py, PyAny>,
+    examples: PyReadonlyArray1<'py, i64>,
+    width: usize,
+) -> PyResult<Bound<'py, PyArray2<i64>>> {
+    let contiguous = |what: &str| JtmError::InvalidArgument(format!("{what} must be C-contiguous"));
+    let leaf = leaf.as_slice().map_err(|_| contiguous("leaf"))?;
+    let examples = examples.as_slice().map_err(|_| contiguous("examples"))?;
+    let out = if let (Ok(p), Ok(r)) = (
+        pos.extract::<PyReadonlyArray1<'py, i32>>(),
+        row_start.extract::<PyReadonlyArray1<'py, i32>>(),
+    ) {
+        let (p, r) = (
+            p.as_slice().map_err(|_| contiguous("pos"))?,
+            r.as_slice().map_err(|_| contiguous("row_start"))?,
+        );
+        py.detach(|| leaves_of(leaf, p, r, examples, width))?
+    } else {
+        let wrong = |_| {
+            JtmError::InvalidArgument(
+                "pos and row_start must be 1-d arrays, both int32 or both int64".into(),
+            )
+        };
+        let p = pos.extract::<PyReadonlyArray1<'py, i64>>().map_err(wrong)?;
+        let r = row_start
+            .extract::<PyReadonlyArray1<'py, i64>>()
+            .map_err(wrong)?;
+        let (p, r) = (
+            p.as_slice().map_err(|_| contiguous("pos"))?,
+            r.as_slice().map_err(|_| contiguous("row_start"))?,
+        );
+        py.detach(|| leaves_of(leaf, p, r, examples, width))?
+    };
+    let a = Array2::from_shape_vec((examples.len(), width), out)
+        .map_err(|e| JtmError::Internal(format!("example leaves' shape: {e}")))?;
+    Ok(a.into_pyarray(py))
 }
