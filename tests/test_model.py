@@ -128,7 +128,7 @@ def test_fast_path_matches_forward_in_value_and_gradient(monkeypatch, attention,
     assert _dense(g_fast[0])[40].abs().sum() == 0
 
 
-@pytest.mark.parametrize("n_ids", [50, 5000])  # marks and prefix sum; torch.unique's sort
+@pytest.mark.parametrize("n_ids", [50, 5000, 100_000])  # the Rust bitmap (CPU); torch.unique's sort
 def test_unique_inverse_is_torch_unique(n_ids):
     from jtm_rs.model import unique_inverse
 

@@ -195,6 +195,10 @@ def example_leaves(
     ``e``'s are ``leaf[pos[e] - 1]``, ``leaf[pos[e] - 2]``, … down to ``row_start[e]``
     (``pos`` and ``row_start`` both int32 or both int64; ``jtm_rs.data.Windows``)."""
 
+def unique_ranks(ids: npt.NDArray[np.int64], n_ids: int) -> Tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """``(unique, inverse)`` of ``ids`` in ``0..n_ids``, as ``torch.unique(ids,
+    return_inverse=True)``: from a bitmap of the id range, not a sort."""
+
 class ScoringLayers:
     """An MLP copied and packed for the scoring pass's multiplies once: the first layer's node
     share ``w_node`` ``[hidden, dim]``, the layers after it (``weights[j]`` ``[out, in]``,

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._core import unique_ranks
+
 #: Sizes of the paper's 10 time windows over the 69 most recent behaviours (most recent first).
 TIME_WINDOWS = (1, 1, 1, 2, 2, 2, 10, 10, 20, 20)
 
@@ -73,7 +75,11 @@ class PReLU(nn.PReLU):
 def unique_inverse(ids: torch.Tensor, n_ids: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``torch.unique(ids, return_inverse=True)`` for ids in ``[0, n_ids)``. Where the id range
     is not much larger than ``ids``, marks and a prefix sum over the range replace unique's sort
-    (2.5x faster for a training batch: ~115k ids over 65k nodes)."""
+    (2.5x faster for a training batch: ~115k ids over 65k nodes); on the CPU a bitmap of the
+    range in Rust (``unique_ranks``), one pass to mark and one to rank."""
+    if ids.device.type == "cpu" and n_ids <= 64 * ids.numel():
+        unique, inverse = unique_ranks(ids.reshape(-1).contiguous().numpy(), n_ids)
+        return torch.from_numpy(unique), torch.from_numpy(inverse).view(ids.shape)
     if n_ids > 8 * ids.numel():
         return torch.unique(ids, return_inverse=True)
     mark = torch.zeros(n_ids, dtype=torch.bool, device=ids.device)

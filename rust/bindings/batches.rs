@@ -3,7 +3,7 @@
 //! `item_samples`: tree learning's training examples per item (`crate::item_samples`).
 
 use super::convert::Count;
-use crate::batch_bags::{batch_bags as bags_of, example_leaves as leaves_of, Levels};
+use crate::batch_bags::{batch_bags as bags_of, example_leaves as leaves_of, unique_ranks, Levels};
 use crate::error::JtmError;
 use crate::item_samples::item_samples as samples_of;
 use numpy::ndarray::Array2;
@@ -19,6 +19,9 @@ type Int64Arrays<'py> = (
     Bound<'py, PyArray1<i64>>,
     Bound<'py, PyArray1<i64>>,
 );
+
+/// Two int64 arrays handed to Python.
+type Int64Pair<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>);
 
 /// `(unique, bag_rows, offsets, local_nodes)` of examples `leaves` (`[E, W]` behaviour leaves,
 /// most recent first, `-1` padded) in `windows`, and of the sampled `nodes` (`-1`: padding,
@@ -135,4 +138,20 @@ pub fn example_leaves<'py>(
     let a = Array2::from_shape_vec((examples.len(), width), out)
         .map_err(|e| JtmError::Internal(format!("example leaves' shape: {e}")))?;
     Ok(a.into_pyarray(py))
+}
+
+/// `(unique, inverse)` of `ids` in `0..n_ids` (`crate::batch_bags::unique_ranks`): the distinct
+/// ids ascending and each id's place among them, as `torch.unique(ids, return_inverse=True)`.
+#[pyfunction]
+#[pyo3(name = "unique_ranks")]
+pub fn unique_ranks_of<'py>(
+    py: Python<'py>,
+    ids: PyReadonlyArray1<'py, i64>,
+    n_ids: usize,
+) -> PyResult<Int64Pair<'py>> {
+    let ids = ids
+        .as_slice()
+        .map_err(|_| JtmError::InvalidArgument("ids must be C-contiguous".into()))?;
+    let (unique, ranks) = py.detach(|| unique_ranks(ids, n_ids))?;
+    Ok((unique.into_pyarray(py), ranks.into_pyarray(py)))
 }

@@ -20,6 +20,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(batches::batch_bags, m)?)?;
     m.add_function(wrap_pyfunction!(batches::item_samples, m)?)?;
     m.add_function(wrap_pyfunction!(batches::example_leaves, m)?)?;
+    m.add_function(wrap_pyfunction!(batches::unique_ranks_of, m)?)?;
     m.add_function(wrap_pyfunction!(kernels::lazy_adam_rows, m)?)?;
     m.add_function(wrap_pyfunction!(kernels::mlp_bce_step, m)?)?;
     m.add_class::<scoring::PyScoringLayers>()?;
