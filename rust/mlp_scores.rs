@@ -452,6 +452,24 @@ mod tests {
         h
     }
 
+    /// The pass's scores of `p`, in both precisions and on 1 and 3 parts, are `want`'s bits.
+    fn assert_scores_in_every_precision(
+        c: &Params,
+        p: &ScoredPairs<'_>,
+        want: impl Fn(Precision) -> Vec<f32>,
+    ) {
+        for precision in [Precision::BFloat16, Precision::Float32] {
+            let want = want(precision);
+            for parts in [1, 3] {
+                assert_eq!(
+                    pair_scores(&mlp(c), p, precision, parts).unwrap(),
+                    want,
+                    "{precision:?}, {parts} parts"
+                );
+            }
+        }
+    }
+
     #[test]
     fn bfloat16_outputs_chained_between_layers_give_the_layer_by_layer_bits() {
         let c = params();
@@ -462,16 +480,7 @@ mod tests {
             rows: &rows,
             nodes: &nodes,
         };
-        for precision in [Precision::BFloat16, Precision::Float32] {
-            let want = layer_by_layer(&c, &rows, &nodes, precision);
-            for parts in [1, 3] {
-                assert_eq!(
-                    pair_scores(&mlp(&c), &p, precision, parts).unwrap(),
-                    want,
-                    "{precision:?}, {parts} parts"
-                );
-            }
-        }
+        assert_scores_in_every_precision(&c, &p, |q| layer_by_layer(&c, &rows, &nodes, q));
     }
 
     #[test]
@@ -561,16 +570,7 @@ mod tests {
                 }
             })
             .collect();
-        for precision in [Precision::BFloat16, Precision::Float32] {
-            let want = after_first(&c, h.clone(), precision);
-            for parts in [1, 3] {
-                assert_eq!(
-                    pair_scores(&mlp(&c), &p, precision, parts).unwrap(),
-                    want,
-                    "{precision:?}, {parts} parts"
-                );
-            }
-        }
+        assert_scores_in_every_precision(&c, &p, |q| after_first(&c, h.clone(), q));
     }
 
     #[test]
